@@ -1,0 +1,3 @@
+from f5build.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""The backend protocol: what the synthesizer asks of an inference engine.
+
+A backend owns the three graphs of one artifacts folder. The synthesizer hands it whole jobs, not
+single steps, so a backend may run the entire NFE loop however it likes: ONNX Runtime calls the step
+graph NFE times from Python; TensorRT replays all NFE enqueues as one captured CUDA graph.
+
+Graph I/O (names as exported; B batch, N bucket frames, C = 100 mel channels, D text dim, F frames):
+
+    text_encoder: text_ids int32 (B, N) [-1 = padding], mask bool (B, N)
+                  -> text_cond float32 (B, N, D), text_uncond float32 (B, N, D)
+    step:         x, cond float32 (B, N, C); text_cond, text_uncond (B, N, D); mask bool (B, N);
+                  t, dt, cfg float32 (B,)  -> x_next float32 (B, N, C)
+    vocoder:      mel float32 (B, C, F) -> audio float32 (B, F * 256)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from f5rt.buckets import Bucket
+
+
+@dataclass
+class SampleJob:
+    """Everything one batched ODE solve needs, already padded to its bucket.
+
+    x0: initial noise (B, N, C); cond: reference mel, zero beyond the reference (B, N, C);
+    text_cond / text_uncond: text embeddings (B, N, D); mask: valid frames (B, N);
+    t, dt: the Euler schedule (nfe,) shared by the batch; cfg: guidance strength per row (B,).
+    """
+
+    bucket: Bucket
+    x0: np.ndarray
+    cond: np.ndarray
+    text_cond: np.ndarray
+    text_uncond: np.ndarray
+    mask: np.ndarray
+    t: np.ndarray
+    dt: np.ndarray
+    cfg: np.ndarray
+
+    def __post_init__(self) -> None:
+        b, n = self.bucket.batch, self.bucket.frames
+        for name in ("x0", "cond", "text_cond", "text_uncond"):
+            arr = getattr(self, name)
+            if arr.shape[:2] != (b, n):
+                raise ValueError(
+                    f"SampleJob.{name} has shape {arr.shape}, bucket {self.bucket.name} wants ({b}, {n}, …)"
+                )
+        if self.mask.shape != (b, n) or self.mask.dtype != np.bool_:
+            raise ValueError(f"SampleJob.mask must be bool ({b}, {n}), got {self.mask.dtype} {self.mask.shape}")
+        if self.t.shape != self.dt.shape or self.t.ndim != 1 or len(self.t) == 0:
+            raise ValueError(f"SampleJob.t and dt must be equal 1-D schedules, got {self.t.shape} {self.dt.shape}")
+        if self.cfg.shape != (b,):
+            raise ValueError(f"SampleJob.cfg must have shape ({b},), got {self.cfg.shape}")
+
+    @property
+    def nfe(self) -> int:
+        return int(self.t.shape[0])
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An inference engine for one artifacts folder (see the module docstring for graph I/O)."""
+
+    name: str
+    precision: str
+
+    def encode_text(self, text_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(text_cond, text_uncond) for padded ids (B, N) and frame mask (B, N)."""
+        ...
+
+    def sample(self, job: SampleJob) -> np.ndarray:
+        """Run the whole Euler loop from job.x0; return x at t = 1, shape (B, N, C)."""
+        ...
+
+    def vocode(self, mel: np.ndarray) -> np.ndarray:
+        """Waveform (B, F * hop) for a mel batch (B, C, F)."""
+        ...
+
+    def close(self) -> None:
+        """Release sessions, device memory and streams."""
+        ...

@@ -1,0 +1,381 @@
+"""The synthesizer: text + voice -> waveform, with f5-tts' own sampling recipe on any backend.
+
+Per request: text -> chunks and ids (f5-tts' front-end, exact) -> duration per chunk -> bucket ->
+cond mel from the cached voice -> seeded noise -> NFE Euler steps (backend) -> keep the generated
+frames -> vocoder -> RMS restore -> cross-fade chunks (-> optional silence trim).
+
+Chunks of one request, and of many requests in `synthesize_batch`, run together in B > 1 buckets;
+rows are independent (masked padding, per-row noise and cfg), so a request's audio does not depend
+on what it was batched with. Noise is standard normal from numpy's PCG64 seeded with
+SeedSequence([seed, chunk_index]); tests inject f5-tts' torch noise through `noise=`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from f5rt import audio as A
+from f5rt import schedules
+from f5rt.backends import Backend, SampleJob, make_backend
+from f5rt.buckets import BucketTable
+from f5rt.errors import TextError
+from f5rt.manifest import load_manifest
+from f5rt.text import ChunkPlan, TextFrontend, chunk_text, load_vocab
+from f5rt.voices import Voice, prepare_voice, voice_from_bytes
+
+NoiseFn = Callable[[int, int, int, int], np.ndarray]
+"""(seed, chunk_index, frames, channels) -> initial noise (frames, channels) float32."""
+
+
+def default_noise(seed: int, chunk: int, frames: int, channels: int) -> np.ndarray:
+    """Standard normal noise from PCG64(SeedSequence([seed, chunk])): reproducible across machines."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(chunk)])))
+    return rng.standard_normal((frames, channels), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    """f5-tts' inference defaults (nfe 32, cfg 2, sway -1, euler, speed 1, target_rms 0.1, cross-fade 0.15 s)."""
+
+    nfe: int = 32
+    cfg: float = 2.0
+    sway: float | None = -1.0
+    speed: float = 1.0
+    target_rms: float = 0.1
+    cross_fade: float = 0.15
+    fix_duration: float | None = None
+    remove_silence: bool = False
+    seed: int | None = None
+    use_epss: bool = True
+
+    def validate(self) -> None:
+        def finite(name: str, v: object) -> float:
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+            return float(v)
+
+        if isinstance(self.nfe, bool) or not isinstance(self.nfe, (int, np.integer)) or not 1 <= self.nfe <= 1000:
+            raise ValueError(f"nfe must be an integer in [1, 1000], got {self.nfe!r}")
+        if not 0.0 <= finite("cfg", self.cfg) <= 20.0:
+            raise ValueError(f"cfg must be in [0, 20], got {self.cfg}")
+        if self.sway is not None and not -10.0 <= finite("sway", self.sway) <= 10.0:
+            raise ValueError(f"sway must be in [-10, 10], got {self.sway}")
+        if not 0.05 <= finite("speed", self.speed) <= 10.0:
+            raise ValueError(f"speed must be in [0.05, 10], got {self.speed}")
+        if not 0.0 < finite("target_rms", self.target_rms) <= 1.0:
+            raise ValueError(f"target_rms must be in (0, 1], got {self.target_rms}")
+        if not 0.0 <= finite("cross_fade", self.cross_fade) <= 2.0:
+            raise ValueError(f"cross_fade must be in [0, 2] s, got {self.cross_fade}")
+        if self.fix_duration is not None and not 0.0 < finite("fix_duration", self.fix_duration) <= 600.0:
+            raise ValueError(f"fix_duration must be in (0, 600] s, got {self.fix_duration}")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**63
+        ):
+            raise ValueError(f"seed must be an integer in [0, 2^63), got {self.seed!r}")
+
+
+@dataclass
+class SynthesisResult:
+    audio: np.ndarray
+    sample_rate: int
+    seed: int
+    chunks: list[str]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return float(self.audio.shape[0]) / self.sample_rate
+
+
+@dataclass
+class _Work:
+    """One chunk of one request: the unit the sampler batches."""
+
+    item: int
+    index: int
+    plan: ChunkPlan
+    voice: Voice
+    opts: SynthesisOptions
+    seed: int
+
+    @property
+    def schedule_key(self) -> tuple[int, float | None, bool]:
+        return (self.opts.nfe, self.opts.sway, self.opts.use_epss)
+
+
+class CrossFader:
+    """f5-tts' chunk cross-fade (linear fades over min(cf, len(prev), len(next)) samples), incremental.
+
+    push() returns the audio that no later chunk can change; the last `cf` samples are held back
+    until the next chunk (or flush()) decides them. Concatenating every return equals the batch join.
+    """
+
+    def __init__(self, seconds: float, sample_rate: int) -> None:
+        self.cf = int(seconds * sample_rate)
+        self.held = np.zeros(0, dtype=np.float32)
+        self.total = 0  # length of everything joined so far (emitted + held)
+
+    def push(self, wave: np.ndarray) -> np.ndarray:
+        wave = np.asarray(wave, dtype=np.float32)
+        if self.total == 0:
+            joined = wave
+        else:
+            n = min(self.cf, self.total, len(wave)) if self.cf > 0 else 0
+            if n <= 0:
+                joined = np.concatenate([self.held, wave])
+            else:
+                fade_out = np.linspace(1, 0, n)
+                fade_in = np.linspace(0, 1, n)
+                mixed = self.held[-n:] * fade_out + wave[:n] * fade_in
+                joined = np.concatenate([self.held[:-n], mixed, wave[n:]]).astype(np.float32)
+            self.total -= len(self.held)
+        keep = min(max(self.cf, 0), len(joined))
+        ready, self.held = joined[: len(joined) - keep], joined[len(joined) - keep :]
+        self.total += len(joined)
+        return ready
+
+    def flush(self) -> np.ndarray:
+        out, self.held = self.held, np.zeros(0, dtype=np.float32)
+        return out
+
+
+class Synthesizer:
+    """F5-TTS inference over one artifacts folder. Thread-safe: backend calls are serialised."""
+
+    def __init__(
+        self,
+        artifacts: str | os.PathLike[str],
+        backend: str = "auto",
+        precision: str = "fp32",
+        threads: int | None = None,
+        noise: NoiseFn | None = None,
+    ) -> None:
+        self.manifest = load_manifest(artifacts)
+        audio_cfg = self.manifest.audio
+        self.sample_rate = int(audio_cfg["sample_rate"])
+        self.hop = int(audio_cfg["hop_length"])
+        self.n_mels = int(audio_cfg["n_mels"])
+        if (self.sample_rate, self.hop, self.n_mels) != (A.SAMPLE_RATE, 256, 100):
+            raise ValueError(f"unsupported audio config {audio_cfg} (the runtime's mel is 24 kHz, hop 256, 100 mels)")
+        self.buckets: BucketTable = self.manifest.buckets
+        self.frontend = TextFrontend(load_vocab(self.manifest.verify("vocab.txt")), self.hop, self.sample_rate)
+        self.backend: Backend = make_backend(backend, self.manifest, precision=precision, threads=threads)
+        self.backend_name = self.backend.name
+        self.precision = precision
+        self.noise = noise or default_noise
+        self._lock = threading.Lock()
+
+    # -- voices ---------------------------------------------------------------------------------
+    def voice_from_audio(
+        self,
+        audio: np.ndarray | bytes | str | os.PathLike[str],
+        ref_text: str,
+        sample_rate: int | None = None,
+        voice_id: str = "adhoc",
+    ) -> Voice:
+        """A voice from samples (with their rate), encoded bytes, or a file path."""
+        if isinstance(audio, np.ndarray):
+            if sample_rate is None:
+                raise ValueError("sample_rate is required with raw samples")
+            return prepare_voice(voice_id, audio, sample_rate, ref_text)
+        data = audio if isinstance(audio, bytes) else Path(audio).read_bytes()
+        return voice_from_bytes(voice_id, data, ref_text)
+
+    # -- planning -------------------------------------------------------------------------------
+    def _fit(self, voice: Voice, opts: SynthesisOptions, chunks: list[str]) -> list[ChunkPlan]:
+        """Plan `chunks`; any chunk longer than the largest bucket is split further, never truncated."""
+        plans = self.frontend.plan_chunks(voice.ref_text, voice.samples, chunks, opts.speed, opts.fix_duration)
+        out: list[ChunkPlan] = []
+        for plan in plans:
+            if plan.frames <= self.buckets.max_frames:
+                out.append(plan)
+                continue
+            pieces = _split_text(plan.text)
+            if len(pieces) < 2:
+                raise TextError(f"a chunk of {plan.frames} frames does not fit the largest bucket and cannot be split")
+            out.extend(self._fit(voice, opts, pieces))
+        return out
+
+    def plan(
+        self, text: str, voice: Voice, opts: SynthesisOptions, first_chunk_chars: int | None = None
+    ) -> list[ChunkPlan]:
+        """The chunks f5-tts would make (optionally with a short first chunk for streaming)."""
+        chunks = [p.text for p in self.frontend.plan(voice.ref_text, voice.samples, text, opts.speed, None)]
+        if first_chunk_chars:
+            head = chunk_text(text, max(1, int(first_chunk_chars)))
+            if len(head) > 1:
+                rest = " ".join(head[1:])
+                tail = [p.text for p in self.frontend.plan(voice.ref_text, voice.samples, rest, opts.speed, None)]
+                chunks = [head[0], *tail]
+        return self._fit(voice, opts, chunks)
+
+    def _works(
+        self, item: int, text: str, voice: Voice, opts: SynthesisOptions, first: int | None
+    ) -> tuple[list[_Work], int]:
+        opts.validate()
+        seed = int(opts.seed) if opts.seed is not None else secrets.randbits(63)
+        plans = self.plan(text, voice, opts, first)
+        return [_Work(item, i, p, voice, opts, seed) for i, p in enumerate(plans)], seed
+
+    # -- running --------------------------------------------------------------------------------
+    def _run(self, works: Sequence[_Work], timings: dict[str, float]) -> list[np.ndarray]:
+        """Sample and vocode every work, batching compatible ones; returns waveforms in order."""
+        waves: list[np.ndarray | None] = [None] * len(works)
+        groups: dict[tuple[int, float | None, bool], list[int]] = {}
+        for i, w in enumerate(works):
+            groups.setdefault(w.schedule_key, []).append(i)
+        for (nfe, sway, epss), idxs in groups.items():
+            t, dt = schedules.steps(nfe, sway, epss)
+            idxs.sort(key=lambda i: works[i].plan.frames)
+            for size in self.buckets.split_batch(len(idxs)):
+                batch, idxs = idxs[:size], idxs[size:]
+                for i, wave in zip(batch, self._run_batch([works[i] for i in batch], t, dt, timings), strict=True):
+                    waves[i] = wave
+        return [w for w in waves if w is not None]
+
+    def _run_batch(
+        self, works: list[_Work], t: np.ndarray, dt: np.ndarray, timings: dict[str, float]
+    ) -> list[np.ndarray]:
+        bucket = self.buckets.choose(max(w.plan.frames for w in works), len(works))
+        b, n, c = bucket.batch, bucket.frames, self.n_mels
+        ids = np.full((b, n), -1, dtype=np.int32)
+        mask = np.zeros((b, n), dtype=bool)
+        cond = np.zeros((b, n, c), dtype=np.float32)
+        x0 = np.zeros((b, n, c), dtype=np.float32)
+        cfg = np.zeros((b,), dtype=np.float32)
+        mels = []
+        for r, w in enumerate(works):
+            frames = w.plan.frames
+            tok = w.plan.ids[:frames]
+            ids[r, : len(tok)] = tok
+            mask[r, :frames] = True
+            mel = w.voice.mel(w.opts.target_rms).T  # (ref mel frames, C)
+            mels.append(mel)
+            cond[r, : min(len(mel), frames)] = mel[:frames]
+            x0[r, :frames] = self.noise(w.seed, w.index, frames, c)
+            cfg[r] = w.opts.cfg
+        for r in range(len(works), b):  # unused rows repeat row 0: finite, and never read back
+            ids[r], mask[r], cond[r], x0[r], cfg[r] = ids[0], mask[0], cond[0], x0[0], cfg[0]
+
+        with self._lock:
+            t0 = time.perf_counter()
+            text_cond, text_uncond = self.backend.encode_text(ids, mask)
+            t1 = time.perf_counter()
+            job = SampleJob(bucket, x0, cond, text_cond, text_uncond, mask, t, dt, cfg)
+            x = self.backend.sample(job)
+            t2 = time.perf_counter()
+            waves = []
+            for r, w in enumerate(works):
+                out = x[r, : w.plan.frames].copy()
+                m = min(len(mels[r]), w.plan.frames)
+                out[:m] = mels[r][:m]  # CFM.sample keeps the reference frames as given
+                gen = out[w.plan.ref_frames :].T[None].astype(np.float32)
+                wave = self.backend.vocode(np.ascontiguousarray(gen))[0]
+                if w.voice.rms < w.opts.target_rms:
+                    wave = wave * np.float32(w.voice.rms / w.opts.target_rms)
+                waves.append(wave.astype(np.float32))
+            t3 = time.perf_counter()
+        for key, value in (("text", t1 - t0), ("sample", t2 - t1), ("vocode", t3 - t2)):
+            timings[key] = timings.get(key, 0.0) + value
+        return waves
+
+    def _finish(self, waves: list[np.ndarray], opts: SynthesisOptions) -> np.ndarray:
+        joiner = CrossFader(opts.cross_fade, self.sample_rate)
+        audio = np.concatenate([*(joiner.push(w) for w in waves), joiner.flush()])
+        if opts.remove_silence:
+            audio = A.trim_silence(audio, self.sample_rate)
+        return audio.astype(np.float32)
+
+    # -- public API -----------------------------------------------------------------------------
+    def synthesize(
+        self, text: str, voice: Voice, options: SynthesisOptions | None = None, first_chunk_chars: int | None = None
+    ) -> SynthesisResult:
+        return self.synthesize_batch([(text, voice, options or SynthesisOptions())], first_chunk_chars)[0]
+
+    def synthesize_batch(
+        self, items: Sequence[tuple[str, Voice, SynthesisOptions]], first_chunk_chars: int | None = None
+    ) -> list[SynthesisResult]:
+        """Run several requests together; each result equals synthesize() of that request alone."""
+        t0 = time.perf_counter()
+        works: list[_Work] = []
+        seeds: list[int] = []
+        for i, (text, voice, opts) in enumerate(items):
+            w, seed = self._works(i, text, voice, opts, first_chunk_chars)
+            works.extend(w)
+            seeds.append(seed)
+        timings: dict[str, float] = {}
+        waves = self._run(works, timings)
+        results = []
+        for i, (_text, _voice, opts) in enumerate(items):
+            mine = [wave for w, wave in zip(works, waves, strict=True) if w.item == i]
+            audio = self._finish(mine, opts)
+            chunks = [w.plan.text for w in works if w.item == i]
+            results.append(SynthesisResult(audio, self.sample_rate, seeds[i], chunks, dict(timings)))
+        total = time.perf_counter() - t0
+        for r in results:
+            r.timings["total"] = total
+        return results
+
+    def stream(
+        self, text: str, voice: Voice, options: SynthesisOptions | None = None, first_chunk_chars: int | None = 40
+    ) -> Iterator[np.ndarray]:
+        """Yield audio as chunks finish: the first (short) chunk alone, then the rest batched.
+
+        The concatenation of all pieces equals synthesize(text, voice, options, first_chunk_chars)
+        (without remove_silence, which needs the whole waveform). Closing the generator stops the work.
+        """
+        opts = options or SynthesisOptions()
+        works, _seed = self._works(0, text, voice, opts, first_chunk_chars)
+        joiner = CrossFader(opts.cross_fade, self.sample_rate)
+        timings: dict[str, float] = {}
+        pending = list(works)
+        while pending:
+            take = 1 if pending is works or pending[0].index == 0 else self.buckets.max_batch
+            group, pending = pending[:take], pending[take:]
+            for wave in self._run(group, timings):
+                piece = joiner.push(wave)
+                if len(piece):
+                    yield piece
+        tail = joiner.flush()
+        if len(tail):
+            yield tail
+
+    def warmup(self) -> None:
+        """One short synthesis on a synthetic voice: loads sessions and kernels before traffic."""
+        rng = np.random.Generator(np.random.PCG64(0))
+        ref = (0.1 * rng.standard_normal(self.sample_rate)).astype(np.float32)
+        voice = prepare_voice("warmup", ref, self.sample_rate, "warm up.")
+        self.synthesize("Hello.", voice, SynthesisOptions(nfe=2, seed=0))
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Synthesizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _split_text(text: str) -> list[str]:
+    """Halve a chunk that is too long for any bucket: at a space if there is one, else mid-text."""
+    text = text.strip()
+    if len(text) < 2:
+        return [text]
+    mid = len(text) // 2
+    spaces = [i for i, ch in enumerate(text) if ch.isspace()]
+    if spaces:
+        mid = min(spaces, key=lambda i: abs(i - mid))
+    left, right = text[:mid].strip(), text[mid:].strip()
+    return [p for p in (left, right) if p]
+
+
+__all__ = ["CrossFader", "NoiseFn", "SynthesisOptions", "SynthesisResult", "Synthesizer", "default_noise", "replace"]
