@@ -32,7 +32,7 @@ from f5build.graphs import (
     StepGraph,
     TextEncoderGraph,
     VocoderGraph,
-    key_masking,
+    export_attention,
 )
 from f5build.load import AUDIO, ModelBundle, load_model
 
@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
     checks = example_inputs(bundle, batch=2, frames=trace_frames + 37, seed=1)  # another N: proves the axes are dynamic
     parity: dict[str, float] = {}
     timings: dict[str, float] = {}
-    with key_masking(bundle.dit):
+    with export_attention(bundle.dit):
         for name, (module, names_in, names_out, axes) in graph_modules(bundle).items():
             t0 = time.perf_counter()
             log(f"exporting {name} (opset {args.opset}) …")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,18 +115,62 @@ class StepGraph(nn.Module):
         return x + dt[:, None, None] * v
 
 
+class ExportAttnProcessor:
+    """f5-tts' AttnProcessor (torch backend) in a form that exports lean and always masks keys.
+
+    Same projections, q/k norms, rotary embedding (partial heads too) and output masking, but the
+    key mask is a (B, 1, 1, N) additive bias (0 / -inf) on explicit scores instead of SDPA's boolean
+    mask, which the exporter expands to (B, heads, N, N) with NaN guards around it (that alone took
+    over half of the step's time in ONNX Runtime).
+    """
+
+    def __init__(self, pe_attn_head: int | None) -> None:
+        self.pe_attn_head = pe_attn_head
+
+    def __call__(self, attn: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None, rope: Any = None) -> torch.Tensor:
+        from x_transformers.x_transformers import apply_rotary_pos_emb
+
+        b = x.shape[0]
+        heads = attn.heads
+        q, k, v = attn.to_q(x), attn.to_k(x), attn.to_v(x)
+        d = k.shape[-1] // heads
+        q, k, v = (y.view(b, -1, heads, d).transpose(1, 2) for y in (q, k, v))
+        if attn.q_norm is not None:
+            q = attn.q_norm(q)
+        if attn.k_norm is not None:
+            k = attn.k_norm(k)
+        if rope is not None:
+            freqs, xpos_scale = rope
+            q_scale, k_scale = (xpos_scale, xpos_scale**-1.0) if xpos_scale is not None else (1.0, 1.0)
+            pn = self.pe_attn_head
+            if pn is None:
+                q, k = apply_rotary_pos_emb(q, freqs, q_scale), apply_rotary_pos_emb(k, freqs, k_scale)
+            else:
+                q = torch.cat((apply_rotary_pos_emb(q[:, :pn], freqs, q_scale), q[:, pn:]), dim=1)
+                k = torch.cat((apply_rotary_pos_emb(k[:, :pn], freqs, k_scale), k[:, pn:]), dim=1)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (d**-0.5)
+        if mask is not None:
+            bias = torch.where(mask, 0.0, float("-inf")).to(scores.dtype)
+            scores = scores + bias[:, None, None, :]
+        out = torch.matmul(scores.softmax(dim=-1), v)
+        out = attn.to_out[0](out.transpose(1, 2).reshape(b, -1, heads * d))
+        if mask is not None:
+            out = out.masked_fill(~mask.unsqueeze(-1), 0.0)
+        return out
+
+
 @contextlib.contextmanager
-def key_masking(dit: nn.Module) -> Iterator[None]:
-    """Turn on f5-tts' attention key mask (off by default in v1 configs) for the duration of an export."""
-    procs = [b.attn.processor for b in dit.transformer_blocks]
-    saved = [p.attn_mask_enabled for p in procs]
+def export_attention(dit: nn.Module) -> Iterator[None]:
+    """Swap every block's attention processor for ExportAttnProcessor while exporting, then restore."""
+    attns = [b.attn for b in dit.transformer_blocks]
+    saved = [a.processor for a in attns]
     try:
-        for p in procs:
-            p.attn_mask_enabled = True
+        for a, p in zip(attns, saved, strict=True):
+            a.processor = ExportAttnProcessor(p.pe_attn_head)
         yield
     finally:
-        for p, s in zip(procs, saved, strict=True):
-            p.attn_mask_enabled = s
+        for a, p in zip(attns, saved, strict=True):
+            a.processor = p
 
 
 def istft_basis(n_fft: int, window: np.ndarray) -> np.ndarray:
