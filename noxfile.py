@@ -103,6 +103,38 @@ def export(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def calibrate(session: nox.Session) -> None:
+    """Record graph inputs over every NFE step of real sampling runs on the calibration corpus."""
+    _stage(session, "calibrate")
+
+
+@nox.session(venv_backend="none")
+def quantize(session: nox.Session) -> None:
+    """FP16 and INT8 Q/DQ variants with NVIDIA ModelOpt; placement checked."""
+    _stage(session, "quantize")
+
+
+@nox.session(venv_backend="none")
+def compile(session: nox.Session) -> None:
+    """TensorRT engines (one profile per bucket); without TensorRT, the build plan and polygraphy commands."""
+    _stage(session, "compile")
+
+
+@nox.session(venv_backend="none")
+def validate(session: nox.Session) -> None:
+    """Polygraphy comparisons of every precision vs FP32, end-to-end audio metrics, gates -> reports/."""
+    _stage(session, "validate")
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """f5-tts PyTorch vs f5rt on the full-size architecture (default), NFE 16, 2 threads -> reports/bench.*"""
+    py = _env(session)
+    args = session.posargs or ["--model", "f5tts-v1-base"]
+    session.run(str(py), "-m", "f5build", "bench", *args, external=True)
+
+
+@nox.session(venv_backend="none")
 def pipeline(session: nox.Session) -> None:
     """Every stage in order on one model (default: the embedded tiny model)."""
     py = _env(session)
@@ -124,3 +156,24 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "build", "tests", "noxfile.py")
     session.run("ruff", "check", "--target-version", "py310", "runtime")
     session.run("ruff", "format", "--check", "--diff", "runtime", "build", "tests", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the TensorRT / CUDA layer, checked as Python 3.10 code (JetPack 6).
+
+    No tensorrt-stubs here: the published ones do not parse, and installing them into a runtime
+    environment makes `import tensorrt` succeed as an empty namespace. TensorRT types are Any.
+    """
+    session.install("mypy", "numpy", "onnx~=1.21.0")
+    session.run(
+        "mypy",
+        "--python-version",
+        "3.10",
+        "--strict",
+        "--follow-imports=silent",
+        "runtime/f5rt/backends/tensorrt.py",
+        "runtime/f5rt/backends/cudagraph.py",
+        "build/f5build/compile.py",
+        env={"MYPYPATH": "runtime:build"},
+    )

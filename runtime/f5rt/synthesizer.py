@@ -111,42 +111,6 @@ class _Work:
         return (self.opts.nfe, self.opts.sway, self.opts.use_epss)
 
 
-class CrossFader:
-    """f5-tts' chunk cross-fade (linear fades over min(cf, len(prev), len(next)) samples), incremental.
-
-    push() returns the audio that no later chunk can change; the last `cf` samples are held back
-    until the next chunk (or flush()) decides them. Concatenating every return equals the batch join.
-    """
-
-    def __init__(self, seconds: float, sample_rate: int) -> None:
-        self.cf = int(seconds * sample_rate)
-        self.held = np.zeros(0, dtype=np.float32)
-        self.total = 0  # length of everything joined so far (emitted + held)
-
-    def push(self, wave: np.ndarray) -> np.ndarray:
-        wave = np.asarray(wave, dtype=np.float32)
-        if self.total == 0:
-            joined = wave
-        else:
-            n = min(self.cf, self.total, len(wave)) if self.cf > 0 else 0
-            if n <= 0:
-                joined = np.concatenate([self.held, wave])
-            else:
-                fade_out = np.linspace(1, 0, n)
-                fade_in = np.linspace(0, 1, n)
-                mixed = self.held[-n:] * fade_out + wave[:n] * fade_in
-                joined = np.concatenate([self.held[:-n], mixed, wave[n:]]).astype(np.float32)
-            self.total -= len(self.held)
-        keep = min(max(self.cf, 0), len(joined))
-        ready, self.held = joined[: len(joined) - keep], joined[len(joined) - keep :]
-        self.total += len(joined)
-        return ready
-
-    def flush(self) -> np.ndarray:
-        out, self.held = self.held, np.zeros(0, dtype=np.float32)
-        return out
-
-
 class Synthesizer:
     """F5-TTS inference over one artifacts folder. Thread-safe: backend calls are serialised."""
 
@@ -288,8 +252,7 @@ class Synthesizer:
         return waves
 
     def _finish(self, waves: list[np.ndarray], opts: SynthesisOptions) -> np.ndarray:
-        joiner = CrossFader(opts.cross_fade, self.sample_rate)
-        audio = np.concatenate([*(joiner.push(w) for w in waves), joiner.flush()])
+        audio = A.cross_fade(waves, opts.cross_fade, self.sample_rate)
         if opts.remove_silence:
             audio = A.trim_silence(audio, self.sample_rate)
         return audio.astype(np.float32)
@@ -334,7 +297,7 @@ class Synthesizer:
         """
         opts = options or SynthesisOptions()
         works, _seed = self._works(0, text, voice, opts, first_chunk_chars)
-        joiner = CrossFader(opts.cross_fade, self.sample_rate)
+        joiner = A.CrossFader(opts.cross_fade, self.sample_rate)
         timings: dict[str, float] = {}
         pending = list(works)
         while pending:
@@ -378,4 +341,4 @@ def _split_text(text: str) -> list[str]:
     return [p for p in (left, right) if p]
 
 
-__all__ = ["CrossFader", "NoiseFn", "SynthesisOptions", "SynthesisResult", "Synthesizer", "default_noise", "replace"]
+__all__ = ["NoiseFn", "SynthesisOptions", "SynthesisResult", "Synthesizer", "default_noise", "replace"]

@@ -1,0 +1,375 @@
+"""The compile stage without TensorRT: build plan, profile table, polygraphy command lines, skip path.
+
+The ONNX files are tiny hand-made graphs with the real I/O names of backends/base.py (nothing is
+exported), and the manifest is a fake one written with the real manifest helpers. The command lines
+are checked by parsing them with Polygraphy's own `convert` argument parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import yaml
+from f5build import compile as comp
+from f5build.cli import add_common
+from f5rt.backends.tensorrt import choose_vocoder_profile, plan_profiles, select_engines
+from f5rt.buckets import Bucket, BucketTable
+from f5rt.errors import ManifestError
+from f5rt.manifest import file_entry, load_manifest, update_manifest
+from onnx import TensorProto, helper
+
+ROOT = Path(__file__).resolve().parents[1]
+MEL, TEXT = 100, 16
+F32, I32, BOOL = TensorProto.FLOAT, TensorProto.INT32, TensorProto.BOOL
+
+# The graph contract as backends/base.py documents it, written out independently of the code under test.
+CONTRACT = {
+    "text_encoder": {
+        "inputs": [("text_ids", I32, ["batch", "frames"]), ("mask", BOOL, ["batch", "frames"])],
+        "outputs": [("text_cond", F32, ["batch", "frames", TEXT]), ("text_uncond", F32, ["batch", "frames", TEXT])],
+    },
+    "step": {
+        "inputs": [
+            ("x", F32, ["batch", "frames", MEL]),
+            ("cond", F32, ["batch", "frames", MEL]),
+            ("text_cond", F32, ["batch", "frames", TEXT]),
+            ("text_uncond", F32, ["batch", "frames", TEXT]),
+            ("mask", BOOL, ["batch", "frames"]),
+            ("t", F32, ["batch"]),
+            ("dt", F32, ["batch"]),
+            ("cfg", F32, ["batch"]),
+        ],
+        "outputs": [("x_next", F32, ["batch", "frames", MEL])],
+    },
+    "vocoder": {
+        "inputs": [("mel", F32, ["batch", MEL, "mel_frames"])],
+        "outputs": [("audio", F32, ["batch", "samples"])],
+    },
+}
+
+
+def make_onnx(graph: str, path: Path, inputs: list | None = None) -> Path:
+    """A small valid ONNX graph with the contract's I/O (the ops only have to be well-formed)."""
+    c = CONTRACT[graph]
+    ins = [helper.make_tensor_value_info(n, t, s) for n, t, s in (inputs or c["inputs"])]
+    outs = [helper.make_tensor_value_info(n, t, s) for n, t, s in c["outputs"]]
+    const = lambda name, vals: helper.make_tensor(name, TensorProto.INT64, [len(vals)], vals)  # noqa: E731
+    if graph == "text_encoder":
+        inits = [const("axes", [2]), const("width", [1, 1, TEXT])]
+        nodes = [
+            helper.make_node("Cast", ["text_ids"], ["ids_f"], to=F32),
+            helper.make_node("Unsqueeze", ["ids_f", "axes"], ["ids3"]),
+            helper.make_node("Expand", ["ids3", "width"], ["text_cond"]),
+            helper.make_node("Neg", ["text_cond"], ["text_uncond"]),
+        ]
+    elif graph == "step":
+        inits = []
+        nodes = [helper.make_node("Identity", ["x"], ["x_next"])]
+    else:
+        inits = [const("c_axis", [1]), const("axes", [2]), const("hop", [1, 1, 256]), const("flat", [0, -1])]
+        nodes = [
+            helper.make_node("ReduceSum", ["mel", "c_axis"], ["frames"], keepdims=0),
+            helper.make_node("Unsqueeze", ["frames", "axes"], ["f3"]),
+            helper.make_node("Expand", ["f3", "hop"], ["hops"]),
+            helper.make_node("Reshape", ["hops", "flat"], ["audio"]),
+        ]
+    model = helper.make_model(
+        helper.make_graph(nodes, graph, ins, outs, inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def make_artifacts(root: Path, frames=(256, 512), batch=(1, 2), step_precisions=("fp32", "fp16", "int8")) -> Path:
+    """artifacts/fake: ONNX files for every graph (step at several precisions) and their manifest."""
+    art = root / "fake"
+    art.mkdir(parents=True)
+    files = {}
+    sources = [("text_encoder", "fp32"), *(("step", p) for p in step_precisions), ("vocoder", "fp32")]
+    for graph, precision in sources:
+        rel = f"{graph}.onnx" if precision == "fp32" else f"{graph}.{precision}.onnx"
+        make_onnx(graph, art / rel)
+        files[rel] = file_entry(art, rel, graph=graph, precision=precision, kind="onnx", stage="export")
+
+    def mutate(d: dict) -> None:
+        d.update(
+            name="fake",
+            model={"dim": 64, "depth": 2, "heads": 2, "text_dim": TEXT, "mel_dim": MEL, "vocab_size": 10},
+            audio={"sample_rate": 24000, "hop_length": 256, "n_fft": 1024, "win_length": 1024, "n_mels": MEL},
+            buckets={"frames": list(frames), "batch": list(batch)},
+            files=files,
+        )
+
+    update_manifest(art, mutate)
+    return art
+
+
+def stage_args(art: Path, *extra: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    add_common(p)
+    comp.add_arguments(p)
+    return p.parse_args(["--artifacts-root", str(art.parent), "--name", art.name, *extra])
+
+
+def config_buckets() -> BucketTable:
+    return BucketTable.from_dict(yaml.safe_load((ROOT / "config" / "buckets.yaml").read_text()))
+
+
+def graph_io(graph: str) -> comp.GraphIO:
+    c = CONTRACT[graph]
+    names = {F32: "float32", I32: "int32", BOOL: "bool"}
+    return comp.GraphIO({n: (tuple(s), names[t]) for n, t, s in c["inputs"]}, {n: names[t] for n, t, _ in c["outputs"]})
+
+
+@pytest.fixture
+def no_tensorrt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT absent even where it is installed (a None entry makes `import tensorrt` fail)."""
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+
+
+# --- profile table --------------------------------------------------------------------------------
+
+
+def test_step_profiles_from_bucket_config_are_fixed_shapes() -> None:
+    buckets = config_buckets()
+    table = comp.profile_table("step", graph_io("step"), buckets, MEL, TEXT)
+    assert len(table) == len(buckets) == 24
+    assert [(p["frames"], p["batch"]) for p in table] == [(b.frames, b.batch) for b in buckets]
+    assert [p["index"] for p in table] == list(range(24))
+    for p in table:
+        b, n = p["batch"], p["frames"]
+        assert set(p["shapes"]) == {name for name, _, _ in CONTRACT["step"]["inputs"]}
+        for s in p["shapes"].values():
+            assert s["min"] == s["opt"] == s["max"]
+        assert p["shapes"]["x"]["opt"] == [b, n, MEL]
+        assert p["shapes"]["text_uncond"]["opt"] == [b, n, TEXT]
+        assert p["shapes"]["mask"]["opt"] == [b, n]
+        assert p["shapes"]["cfg"]["opt"] == [b]
+
+
+def test_vocoder_profiles_cover_every_frame_count_once() -> None:
+    buckets = config_buckets()
+    table = comp.profile_table("vocoder", graph_io("vocoder"), buckets, MEL, TEXT)
+    assert len(table) == 24
+    for b in buckets.batch:
+        rows = [p for p in table if p["batch"] == b]
+        covered = [f for p in rows for f in range(p["shapes"]["mel"]["min"][2], p["shapes"]["mel"]["max"][2] + 1)]
+        assert covered == list(range(1, buckets.max_frames + 1))  # no gap, no overlap
+        for p in rows:
+            assert p["shapes"]["mel"]["opt"] == p["shapes"]["mel"]["max"] == [b, MEL, p["frames"]]
+    # the runtime picks the profile whose range holds the length: agree with the table
+    profiles = plan_profiles("vocoder", buckets)
+    for frames in (1, 256, 257, 700, 2816):
+        p = choose_vocoder_profile(profiles, frames, 3)
+        row = table[p.index]
+        assert row["batch"] == 4 and row["shapes"]["mel"]["min"][2] <= frames <= row["shapes"]["mel"]["max"][2]
+
+
+def test_graph_io_is_checked_against_the_contract() -> None:
+    buckets = config_buckets()
+    io = graph_io("step")
+    static = comp.GraphIO({**io.inputs, "x": ((1, 512, MEL), "float32")}, io.outputs)
+    with pytest.raises(ValueError, match=r"input x axis 0 \(B\) is static"):
+        comp.profile_table("step", static, buckets, MEL, TEXT)
+    missing = comp.GraphIO({k: v for k, v in io.inputs.items() if k != "cfg"}, io.outputs)
+    with pytest.raises(ValueError, match=r"inputs are .* expected .*'cfg'"):
+        comp.profile_table("step", missing, buckets, MEL, TEXT)
+    wrong_c = comp.GraphIO({**io.inputs, "cond": (("batch", "frames", 80), "float32")}, io.outputs)
+    with pytest.raises(ValueError, match="axis 2 is 80, the manifest's model says 100"):
+        comp.profile_table("step", wrong_c, buckets, MEL, TEXT)
+    te = graph_io("text_encoder")
+    int64 = comp.GraphIO({**te.inputs, "text_ids": (("batch", "frames"), "int64")}, te.outputs)
+    with pytest.raises(ValueError, match="text_ids is int64, the contract says int32"):
+        comp.profile_table("text_encoder", int64, buckets, MEL, TEXT)
+
+
+def test_read_graph_io_reads_a_real_onnx_file(tmp_path: Path) -> None:
+    io = comp.read_graph_io(make_onnx("step", tmp_path / "step.onnx"))
+    assert io.inputs["x"] == (("batch", "frames", MEL), "float32")
+    assert io.inputs["mask"] == (("batch", "frames"), "bool")
+    assert io.outputs == {"x_next": "float32"}
+
+
+# --- the stage without TensorRT -------------------------------------------------------------------
+
+
+def test_without_tensorrt_the_stage_plans_and_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_tensorrt: None
+) -> None:
+    art = make_artifacts(tmp_path)
+    assert comp.run(stage_args(art)) == 0
+    out = capsys.readouterr().out
+    assert "TensorRT not found" in out and "build_engines.sh" in out
+    assert "differs from the manifest's bucket table" in out  # config/buckets.yaml is not this fake table
+
+    plan = json.loads((art / "engines" / "build_plan.json").read_text())
+    got = [(e["graph"], e["precision"], e["engine"]) for e in plan["engines"]]
+    assert got == [
+        ("text_encoder", "fp32", "engines/text_encoder.fp32.engine"),
+        ("step", "fp32", "engines/step.fp32.engine"),
+        ("step", "fp16", "engines/step.fp16.engine"),
+        ("step", "int8", "engines/step.int8.engine"),
+        ("vocoder", "fp32", "engines/vocoder.fp32.engine"),
+    ]
+    m = load_manifest(art)
+    for e in plan["engines"]:
+        assert e["onnx_sha256"] == m.files[e["onnx"]]["sha256"]
+        assert len(e["profiles"]) == 4
+    assert plan["options"] == {"opt_level": 3, "workspace_gib": 4.0, "tf32": False, "strongly_typed": True}
+    assert plan["timing_cache"] == "engines/timing.cache"
+    stage = m.data["stages"]["compile"]
+    assert stage["status"] == "planned" and stage["tools"]["tensorrt"] is None
+    assert stage["plan"] == "engines/build_plan.json"
+    assert m.precisions("step", "engine") == []  # nothing pretends to be built
+    # a second run writes the same plan (deterministic) and keeps the stage planned
+    before = (art / "engines" / "build_plan.json").read_bytes()
+    assert comp.run(stage_args(art)) == 0
+    assert (art / "engines" / "build_plan.json").read_bytes() == before
+
+
+def test_tensorrt_stubs_namespace_counts_as_no_tensorrt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))  # what tensorrt-stubs leaves
+    art = make_artifacts(tmp_path)
+    assert comp.run(stage_args(art)) == 0
+    assert "TensorRT not found" in capsys.readouterr().out
+
+
+def test_options_and_precision_filter(tmp_path: Path, no_tensorrt: None) -> None:
+    art = make_artifacts(tmp_path)
+    args = stage_args(
+        art, "--trt-precisions", "int8", "--trt-opt-level", "5", "--trt-workspace-gib", "1.5", "--trt-tf32"
+    )
+    assert comp.run(args) == 0
+    plan = json.loads((art / "engines" / "build_plan.json").read_text())
+    assert [(e["graph"], e["precision"]) for e in plan["engines"]] == [
+        ("text_encoder", "fp32"),
+        ("step", "int8"),
+        ("vocoder", "fp32"),
+    ]
+    cmd = plan["engines"][1]["command"]
+    assert cmd[cmd.index("--builder-optimization-level") + 1] == "5"
+    assert cmd[cmd.index("--pool-limit") + 1] == f"workspace:{int(1.5 * 2**30)}"
+    assert "--tf32" in cmd
+    with pytest.raises(ValueError, match="unknown"):
+        comp.run(stage_args(art, "--trt-precisions", "int4"))
+    with pytest.raises(ValueError, match="must be 0..5"):
+        comp.run(stage_args(art, "--trt-opt-level", "7"))
+    art2 = make_artifacts(tmp_path / "b", step_precisions=("fp32",))
+    with pytest.raises(ManifestError, match="no step ONNX at int8"):
+        comp.run(stage_args(art2, "--trt-precisions", "int8"))
+
+
+# --- polygraphy command lines and the script ------------------------------------------------------
+
+
+def polygraphy_parse(argv: list[str]):
+    """Parse a `polygraphy convert` command with Polygraphy's own argument groups (no TensorRT needed)."""
+    from polygraphy.tools.args import ModelArgs, TrtConfigArgs
+    from polygraphy.tools.convert.convert import Convert
+
+    tool = Convert()
+    parser = argparse.ArgumentParser()
+    tool.setup_parser(parser.add_subparsers())
+    assert argv[:2] == ["polygraphy", "convert"]
+    args = parser.parse_args(argv[1:])
+    for group in tool.arg_groups.values():
+        group.parse(args)
+    return args, tool.arg_groups[TrtConfigArgs], tool.arg_groups[ModelArgs]
+
+
+def test_polygraphy_commands_encode_the_plan(
+    tmp_path: Path, no_tensorrt: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    art = make_artifacts(tmp_path)
+    comp.run(stage_args(art))
+    plan = json.loads((art / "engines" / "build_plan.json").read_text())
+    monkeypatch.chdir(art)  # the script runs from the artifacts folder: relative paths must resolve there
+    for e in plan["engines"]:
+        assert Path(e["onnx"]).is_file()
+        args, cfg, model = polygraphy_parse(e["command"])
+        assert Path(model.path) == art / e["onnx"] and args.output == e["engine"] and args.convert_to == "trt"
+        assert args.strongly_typed is True
+        assert cfg.builder_optimization_level == 3
+        assert list(cfg.memory_pool_limits.values()) == [4 * 2**30]
+        assert cfg.load_timing_cache == "engines/timing.cache" and args.save_timing_cache == "engines/timing.cache"
+        assert not (cfg.fp16 or cfg.int8 or cfg.tf32)  # strongly typed: precision comes from the graph
+        want = [{n: (s["min"], s["opt"], s["max"]) for n, s in p["shapes"].items()} for p in e["profiles"]]
+        got = [{n: tuple(list(x) for x in v) for n, v in prof.items()} for prof in cfg.profile_dicts]
+        assert got == want
+
+
+def test_build_script_runs_the_same_commands(tmp_path: Path, no_tensorrt: None) -> None:
+    art = make_artifacts(tmp_path)
+    comp.run(stage_args(art))
+    plan = json.loads((art / "engines" / "build_plan.json").read_text())
+    script = art / "engines" / "build_engines.sh"
+    assert script.stat().st_mode & 0o111
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text().replace("\\\n", " ")
+    lines = text.splitlines()
+    assert 'cd "$(dirname "$0")/.."' in lines
+    commands = [shlex.split(line) for line in lines if line.startswith("polygraphy ")]
+    assert commands == [e["command"] for e in plan["engines"]]
+    assert lines[-1].startswith("python3 -m f5build.compile") and lines[-1].endswith("--trt-register")
+
+
+# --- manifest records: what the build writes is what the runtime accepts ---------------------------
+
+
+def test_recorded_engines_pass_the_runtime_checks(tmp_path: Path, no_tensorrt: None) -> None:
+    art = make_artifacts(tmp_path)
+    comp.run(stage_args(art))
+    plan = json.loads((art / "engines" / "build_plan.json").read_text())
+    options = comp.BuildOptions(**plan["options"])
+    target = comp.Target(tensorrt="10.3.0.30", cuda="12.6", gpu="Orin", sm="8.7")
+    for i, e in enumerate(plan["engines"]):
+        (art / e["engine"]).write_bytes(np.random.default_rng(i).bytes(64))
+        comp.record_engine(art, e, options, target)
+    m = load_manifest(art)
+    meta = m.files["engines/step.int8.engine"]
+    assert meta["kind"] == "engine" and meta["stage"] == "compile" and meta["precision"] == "int8"
+    assert (meta["tensorrt"], meta["cuda"], meta["gpu"], meta["sm"]) == ("10.3.0.30", "12.6", "Orin", "8.7")
+    assert meta["onnx_sha256"] == m.files["step.int8.onnx"]["sha256"]
+    assert m.precisions("step", "engine") == ["fp32", "fp16", "int8"]
+
+    chosen = select_engines(m, "int8", tensorrt_version="10.3.0.30", sm="8.7")
+    assert {g: c.precision for g, c in chosen.items()} == {"text_encoder": "fp32", "step": "int8", "vocoder": "fp32"}
+    assert chosen["step"].profile_for(Bucket(512, 2)).index == 3
+    with pytest.raises(ManifestError, match="TensorRT 10.3.0.30, this runtime has TensorRT 10.4"):
+        select_engines(m, "int8", tensorrt_version="10.4.0.1", sm="8.7")
+
+    e = plan["engines"][3]
+    assert comp.up_to_date(m, e, options, target)
+    assert not comp.up_to_date(m, {**e, "onnx_sha256": "0" * 64}, options, target)
+    assert not comp.up_to_date(m, e, comp.BuildOptions(opt_level=5), target)
+    assert not comp.up_to_date(m, e, options, comp.Target("10.3.0.30", "12.6", "H100", "9.0"))
+
+
+def test_plan_for_the_real_tiny_export(tiny_artifacts: Path, tmp_path: Path, no_tensorrt: None) -> None:
+    """The exporter's real graphs satisfy the contract the engines and the runtime assume."""
+    import shutil
+
+    art = tmp_path / "tiny"
+    shutil.copytree(tiny_artifacts, art)
+    assert comp.run(stage_args(art)) == 0
+    plan = json.loads((art / "engines" / "build_plan.json").read_text())
+    m = load_manifest(art)
+    assert {e["graph"] for e in plan["engines"]} == {"text_encoder", "step", "vocoder"}
+    text_dim = m.model["text_dim"]
+    for e in plan["engines"]:
+        assert len(e["profiles"]) == len(m.buckets)
+        if e["graph"] == "step":
+            b, n = e["profiles"][-1]["batch"], e["profiles"][-1]["frames"]
+            assert e["profiles"][-1]["shapes"]["text_cond"]["max"] == [b, n, text_dim]
