@@ -25,7 +25,7 @@ import numpy as np
 from f5rt import audio as A
 from f5rt import schedules
 from f5rt.backends import Backend, SampleJob, make_backend
-from f5rt.buckets import BucketTable
+from f5rt.buckets import Bucket, BucketTable
 from f5rt.errors import TextError
 from f5rt.manifest import load_manifest
 from f5rt.text import ChunkPlan, TextFrontend, chunk_text, load_vocab
@@ -208,7 +208,10 @@ class Synthesizer:
     def _run_batch(
         self, works: list[_Work], t: np.ndarray, dt: np.ndarray, timings: dict[str, float]
     ) -> list[np.ndarray]:
-        bucket = self.buckets.choose(max(w.plan.frames for w in works), len(works))
+        longest = max(w.plan.frames for w in works)
+        bucket = self.buckets.choose(longest, len(works))
+        if not getattr(self.backend, "fixed_shapes", True):
+            bucket = Bucket(longest, len(works))  # dynamic-shape backend: no padding work at all
         b, n, c = bucket.batch, bucket.frames, self.n_mels
         ids = np.full((b, n), -1, dtype=np.int32)
         mask = np.zeros((b, n), dtype=bool)

@@ -68,6 +68,7 @@ class Backend(Protocol):
 
     name: str
     precision: str
+    fixed_shapes: bool  # True: jobs must come in a shape bucket (engines); False: any size works
 
     def encode_text(self, text_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(text_cond, text_uncond) for padded ids (B, N) and frame mask (B, N)."""

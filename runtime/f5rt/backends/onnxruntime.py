@@ -25,6 +25,9 @@ def available() -> bool:
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
+    # The ONNX graphs have dynamic batch and frame axes, and padding never changes a row's output,
+    # so requests run at their exact size: a bucket's padded tail would be pure wasted CPU time.
+    fixed_shapes = False
 
     def __init__(self, manifest: Manifest, precision: str = "fp32", threads: int | None = None) -> None:
         try:

@@ -714,6 +714,7 @@ class TensorRTBackend:
     """
 
     name = "tensorrt"
+    fixed_shapes = True  # engines hold one optimization profile per shape bucket
 
     def __init__(
         self,
