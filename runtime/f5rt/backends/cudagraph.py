@@ -198,14 +198,17 @@ class Stream(_Owned):
         check(_runtime().cudaStreamDestroy(self._handle), "cudaStreamDestroy")
 
 
-class DeviceBuffer(_Owned):
-    """`nbytes` of device memory (cudaMalloc: 256-byte aligned, as TensorRT wants)."""
+class _Memory(_Owned):
+    """An allocation of `nbytes` with a checked pointer and bounds (device or pinned host)."""
+
+    _alloc_call = ""
 
     def __init__(self, nbytes: int) -> None:
         if nbytes < 0:
-            raise ValueError(f"DeviceBuffer size must be >= 0, got {nbytes}")
+            raise ValueError(f"{type(self).__name__} size must be >= 0, got {nbytes}")
         self.nbytes = int(nbytes)
-        self._ptr = int(check(_runtime().cudaMalloc(max(self.nbytes, 1)), f"cudaMalloc({self.nbytes})"))
+        alloc = getattr(_runtime(), self._alloc_call)
+        self._ptr = int(check(alloc(max(self.nbytes, 1)), f"{self._alloc_call}({self.nbytes})"))
 
     @property
     def ptr(self) -> int:
@@ -215,6 +218,12 @@ class DeviceBuffer(_Owned):
     def _range(self, offset: int, nbytes: int) -> None:
         if offset < 0 or nbytes < 0 or offset + nbytes > self.nbytes:
             raise ValueError(f"range [{offset}, {offset + nbytes}) outside a {self.nbytes}-byte buffer")
+
+
+class DeviceBuffer(_Memory):
+    """`nbytes` of device memory (cudaMalloc: 256-byte aligned, as TensorRT wants)."""
+
+    _alloc_call = "cudaMalloc"
 
     def upload(self, host: PinnedBuffer, stream: Stream, offset: int = 0, nbytes: int | None = None) -> None:
         """Copy host[offset:offset+nbytes] to the same offsets here (mirror layout), asynchronously."""
@@ -237,26 +246,13 @@ class DeviceBuffer(_Owned):
         check(_runtime().cudaFree(self._ptr), "cudaFree")
 
 
-class PinnedBuffer(_Owned):
+class PinnedBuffer(_Memory):
     """Page-locked host memory (cudaMallocHost): async copies from it really are asynchronous.
 
     `view()` returns numpy arrays over this memory; they are invalid once the buffer is closed.
     """
 
-    def __init__(self, nbytes: int) -> None:
-        if nbytes < 0:
-            raise ValueError(f"PinnedBuffer size must be >= 0, got {nbytes}")
-        self.nbytes = int(nbytes)
-        self._ptr = int(check(_runtime().cudaMallocHost(max(self.nbytes, 1)), f"cudaMallocHost({self.nbytes})"))
-
-    @property
-    def ptr(self) -> int:
-        self._alive()
-        return self._ptr
-
-    def _range(self, offset: int, nbytes: int) -> None:
-        if offset < 0 or nbytes < 0 or offset + nbytes > self.nbytes:
-            raise ValueError(f"range [{offset}, {offset + nbytes}) outside a {self.nbytes}-byte buffer")
+    _alloc_call = "cudaMallocHost"
 
     def view(self, dtype: Any, shape: Sequence[int], offset: int = 0) -> np.ndarray:
         dt = np.dtype(dtype)
