@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+
 from conftest import SR, speechlike
 from f5rt.synthesizer import SynthesisOptions, Synthesizer
 from f5rt.text import convert_char_to_pinyin, normalize_ref_text

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import SR, speechlike
 
+from conftest import SR, speechlike
 from f5rt.buckets import Bucket, BucketTable
 from f5rt.cli import main as f5rt_main
 from f5rt.errors import F5RTError, NoBucketError

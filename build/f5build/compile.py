@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from f5build.cli import add_common, artifacts_dir
 from f5rt._fs import atomic_write_bytes, atomic_write_json, sha256_file, sha256_json
 from f5rt.backends import cudagraph as cg
 from f5rt.backends.tensorrt import (
@@ -50,8 +51,6 @@ from f5rt.backends.tensorrt import (
 from f5rt.buckets import BucketTable
 from f5rt.errors import BackendUnavailable, ManifestError
 from f5rt.manifest import GRAPHS, Manifest, file_entry, load_manifest, update_manifest
-
-from f5build.cli import add_common, artifacts_dir
 
 ENGINES_DIR = "engines"
 PLAN_NAME = f"{ENGINES_DIR}/build_plan.json"

@@ -15,9 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from f5rt._fs import atomic_path, atomic_write_bytes, sha256_json
-from f5rt.errors import ManifestError
-from f5rt.manifest import MANIFEST_NAME, file_entry, load_manifest, update_manifest
 from torch import nn
 
 from f5build.cli import artifacts_dir
@@ -35,6 +32,9 @@ from f5build.graphs import (
     export_attention,
 )
 from f5build.load import AUDIO, ModelBundle, load_model
+from f5rt._fs import atomic_path, atomic_write_bytes, sha256_json
+from f5rt.errors import ManifestError
+from f5rt.manifest import MANIFEST_NAME, file_entry, load_manifest, update_manifest
 
 OPSET = 17  # JetPack 6's TensorRT 10.3 parses opset <= 20; 17 is what the legacy exporter does best
 PARITY_TOL = 1e-4
