@@ -135,6 +135,15 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def loadtest(session: nox.Session) -> None:
+    """Loopback load test of `f5rt serve` on the tiny model, batched vs unbatched -> reports/load.{md,json}."""
+    py = _env(session)
+    if not (ROOT / "artifacts" / "tiny" / "manifest.json").exists():
+        session.run(str(py), "-m", "f5build", "export", external=True)
+    session.run(str(py), "-m", "f5build.loadtest", "--artifacts", "artifacts/tiny", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
 def pipeline(session: nox.Session) -> None:
     """Every stage in order on one model (default: the embedded tiny model)."""
     py = _env(session)

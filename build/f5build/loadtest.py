@@ -1,0 +1,356 @@
+"""`python -m f5build.loadtest`: a bounded loopback load test of `f5rt serve`, batched vs unbatched.
+
+Starts the server in a subprocess on 127.0.0.1 (a free port), fires a fixed number of /api/tts
+requests at a fixed concurrency, once with dynamic batching (the configured window) and once without
+(window 0), then a smaller streaming run on /v1/audio/speech for time to first audio. Writes
+reports/load.md and reports/load.json: p50/p95 latency, TTFA, throughput, audio seconds per second and
+the mean batch size the server's own /metrics saw.
+
+    python -m f5build.loadtest --artifacts artifacts/tiny --voices DIR [--requests 200 --concurrency 16]
+
+Without --voices a synthetic reference voice is made in a temp folder (the tiny model does not care
+what it imitates). Nothing leaves the machine; every request has a timeout, so the run is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from f5rt._fs import atomic_write_bytes, atomic_write_json
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Chat-reader traffic: short messages, a few longer ones, mixed languages.
+TEXTS = (
+    "Thanks for the follow!",
+    "Hi chat, welcome to the stream.",
+    "That was a close one, good game everyone.",
+    "Can you play the song from yesterday again?",
+    "感谢大家的支持，我们下次再见。",
+    "今天的直播就到这里。",
+    "Next round starts in two minutes, grab a drink.",
+    "Shout out to everyone who joined from the raid, you are all amazing.",
+)
+
+
+@dataclass
+class Sample:
+    status: int
+    latency_s: float
+    ttfa_s: float
+    audio_s: float
+    error: str = ""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_voice_dir(root: Path) -> Path:
+    """One synthetic 3 s voice (voiced-like harmonics with a syllable-rate envelope) as <root>/demo."""
+    import soundfile as sf
+
+    sr = 24000
+    t = np.arange(3 * sr) / sr
+    f0 = 140 + 20 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    wave = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.55 + 0.45 * np.sin(2 * np.pi * 4 * t))
+    wave = (0.2 * wave / np.max(np.abs(wave))).astype(np.float32)
+    d = root / "demo"
+    d.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    sf.write(buf, wave, sr, format="WAV", subtype="PCM_16")
+    atomic_write_bytes(d / "ref.wav", buf.getvalue())
+    atomic_write_bytes(d / "ref.txt", b"This is a short reference recording for the load test.")
+    return root
+
+
+@contextlib.contextmanager
+def server_process(args: argparse.Namespace, voices: Path, window_ms: float, log_path: Path) -> Iterator[str]:
+    """Run `python -m f5rt.server` until the block ends; yields its base URL once /api/health is 200."""
+    import httpx
+
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "f5rt.server",
+        "--artifacts", str(args.artifacts), "--voices", str(voices),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--backend", args.backend, "--batch-window-ms", str(window_ms), "--max-batch", str(args.max_batch),
+        "--nfe", str(args.nfe), "--log-level", "warning",
+    ]  # fmt: skip
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "runtime"), *filter(None, [env.get("PYTHONPATH")])])
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + args.startup_timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"server not ready after {args.startup_timeout} s:\n{log_path.read_text()[-2000:]}"
+                    )
+                time.sleep(0.2)
+            yield url
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+async def run_load(
+    url: str, n: int, concurrency: int, mode: str, nfe: int, timeout: float
+) -> tuple[list[Sample], float]:
+    """n requests, `concurrency` in flight at a time; returns the samples and the wall time."""
+    import httpx
+
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    samples: list[Sample] = []
+
+    async def one(client: httpx.AsyncClient, i: int) -> Sample:
+        text = TEXTS[i % len(TEXTS)]
+        t0 = time.perf_counter()
+        try:
+            if mode == "tts":
+                r = await client.post("/api/tts", json={"text": text, "seed": i, "nfe_step": nfe})
+                dt = time.perf_counter() - t0
+                if r.status_code != 200:
+                    return Sample(r.status_code, dt, math.nan, 0.0, r.text[:200])
+                body = r.json()
+                return Sample(200, dt, dt, body["waveform_len"] / body["sample_rate"])
+            payload = {"input": text, "voice": None, "seed": i, "response_format": "pcm", "model": "f5-tts"}
+            async with client.stream("POST", "/v1/audio/speech", json=payload) as r:
+                if r.status_code != 200:
+                    await r.aread()
+                    return Sample(r.status_code, time.perf_counter() - t0, math.nan, 0.0, r.text[:200])
+                ttfa, nbytes = math.nan, 0
+                async for chunk in r.aiter_bytes():
+                    if chunk and math.isnan(ttfa):
+                        ttfa = time.perf_counter() - t0
+                    nbytes += len(chunk)
+                return Sample(200, time.perf_counter() - t0, ttfa, nbytes / 2 / 24000)
+        except httpx.HTTPError as e:
+            return Sample(0, time.perf_counter() - t0, math.nan, 0.0, f"{type(e).__name__}: {e}")
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while True:
+            try:
+                i = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            samples.append(await one(client, i))
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    return samples, wall
+
+
+def percentile(values: list[float], q: float) -> float:
+    vals = [v for v in values if not math.isnan(v)]
+    return float(np.percentile(vals, q)) if vals else math.nan
+
+
+def batch_stats(metrics_text: str) -> tuple[float, float]:
+    """(requests batched, engine calls) so far, from the server's f5rt_batch_size histogram."""
+    total = count = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith("f5rt_batch_size_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith("f5rt_batch_size_count"):
+            count = float(line.split()[-1])
+    return total, count
+
+
+def summarize(samples: list[Sample], wall: float) -> dict[str, Any]:
+    ok = [s for s in samples if s.status == 200]
+    errors: dict[str, int] = {}
+    for s in samples:
+        if s.status != 200:
+            errors[str(s.status)] = errors.get(str(s.status), 0) + 1
+    lat = [s.latency_s for s in ok]
+    ttfa = [s.ttfa_s for s in ok]
+    audio = sum(s.audio_s for s in ok)
+    return {
+        "requests": len(samples),
+        "ok": len(ok),
+        "errors": errors,
+        "first_errors": sorted({s.error for s in samples if s.error})[:3],
+        "wall_s": wall,
+        "throughput_rps": len(ok) / wall if wall else math.nan,
+        "audio_s_per_s": audio / wall if wall else math.nan,
+        "latency_p50_s": percentile(lat, 50),
+        "latency_p95_s": percentile(lat, 95),
+        "latency_max_s": max(lat) if lat else math.nan,
+        "ttfa_p50_s": percentile(ttfa, 50),
+        "ttfa_p95_s": percentile(ttfa, 95),
+    }
+
+
+def one_run(
+    args: argparse.Namespace, voices: Path, window_ms: float, mode: str, n: int, log_path: Path
+) -> dict[str, Any]:
+    import httpx
+
+    with server_process(args, voices, window_ms, log_path) as url:
+        asyncio.run(run_load(url, min(4, n), min(4, args.concurrency), mode, args.nfe, args.timeout))  # warm caches
+        before = batch_stats(httpx.get(f"{url}/metrics", timeout=10).text)
+        samples, wall = asyncio.run(run_load(url, n, args.concurrency, mode, args.nfe, args.timeout))
+        after = batch_stats(httpx.get(f"{url}/metrics", timeout=10).text)
+    summary = summarize(samples, wall)
+    # The histogram is cumulative: subtract what the warm-up requests put in it.
+    batched, calls = after[0] - before[0], after[1] - before[1]
+    summary["engine_calls"], summary["mean_batch"] = calls, (batched / calls if calls else math.nan)
+    summary.update(mode=mode, batch_window_ms=window_ms, max_batch=args.max_batch if window_ms > 0 else 1)
+    return summary
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> None:
+    runs = report["runs"]
+    cols = [
+        ("run", None), ("requests", "requests"), ("ok", "ok"), ("errors", "errors"), ("req/s", "throughput_rps"),
+        ("audio s/s", "audio_s_per_s"), ("p50 s", "latency_p50_s"), ("p95 s", "latency_p95_s"),
+        ("TTFA p50 s", "ttfa_p50_s"), ("TTFA p95 s", "ttfa_p95_s"), ("mean batch", "mean_batch"),
+    ]  # fmt: skip
+    cfg = report["config"]
+    lines = [
+        "# Load test: f5rt serve (loopback)",
+        "",
+        f"Artifacts `{cfg['artifacts']}`, backend {cfg['backend']}, {cfg['requests']} /api/tts requests at "
+        f"concurrency {cfg['concurrency']}, nfe {cfg['nfe']}; batched = window {cfg['batch_window_ms']} ms, "
+        f"max batch {cfg['max_batch']}; unbatched = window 0. Host: {cfg['host']}.",
+        "",
+        "| " + " | ".join(c for c, _ in cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for name, r in runs.items():
+        cells = [name] + [
+            _fmt(r[k]) if not isinstance(r[k], dict) else (json.dumps(r[k]) if r[k] else "0") for _, k in cols[1:]
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Batched / unbatched throughput: **{_fmt(report['speedup'], 2)}x**; "
+        f"p95 latency ratio: {_fmt(report['p95_ratio'], 2)}.",
+        "",
+        "TTFA for /api/tts is the whole latency (the response is one JSON body); the stream run measures "
+        "the first audio bytes of /v1/audio/speech (short first chunk).",
+    ]
+    for name, r in runs.items():
+        if r["first_errors"]:
+            lines.append(f"\nErrors in {name}: " + "; ".join(r["first_errors"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_dir / "load.md", ("\n".join(lines) + "\n").encode("utf-8"))
+    atomic_write_json(out_dir / "load.json", _jsonable(report))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m f5build.loadtest", description=__doc__.split("\n\n")[0])
+    p.add_argument("--artifacts", type=Path, default=ROOT / "artifacts" / "tiny")
+    p.add_argument("--voices", type=Path, help="voices folder (default: one synthetic voice in a temp folder)")
+    p.add_argument("--backend", default="onnxruntime")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--stream-requests", type=int, default=48, help="streaming requests for TTFA (0: skip)")
+    p.add_argument("--nfe", type=int, default=16, help="NFE steps per request (EPSS schedule at 16)")
+    p.add_argument("--batch-window-ms", type=float, default=50.0)
+    p.add_argument("--max-batch", type=int, default=4)
+    p.add_argument("--timeout", type=float, default=120.0, help="per-request client timeout (s)")
+    p.add_argument("--startup-timeout", type=float, default=180.0)
+    p.add_argument("--out", type=Path, default=ROOT / "reports")
+    args = p.parse_args(argv)
+    if args.requests < 1 or args.concurrency < 1:
+        p.error("--requests and --concurrency must be positive")
+    if not (args.artifacts / "manifest.json").is_file():
+        p.error(f"{args.artifacts} has no manifest.json (run `python -m f5build export` first)")
+
+    with tempfile.TemporaryDirectory(prefix="f5-load-") as tmp:
+        tmp_path = Path(tmp)
+        voices = args.voices or make_voice_dir(tmp_path / "voices")
+        runs: dict[str, Any] = {}
+        plan = [("batched", args.batch_window_ms, "tts", args.requests), ("unbatched", 0.0, "tts", args.requests)]
+        if args.stream_requests > 0:
+            plan.append(("stream", args.batch_window_ms, "stream", args.stream_requests))
+        for name, window, mode, n in plan:
+            print(f"[loadtest] {name}: {n} requests, concurrency {args.concurrency}, window {window} ms", flush=True)
+            runs[name] = one_run(args, voices, window, mode, n, tmp_path / f"{name}.log")
+            r = runs[name]
+            print(
+                f"[loadtest] {name}: {r['ok']}/{r['requests']} ok, {r['throughput_rps']:.2f} req/s, "
+                f"p50 {r['latency_p50_s']:.3f} s, p95 {r['latency_p95_s']:.3f} s, mean batch {r['mean_batch']:.2f}",
+                flush=True,
+            )
+    b, u = runs["batched"], runs["unbatched"]
+    report = {
+        "config": {
+            "artifacts": str(args.artifacts), "backend": args.backend, "requests": args.requests,
+            "concurrency": args.concurrency, "nfe": args.nfe, "batch_window_ms": args.batch_window_ms,
+            "max_batch": args.max_batch,
+            "host": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
+        },
+        "runs": runs,
+        "speedup": b["throughput_rps"] / u["throughput_rps"] if u["throughput_rps"] else math.nan,
+        "p95_ratio": b["latency_p95_s"] / u["latency_p95_s"] if u["latency_p95_s"] else math.nan,
+    }  # fmt: skip
+    write_report(report, args.out)
+    print(
+        f"[loadtest] wrote {args.out / 'load.md'} and load.json; batched/unbatched throughput {report['speedup']:.2f}x"
+    )
+    failed = sum(r["requests"] - r["ok"] for r in runs.values())
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
