@@ -19,13 +19,14 @@ import numpy as np
 import onnx
 import pytest
 import yaml
+from onnx import TensorProto, helper
+
 from f5build import compile as comp
 from f5build.cli import add_common
 from f5rt.backends.tensorrt import choose_vocoder_profile, plan_profiles, select_engines
 from f5rt.buckets import Bucket, BucketTable
 from f5rt.errors import ManifestError
 from f5rt.manifest import file_entry, load_manifest, update_manifest
-from onnx import TensorProto, helper
 
 ROOT = Path(__file__).resolve().parents[1]
 MEL, TEXT = 100, 16

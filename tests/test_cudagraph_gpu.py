@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from f5rt.backends import cudagraph as cg
 from f5rt.backends.base import SampleJob
 from f5rt.backends.tensorrt import BucketRunner, plan_step_arena

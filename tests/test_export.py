@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+
 from f5build.cli import main
 from f5build.graphs import istft_basis
 from f5rt.errors import ManifestError
@@ -191,6 +192,7 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
 
 def _write_checkpoint(tmp_path, bundle, drop: str | None = None):
     import yaml
+
     from f5build.load import TINY_ARCH, TINY_VOCOS
 
     state = {f"ema_model.transformer.{k}": v for k, v in bundle.dit.state_dict().items() if k != drop}

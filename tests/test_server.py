@@ -22,17 +22,19 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+
 from conftest import SR, speechlike
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
 import httpx
+from starlette.testclient import TestClient
+
 from f5rt.limits import Limits
 from f5rt.server import create_app
 from f5rt.synthesizer import SynthesisOptions, Synthesizer
 from f5rt.voices import VoiceStore
-from starlette.testclient import TestClient
 
 QUICK_TEXT = "Hello there, this is a test."  # transcript of the 1 s 'quick' voice
 NFE = 6

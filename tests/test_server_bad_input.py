@@ -19,15 +19,17 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
+
 from conftest import SR, speechlike
 
 pytest.importorskip("fastapi")
+
+from starlette.testclient import TestClient
 
 from f5rt.limits import Limits
 from f5rt.server import create_app
 from f5rt.synthesizer import SynthesisOptions, Synthesizer
 from f5rt.voices import VoiceStore
-from starlette.testclient import TestClient
 
 LIMITS = Limits(max_text_chars=500, max_ref_text_chars=200, max_upload_bytes=256 * 1024, max_body_bytes=64 * 1024)
 JSON = {"content-type": "application/json"}

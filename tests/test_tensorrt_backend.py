@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from f5rt.backends import cudagraph as cg
 from f5rt.backends import tensorrt as trtb
 from f5rt.buckets import Bucket, BucketTable

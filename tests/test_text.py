@@ -25,6 +25,7 @@ from f5_tts.infer.utils_infer import chunk_text as f5_chunk_text  # noqa: E402
 from f5_tts.model import CFM  # noqa: E402
 from f5_tts.model.utils import convert_char_to_pinyin as f5_convert  # noqa: E402
 from f5_tts.model.utils import get_tokenizer, list_str_to_idx  # noqa: E402
+
 from f5rt import text as T  # noqa: E402
 from f5rt.errors import AudioError, F5RTError, TextError  # noqa: E402
 
