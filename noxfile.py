@@ -47,6 +47,16 @@ BUILD_DEPS = [
     "polygraphy",
     "soundfile",
     "matplotlib",
+    # INT8 Q/DQ and FP16 with NVIDIA ModelOpt, without its [onnx] extra: that extra pulls
+    # onnxruntime-gpu (which replaces the CPU onnxruntime) and cupy. This set is what it needs here.
+    "nvidia-modelopt==0.47.0",
+    "lief",
+    "onnxconverter-common~=1.16.0",
+    "onnxslim",
+    "ml_dtypes",
+    # end-to-end speech metrics of the validate stage
+    "pesq",
+    "pystoi",
 ]
 # f5-tts' own requirements pull a CUDA torch and gradio: install it bare, its real needs are above.
 NO_DEPS = ["f5-tts==1.1.22", "vocos==0.1.0", "encodec==0.1.1"]

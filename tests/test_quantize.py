@@ -1,0 +1,385 @@
+"""Calibration recording, ModelOpt INT8/FP16 variants and the Q/DQ placement check on the tiny model.
+
+The quantized artifacts are built once per session (export fixture -> calibrate with a tiny budget
+and synthetic voices -> quantize) in a private copy, so other tests keep their FP32-only folder.
+The structural checks here look at the ONNX graphs directly (onnx + shape inference), not through
+f5build.placement, so the placement check itself is under test too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("modelopt.onnx.quantization", reason="nvidia-modelopt is not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+NFE = 8
+CALIB_ARGS = [
+    "--calib-requests",
+    "4",
+    "--calib-samples",
+    "16",
+    "--calib-nfe",
+    str(NFE),
+    "--calib-heldout-requests",
+    "2",
+    "--calib-heldout-samples",
+    "8",
+    "--calib-max-frames",
+    "512",
+    "--calib-generator",
+    "synthetic",
+]
+_BUILT: dict[str, Path] = {}
+
+
+def build_quantized(tmp_path_factory: pytest.TempPathFactory, tiny_artifacts: Path) -> Path:
+    """Copy of the tiny artifacts with calibration data and fp16/int8 variants (made once per session)."""
+    if "root" in _BUILT:
+        return _BUILT["root"]
+    from f5build.cli import main
+
+    base = tmp_path_factory.mktemp("quant")
+    shutil.copytree(tiny_artifacts, base / "tiny")
+    voices = base / "voices"
+    common = ["--model", "tiny", "--artifacts-root", str(base)]
+    assert main(["calibrate", *common, *CALIB_ARGS, "--calib-voices", str(voices)]) == 0
+    assert main(["quantize", *common]) == 0
+    _BUILT["root"], _BUILT["voices"] = base / "tiny", voices
+    return base / "tiny"
+
+
+@pytest.fixture(scope="session")
+def quantized(tmp_path_factory: pytest.TempPathFactory, tiny_artifacts: Path) -> Path:
+    return build_quantized(tmp_path_factory, tiny_artifacts)
+
+
+def _model(root: Path, rel: str, infer: bool = True) -> onnx.ModelProto:
+    m = onnx.load(str(root / rel))
+    return onnx.shape_inference.infer_shapes(m) if infer else m
+
+
+def _producers(m: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in m.graph.node for o in n.output}
+
+
+def _consumers(m: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for n in m.graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def _from_dq(m: onnx.ModelProto, tensor: str) -> bool:
+    """Is `tensor` a DequantizeLinear output (looking through Casts)?"""
+    prod = _producers(m)
+    node = prod.get(tensor)
+    while node is not None and node.op_type == "Cast":
+        node = prod.get(node.input[0])
+    return node is not None and node.op_type == "DequantizeLinear"
+
+
+def _attention_matmuls(m: onnx.ModelProto) -> set[str]:
+    """Score and value MatMuls, found from the Softmax outward (independently of f5build.placement)."""
+    prod, cons = _producers(m), _consumers(m)
+    chain = {"Cast", "Mul", "Div", "Add", "Where", "Pow", "Sub", "Transpose", "Reshape"}
+    found = set()
+    for sm in (n for n in m.graph.node if n.op_type == "Softmax"):
+        stack = [sm.input[0]]
+        while stack:
+            node = prod.get(stack.pop())
+            if node is None:
+                continue
+            if node.op_type == "MatMul":
+                found.add(node.name)
+            elif node.op_type in chain:
+                stack.extend(i for i in node.input if i in prod and prod[i].op_type != "Constant")
+        stack = [sm.output[0]]
+        while stack:
+            for node in cons.get(stack.pop(), []):
+                if node.op_type == "MatMul":
+                    found.add(node.name)
+                elif node.op_type in chain:
+                    stack.extend(node.output)
+    return found
+
+
+def _dtypes(m: onnx.ModelProto) -> dict[str, int]:
+    vi = [*m.graph.value_info, *m.graph.input, *m.graph.output]
+    out = {v.name: v.type.tensor_type.elem_type for v in vi}
+    out.update({i.name: i.data_type for i in m.graph.initializer})
+    return out
+
+
+# -- calibration ---------------------------------------------------------------------------------
+
+
+def test_calibration_records_real_sampler_states(quantized: Path) -> None:
+    """Every timestep index of the NFE schedule is recorded; step-0 inputs are the runtime's seeded noise."""
+    import json
+
+    from f5rt import schedules
+    from f5rt.synthesizer import default_noise
+
+    z = np.load(quantized / "calibration" / "step.npz")
+    split, step, t = z["meta_split"], z["meta_step"], z["meta_t"]
+    assert set(step[split == 0].tolist()) == set(range(NFE))
+    t_sched, dt_sched = schedules.steps(NFE, -1.0, True)
+    np.testing.assert_array_equal(t, t_sched[step])
+    assert (split == 1).sum() == 8 and (split == 0).sum() == 16
+    index = json.loads((quantized / "calibration" / "index.json").read_text())
+    items = {r["request"]: r["items"] for r in index["requests"]}
+    checked = 0
+    for i in np.flatnonzero(step == 0):
+        x, mask = z[f"s{i:05d}.x"], z[f"s{i:05d}.mask"]
+        req = int(z["meta_request"][i])
+        frames = int(mask[0].sum())
+        if len(items[req]) == 1:  # batched rows are sorted by length: check the single-item runs
+            np.testing.assert_array_equal(x[0, :frames], default_noise(items[req][0]["seed"], 0, frames, 100))
+            np.testing.assert_array_equal(x[0, frames:], 0.0)
+            checked += 1
+        np.testing.assert_array_equal(z[f"s{i:05d}.dt"], np.full(x.shape[0], dt_sched[0], np.float32))
+    assert checked >= 1
+    # a later step's recorded x is the FP32 ODE trajectory: replay it from the seeded noise
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(quantized / "step.onnx"), providers=["CPUExecutionProvider"])
+    single = [i for i in np.flatnonzero(split == 0) if len(items[int(z["meta_request"][i])]) == 1 and step[i] > 1]
+    i = max(single, key=lambda j: step[j])
+    feed = {n: z[f"s{i:05d}.{n}"] for n in ("cond", "text_cond", "text_uncond", "mask", "cfg")}
+    frames = int(feed["mask"][0].sum())
+    x = np.zeros_like(z[f"s{i:05d}.x"])
+    x[0, :frames] = default_noise(items[int(z["meta_request"][i])][0]["seed"], 0, frames, 100)
+    for k in range(int(step[i])):
+        b = x.shape[0]
+        (x,) = sess.run(None, {**feed, "x": x, "t": np.full(b, t_sched[k]), "dt": np.full(b, dt_sched[k])})
+    np.testing.assert_allclose(x[0, :frames], z[f"s{i:05d}.x"][0, :frames], rtol=0, atol=1e-5)
+
+
+def test_calibrate_rerun_is_noop(quantized: Path) -> None:
+    from f5build.cli import main
+
+    path = quantized / "calibration" / "step.npz"
+    before = path.stat().st_mtime_ns
+    common = ["--model", "tiny", "--artifacts-root", str(quantized.parent)]
+    assert main(["calibrate", *common, *CALIB_ARGS, "--calib-voices", str(_BUILT["voices"])]) == 0
+    assert path.stat().st_mtime_ns == before
+
+
+def test_voice_generators(tmp_path: Path) -> None:
+    """The synthetic fallback makes every recipe voice, deterministically; transcripts come from the manifest."""
+    from f5build.calibrate import load_corpus_module
+
+    corpus = load_corpus_module(ROOT / "calibration")
+    assert corpus.check_manifest(ROOT / "calibration") == []
+    assert len(corpus.read_lines(ROOT / "calibration")) >= 300
+    a = corpus.ensure_voices(tmp_path / "a", generator="synthetic", log=lambda _m: None)
+    b = corpus.ensure_voices(tmp_path / "b", generator="synthetic", log=lambda _m: None)
+    manifest = corpus.read_manifest(ROOT / "calibration")
+    assert len(a) == len(manifest["voices"]) >= 8
+    assert {k: v["sha256"] for k, v in a.items()} == {k: v["sha256"] for k, v in b.items()}
+    recipe = manifest["voices"][0]
+    assert (tmp_path / "a" / recipe["id"] / "ref.txt").read_text(encoding="utf-8") == recipe["text"]
+    if corpus.espeak_version() is None:
+        with pytest.raises(FileNotFoundError, match="apt-get install -y espeak-ng"):
+            corpus.ensure_voices(tmp_path / "c", generator="espeak-ng")
+
+
+# -- placement -------------------------------------------------------------------------------------
+
+
+def test_placement_counts_per_op_type(quantized: Path, tiny_bundle: Any) -> None:
+    """INT8 exactly on the six projections of each DiT block; nothing quantized in the fp16 graph."""
+    from f5build.placement import check_placement, load_recipe
+
+    recipe = load_recipe(ROOT / "config" / "precision.yaml")
+    depth = tiny_bundle.arch["depth"]
+    rep = check_placement(quantized / "step.int8.onnx", recipe.graphs["step"], "int8")
+    assert rep.ok, rep.errors
+    assert rep.quantized == {"MatMul": 6 * depth}  # to_q, to_k, to_v, to_out, ff in, ff out
+    assert rep.weight_qdq == 6 * depth
+    assert rep.activation_qdq == 4 * depth  # q/k/v share one input
+    assert rep.qdq_pairs == 10 * depth
+    assert rep.attention_matmuls == 2 * depth
+    assert rep.fp16_nodes.get("MatMul") == 6 * depth  # projections compute in FP16 around the Q/DQ
+    fp16 = check_placement(quantized / "step.fp16.onnx", recipe.graphs["step"], "fp16")
+    assert fp16.ok, fp16.errors
+    assert fp16.qdq_pairs == 0 and fp16.quantized == {}
+    assert fp16.fp32_nodes.get("LayerNormalization") == tiny_bundle.arch["depth"] * 2 + 1
+    voc = check_placement(quantized / "vocoder.int8.onnx", recipe.graphs["vocoder"], "int8")
+    assert voc.ok, voc.errors
+    assert voc.quantized == {"MatMul": 2 * len(tiny_bundle.vocos.backbone.convnext)}
+
+
+def test_no_qdq_on_layernorm_softmax_attention(quantized: Path, tiny_bundle: Any) -> None:
+    m = _model(quantized, "step.int8.onnx", infer=False)
+    attn = _attention_matmuls(m)
+    assert len(attn) == 2 * tiny_bundle.arch["depth"]
+    guarded = [n for n in m.graph.node if n.op_type in ("LayerNormalization", "Softmax") or n.name in attn]
+    assert len(guarded) > len(attn)
+    for node in guarded:
+        assert not any(_from_dq(m, i) for i in node.input), f"{node.op_type} {node.name} reads a dequantized tensor"
+    # and the quantized ones are exactly the block projections
+    q = {
+        n.name for n in m.graph.node if n.op_type in ("MatMul", "Gemm", "Conv") and any(_from_dq(m, i) for i in n.input)
+    }
+    assert q and all(("/attn/to_" in n or "/ff/" in n) for n in q), sorted(q)
+
+
+@pytest.mark.parametrize("rel", ["step.int8.onnx", "step.fp16.onnx"])
+def test_guard_ops_stay_fp32(quantized: Path, rel: str) -> None:
+    """LayerNorm, Softmax, sin/cos (time embedding, rotary), attention matmuls, time MLP, input and output
+    projections and the CFG/Euler glue read and write FP32 (shape inference on the saved graph)."""
+    m = _model(quantized, rel)
+    types = _dtypes(m)
+    attn = _attention_matmuls(m)
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+    checked = 0
+    low = 0
+    for node in m.graph.node:
+        guard = (
+            node.op_type in ("LayerNormalization", "Softmax", "Sin", "Cos")
+            or node.name in attn
+            or node.name.startswith(("/time_embed/", "/input_embed", "/proj_out/", "/norm_out/"))
+            or (node.name.count("/") == 1 and node.op_type not in ("Cast", "Constant"))
+        )
+        tensors = [t for t in [*node.input, *node.output] if types.get(t) in floats]
+        if any(types[t] == onnx.TensorProto.FLOAT16 for t in tensors):
+            low += 1
+        if guard and node.op_type != "Cast":
+            bad = [t for t in tensors if types[t] != onnx.TensorProto.FLOAT]
+            assert not bad, f"{node.op_type} {node.name}: {bad[0]} is not float32"
+            checked += 1
+    assert checked > 50
+    assert low > 20  # the FP16 conversion did happen elsewhere
+    assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in m.graph.output)
+
+
+def test_placement_check_rejects_violations(quantized: Path) -> None:
+    """A Q/DQ pair on a LayerNorm input, a quantized attention matmul, or an FP16 Softmax fail the check."""
+    import onnx_graphsurgeon as gs
+
+    from f5build.placement import check_placement, load_recipe
+
+    recipe = load_recipe(ROOT / "config" / "precision.yaml").graphs["step"]
+
+    def with_qdq(pick: Any) -> Any:
+        g = gs.import_onnx(onnx.load(str(quantized / "step.int8.onnx")))
+        node = next(n for n in g.nodes if pick(n))
+        x = node.inputs[0]
+        scale = gs.Constant(f"{node.name}_bad_scale", np.array(0.05, dtype=np.float32))
+        zp = gs.Constant(f"{node.name}_bad_zp", np.array(0, dtype=np.int8))
+        q_out = gs.Variable(f"{node.name}_q", dtype=np.int8)
+        dq_out = gs.Variable(f"{node.name}_dq", dtype=x.dtype)
+        g.nodes.append(gs.Node("QuantizeLinear", f"{node.name}_Q", inputs=[x, scale, zp], outputs=[q_out]))
+        g.nodes.append(gs.Node("DequantizeLinear", f"{node.name}_DQ", inputs=[q_out, scale, zp], outputs=[dq_out]))
+        node.inputs[0] = dq_out
+        return g, node.name
+
+    g, name = with_qdq(lambda n: n.op == "LayerNormalization")
+    rep = check_placement(g, recipe, "int8")
+    assert not rep.ok and any(name in e for e in rep.errors)
+    g, name = with_qdq(lambda n: n.op == "MatMul" and n.name.endswith("/attn/MatMul"))
+    rep = check_placement(g, recipe, "int8")
+    assert not rep.ok and any(name in e and "exclusion" in e for e in rep.errors)
+
+    g = gs.import_onnx(onnx.load(str(quantized / "step.fp16.onnx")))
+    sm = next(n for n in g.nodes if n.op == "Softmax")
+    half_in = gs.Variable(f"{sm.name}_half", dtype=np.float16)
+    g.nodes.append(
+        gs.Node(
+            "Cast",
+            f"{sm.name}_to_half",
+            attrs={"to": onnx.TensorProto.FLOAT16},
+            inputs=[sm.inputs[0]],
+            outputs=[half_in],
+        )
+    )
+    sm.inputs[0] = half_in
+    rep = check_placement(g, recipe, "fp16")
+    assert not rep.ok and any(sm.name in e and "float16" in e for e in rep.errors)
+    # the untouched graphs pass
+    assert check_placement(quantized / "step.onnx", recipe, "fp32").ok
+
+
+def test_int8_step_matches_fp32_on_held_out_inputs(quantized: Path) -> None:
+    """ONNX Runtime: the INT8+FP16 step's velocity is within cosine 0.999 of FP32 on held-out sampler states."""
+    import onnxruntime as ort
+
+    z = np.load(quantized / "calibration" / "step.npz")
+    names = [str(n) for n in z["inputs"]]
+    sess = {
+        p: ort.InferenceSession(str(quantized / f), providers=["CPUExecutionProvider"])
+        for p, f in (("fp32", "step.onnx"), ("int8", "step.int8.onnx"), ("fp16", "step.fp16.onnx"))
+    }
+    for i in np.flatnonzero(z["meta_split"] == 1)[:4]:
+        feed = {n: z[f"s{i:05d}.{n}"] for n in names}
+        v = {}
+        for p, s in sess.items():
+            (x_next,) = s.run(None, feed)
+            v[p] = ((x_next - feed["x"]) / feed["dt"][:, None, None])[feed["mask"]].astype(np.float64).ravel()
+        for p, bound in (("int8", 0.999), ("fp16", 0.9999)):
+            cos = v["fp32"] @ v[p] / np.linalg.norm(v["fp32"]) / np.linalg.norm(v[p])
+            assert cos >= bound, (p, i, cos)
+
+
+def test_quantize_rerun_is_noop_and_recorded(quantized: Path) -> None:
+    from f5build.cli import main
+    from f5rt.manifest import load_manifest
+
+    m = load_manifest(quantized)
+    for prec in ("fp16", "int8"):
+        meta = m.files[f"step.{prec}.onnx"]
+        assert (meta["graph"], meta["precision"], meta["kind"], meta["stage"]) == ("step", prec, "onnx", "quantize")
+        m.verify(f"step.{prec}.onnx")
+    assert m.precisions("step") == ["fp32", "fp16", "int8"]
+    assert m.precisions("text_encoder") == ["fp32"]
+    before = {p.name: p.stat().st_mtime_ns for p in quantized.glob("*.onnx")}
+    assert main(["quantize", "--model", "tiny", "--artifacts-root", str(quantized.parent)]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in quantized.glob("*.onnx")} == before
+    assert not [p for p in quantized.iterdir() if p.name.startswith(".quant-")]  # no temp folders left
+
+
+def test_recipe_errors(tmp_path: Path) -> None:
+    import yaml
+
+    from f5build.placement import load_recipe
+
+    base = yaml.safe_load((ROOT / "config" / "precision.yaml").read_text())
+    bad = dict(base, graphs={**base["graphs"], "step": {**base["graphs"]["step"], "variants": ["int4"]}})
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match=r"graphs.step.variants: unknown \['int4'\]"):
+        load_recipe(path)
+    bad = dict(base, calibration={**base["calibration"], "method": "percentile"})
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match="calibration.method"):
+        load_recipe(path)
+    bad = dict(
+        base,
+        graphs={
+            **base["graphs"],
+            "step": {**base["graphs"]["step"], "int8": {"op_types": ["MatMul"], "exclude": ["("]}},
+        },
+    )
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match="bad regex"):
+        load_recipe(path)
+
+
+def test_modelopt_does_not_touch_the_fp32_graph(quantized: Path) -> None:
+    """ModelOpt rewrites its input in place (shape inference); the stage hands it a private copy."""
+    from f5rt.manifest import load_manifest
+
+    m = load_manifest(quantized)
+    for g in ("step", "vocoder", "text_encoder"):
+        m.verify(f"{g}.onnx")
+    assert os.path.getsize(quantized / "step.onnx") == m.files["step.onnx"]["bytes"]
