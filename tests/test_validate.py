@@ -167,7 +167,9 @@ def test_audio_metrics_against_references() -> None:
     assert metrics.mcd_db(a, a) == 0.0 and metrics.mel_snr_db(a, a) == math.inf
     want_snr = 10 * np.log10(np.sum((la - la.mean()) ** 2) / np.sum((la.astype(np.float64) - lb) ** 2))
     assert math.isclose(metrics.mel_snr_db(a, b), want_snr, rel_tol=1e-6)
-    assert metrics.mel_snr_db(a, b) < metrics.mel_snr_db(a, (a + 0.001 * rng.standard_normal(len(a))).astype(np.float32))
+    assert metrics.mel_snr_db(a, b) < metrics.mel_snr_db(
+        a, (a + 0.001 * rng.standard_normal(len(a))).astype(np.float32)
+    )
     m = metrics.audio_metrics(a, a, 24000)
     if m["stoi"] is not None:
         assert m["stoi"] > 0.99

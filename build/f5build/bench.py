@@ -65,7 +65,14 @@ def _worker_torch(spec: dict[str, Any]) -> dict[str, Any]:
     vocab_map, _ = get_tokenizer(str(Path(spec["artifacts"]) / "vocab.txt"), "custom")
     model = CFM(
         transformer=bundle.dit,
-        mel_spec_kwargs=dict(n_fft=1024, hop_length=256, win_length=1024, n_mel_channels=100, target_sample_rate=24000, mel_spec_type="vocos"),
+        mel_spec_kwargs=dict(
+            n_fft=1024,
+            hop_length=256,
+            win_length=1024,
+            n_mel_channels=100,
+            target_sample_rate=24000,
+            mel_spec_type="vocos",
+        ),
         odeint_kwargs=dict(method="euler"),
         vocab_char_map=vocab_map,
     ).eval()
@@ -75,8 +82,17 @@ def _worker_torch(spec: dict[str, Any]) -> dict[str, Any]:
     def synth(text: str, gen_s: float, nfe: int) -> np.ndarray:
         out, _, _ = next(
             infer_batch_process(
-                (wave, 24000), REF_TEXT + " ", [text], model, bundle.vocos, nfe_step=nfe, cfg_strength=2.0,
-                sway_sampling_coef=-1.0, fix_duration=REF_SECONDS + gen_s, device="cpu", progress=None,
+                (wave, 24000),
+                REF_TEXT + " ",
+                [text],
+                model,
+                bundle.vocos,
+                nfe_step=nfe,
+                cfg_strength=2.0,
+                sway_sampling_coef=-1.0,
+                fix_duration=REF_SECONDS + gen_s,
+                device="cpu",
+                progress=None,
             )
         )
         return np.asarray(out)
@@ -114,8 +130,15 @@ def _timed(synth: Any, load_s: float, spec: dict[str, Any]) -> dict[str, Any]:
             audio = synth(text, gen_s, spec["nfe"])
             latency = time.perf_counter() - t0
             seconds = len(audio) / 24000
-            rows.append({"text": text, "target_s": gen_s, "audio_s": round(seconds, 3), "latency_s": round(latency, 3),
-                         "rtf": round(latency / seconds, 4)})
+            rows.append(
+                {
+                    "text": text,
+                    "target_s": gen_s,
+                    "audio_s": round(seconds, 3),
+                    "latency_s": round(latency, 3),
+                    "rtf": round(latency / seconds, 4),
+                }
+            )
     return {"load_s": round(load_s, 2), "peak_rss_mb": round(peak_rss_mb()), "runs": rows}
 
 
@@ -123,7 +146,9 @@ def _spawn(side: str, spec: dict[str, Any]) -> dict[str, Any]:
     log(f"running {side} …")
     proc = subprocess.run(
         [sys.executable, "-m", "f5build.bench", "--worker", side, json.dumps(spec)],
-        capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": str(spec["threads"])},
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": str(spec["threads"])},
     )
     if proc.returncode != 0:
         raise RuntimeError(f"bench worker '{side}' failed:\n{proc.stderr[-3000:]}")
@@ -165,7 +190,9 @@ def _markdown(r: dict[str, Any]) -> str:
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for a, b in zip(torch_side["runs"], rt_side["runs"], strict=True):
-        lines.append(f"| {b['audio_s']:.2f} s | {a['latency_s']:.2f} s | {b['latency_s']:.2f} s | {a['rtf']:.3f} | {b['rtf']:.3f} | {a['latency_s'] / b['latency_s']:.2f}x |")
+        lines.append(
+            f"| {b['audio_s']:.2f} s | {a['latency_s']:.2f} s | {b['latency_s']:.2f} s | {a['rtf']:.3f} | {b['rtf']:.3f} | {a['latency_s'] / b['latency_s']:.2f}x |"
+        )
     lines += [
         "",
         "| | f5-tts (PyTorch) | f5rt (ONNX Runtime) |",
@@ -191,14 +218,26 @@ def run(args: argparse.Namespace) -> int:
         args.opset, args.force = getattr(args, "opset", 17), False
         if export.run(args) != 0:
             return 1
-    spec = {"model": args.model, "seed": args.seed, "artifacts": str(root), "nfe": args.bench_nfe,
-            "threads": args.bench_threads, "repeat": args.bench_repeat}
+    spec = {
+        "model": args.model,
+        "seed": args.seed,
+        "artifacts": str(root),
+        "nfe": args.bench_nfe,
+        "threads": args.bench_threads,
+        "repeat": args.bench_repeat,
+    }
     sides = {"f5-tts (PyTorch)": _spawn("torch", spec), "f5rt (ONNX Runtime)": _spawn("f5rt", spec)}
     t_torch = sum(x["latency_s"] for x in sides["f5-tts (PyTorch)"]["runs"])
     t_rt = sum(x["latency_s"] for x in sides["f5rt (ONNX Runtime)"]["runs"])
     result = {
-        "model": root.name, "nfe": args.bench_nfe, "threads": args.bench_threads, "repeat": args.bench_repeat,
-        "date": time.strftime("%Y-%m-%d %H:%M"), "sides": sides, "torch_total_s": t_torch, "f5rt_total_s": t_rt,
+        "model": root.name,
+        "nfe": args.bench_nfe,
+        "threads": args.bench_threads,
+        "repeat": args.bench_repeat,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "sides": sides,
+        "torch_total_s": t_torch,
+        "f5rt_total_s": t_rt,
         "speedup": t_torch / t_rt,
         "memory_ratio": sides["f5rt (ONNX Runtime)"]["peak_rss_mb"] / sides["f5-tts (PyTorch)"]["peak_rss_mb"],
         "tools": tool_versions(),

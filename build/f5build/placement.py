@@ -231,9 +231,9 @@ def tensor_dtypes(graph: Any) -> dict[str, np.dtype]:
 
     out: dict[str, np.dtype] = {}
     for name, t in graph.tensors().items():
-        dt = _np_dtype(t)
-        if dt is not None:
-            out[name] = dt
+        declared = _np_dtype(t)
+        if declared is not None:
+            out[name] = declared
     for node in graph.nodes:  # graph.nodes is topologically sorted after toposort()
         known = [out.get(t.name) for t in node.inputs if t.name]
         first_float = next((d for d in known if d is not None and d.kind == "f"), None)
@@ -285,6 +285,10 @@ def _producer(tensor: Any) -> Any | None:
     return tensor.inputs[0] if getattr(tensor, "inputs", None) else None
 
 
+def _op(node: Any | None) -> str | None:
+    return None if node is None else str(node.op)
+
+
 def _through_casts_up(tensor: Any) -> Any | None:
     node = _producer(tensor)
     while node is not None and node.op in _PASSTHROUGH:
@@ -300,7 +304,7 @@ def attention_matmuls(graph: Any) -> list[tuple[str, str]]:
         node = _producer(sm.inputs[0])
         seen = 0
         while node is not None and node.op != "MatMul" and node.op in _ATTN_CHAIN and seen < 16:
-            data_inputs = [t for t in node.inputs if _producer(t) is not None and _producer(t).op != "Constant"]
+            data_inputs = [t for t in node.inputs if _op(_producer(t)) not in (None, "Constant")]
             node = _producer(data_inputs[0]) if data_inputs else None
             seen += 1
         if node is not None and node.op == "MatMul":
@@ -400,9 +404,7 @@ def check_placement(model: Any, recipe: GraphRecipe, precision: str, max_errors:
         is_weight = False
         if q is not None and q.op == "QuantizeLinear":
             rep.qdq_pairs += 1
-            is_weight = isinstance(q.inputs[0], gs.Constant) or (
-                _producer(q.inputs[0]) is not None and _producer(q.inputs[0]).op == "Constant"
-            )
+            is_weight = isinstance(q.inputs[0], gs.Constant) or _op(_producer(q.inputs[0])) == "Constant"
             source = q.inputs[0]
             for t in q.outputs[0].outputs:
                 if t.op != "DequantizeLinear":

@@ -10,8 +10,11 @@ For every graph and variant the recipe (config/precision.yaml) lists:
   own FP16 pass would cast the time embedding and rotary angles too.
 * fp16: the same autocast pass on the FP32 graph.
 
-Autocast's overflow guard (data_max) runs the graph on a few recorded samples and keeps any node
-whose values exceed FP16's comfortable range in FP32. Every produced graph goes through the
+Autocast's overflow guard (data_max) runs the graph on a few recorded samples (short crops) and
+keeps any node whose values exceed FP16's comfortable range in FP32; it holds every intermediate
+tensor in memory, so graphs over REF_CHECK_MAX_MB (the full-size DiT) skip it by default and rely
+on the recipe's keep-FP32 rules and validate's gates. ModelOpt rewrites its input file in place
+(shape inference), so it always gets a private copy of the FP32 graph. Every produced graph goes through the
 placement check (f5build.placement) and one ONNX Runtime run before it is written; a violation
 fails the stage and nothing is recorded. Outputs: <graph>.<precision>.onnx, recorded in the
 manifest (graph, precision, kind "onnx", stage "quantize") with the inputs' hash, so a re-run with
@@ -402,7 +405,7 @@ def build_variant(
             spread = samples.indices(split=0, limit=n_ref) if n_ref > 0 else []
             info["overflow_check_samples"] = len(spread)
             for j, i in enumerate(spread):
-                np.savez(ref_dir / f"{j:03d}.npz", **crop_feed(samples.feed(i), args.quant_ref_frames))
+                np.savez(ref_dir / f"{j:03d}.npz", **crop_feed(samples.feed(i), args.quant_ref_frames))  # type: ignore[arg-type]
             ref = ref_dir if any(ref_dir.iterdir()) else None
             t0 = time.perf_counter()
             if precision == "int8":

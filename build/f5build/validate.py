@@ -171,8 +171,8 @@ def sample_errors(graph: str, feed: dict[str, np.ndarray], ref: Any, out: Any) -
             "state_snr_db": state["snr_db"],
             "state_max_abs": state["max_abs"],
         }
-    errs = [tensor_errors(ref[name], out[name]) for name in ref]
-    return min(errs, key=lambda e: e["cosine"] if not math.isnan(e["cosine"]) else -1.0)
+    per_output = [tensor_errors(ref[name], out[name]) for name in ref]
+    return min(per_output, key=lambda e: e["cosine"] if not math.isnan(e["cosine"]) else -1.0)
 
 
 def compare_graph(
@@ -289,7 +289,7 @@ def _bucket_key(name: str) -> tuple[int, int]:
 def graph_gates(graph: str, prec: str, res: dict[str, Any], gates: dict[str, Any]) -> list[dict[str, Any]]:
     # a TensorRT engine ("trt-int8") is held to its precision's gates
     spec = (gates.get("graphs", {}).get(graph, {}) or {}).get(prec.removeprefix("trt-")) or {}
-    checks = []
+    checks: list[dict[str, Any]] = []
     rows = res["rows"]
     if not rows:
         return checks
@@ -376,7 +376,7 @@ def end_to_end(
 
 def e2e_gates(prec: str, rows: list[dict[str, Any]], gates: dict[str, Any]) -> list[dict[str, Any]]:
     spec = (gates.get("e2e") or {}).get(prec) or {}
-    checks = []
+    checks: list[dict[str, Any]] = []
     for metric, bound in spec.items():
         field = metric.split("_", 1)[1]
         vals = [(r["precisions"][prec].get(field), r) for r in rows]
