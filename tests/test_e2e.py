@@ -40,23 +40,10 @@ def f5tts_reference(
 ):
     """f5-tts' infer_process path from the loaded reference on: chunk_text -> infer_batch_process."""
     from f5_tts.infer.utils_infer import chunk_text, infer_batch_process
-    from f5_tts.model import CFM
-    from f5_tts.model.utils import get_tokenizer
 
-    vocab_map, _ = get_tokenizer(str(vocab_path), "custom")
-    model = CFM(
-        transformer=bundle.dit,
-        mel_spec_kwargs=dict(
-            n_fft=1024,
-            hop_length=256,
-            win_length=1024,
-            n_mel_channels=100,
-            target_sample_rate=SR,
-            mel_spec_type="vocos",
-        ),
-        odeint_kwargs=dict(method="euler"),
-        vocab_char_map=vocab_map,
-    ).eval()
+    from f5build.load import f5_reference_sampler
+
+    model = f5_reference_sampler(bundle, vocab_path)
     ref_text = normalize_ref_text(ref_text)  # what preprocess_ref_audio_text hands on
     wave = torch.from_numpy(audio)[None]
     max_chars = int(len(ref_text.encode("utf-8")) / (wave.shape[-1] / SR) * (22 - wave.shape[-1] / SR) * opts.speed)

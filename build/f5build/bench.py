@@ -55,27 +55,12 @@ def _worker_torch(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(spec["threads"])
     from f5_tts.infer.utils_infer import infer_batch_process
-    from f5_tts.model import CFM
-    from f5_tts.model.utils import get_tokenizer
 
-    from f5build.load import load_model
+    from f5build.load import f5_reference_sampler, load_model
 
     t0 = time.perf_counter()
     bundle = load_model(spec["model"], seed=spec["seed"])
-    vocab_map, _ = get_tokenizer(str(Path(spec["artifacts"]) / "vocab.txt"), "custom")
-    model = CFM(
-        transformer=bundle.dit,
-        mel_spec_kwargs=dict(
-            n_fft=1024,
-            hop_length=256,
-            win_length=1024,
-            n_mel_channels=100,
-            target_sample_rate=24000,
-            mel_spec_type="vocos",
-        ),
-        odeint_kwargs=dict(method="euler"),
-        vocab_char_map=vocab_map,
-    ).eval()
+    model = f5_reference_sampler(bundle, Path(spec["artifacts"]) / "vocab.txt")
     load_s = time.perf_counter() - t0
     wave = torch.from_numpy(reference_audio())[None]
 

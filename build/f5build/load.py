@@ -56,6 +56,20 @@ def f5_modules() -> types.SimpleNamespace:
     return types.SimpleNamespace(DiT=DiT, CFM=CFM)
 
 
+def f5_reference_sampler(bundle: ModelBundle, vocab_path: Path) -> nn.Module:
+    """f5-tts' own CFM sampler around the bundle's DiT: the PyTorch reference that the runtime is
+    compared with (tests) and timed against (bench), configured as f5-tts' load_model does."""
+    from f5_tts.model.utils import get_tokenizer
+
+    vocab_map, _ = get_tokenizer(str(vocab_path), "custom")
+    mel = {"n_fft": AUDIO["n_fft"], "hop_length": AUDIO["hop_length"], "win_length": AUDIO["win_length"]}
+    mel |= {"n_mel_channels": AUDIO["n_mels"], "target_sample_rate": AUDIO["sample_rate"], "mel_spec_type": "vocos"}
+    cfm = f5_modules().CFM(
+        transformer=bundle.dit, mel_spec_kwargs=mel, odeint_kwargs={"method": "euler"}, vocab_char_map=vocab_map
+    )
+    return cfm.eval()
+
+
 def default_vocab_path() -> Path:
     """The Emilia zh/en pinyin vocab that ships inside the f5-tts package (F5TTS_v1_Base uses it)."""
     spec = find_spec("f5_tts")
