@@ -17,7 +17,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -304,7 +304,7 @@ class Synthesizer:
         timings: dict[str, float] = {}
         pending = list(works)
         while pending:
-            take = 1 if pending is works or pending[0].index == 0 else self.buckets.max_batch
+            take = 1 if pending[0].index == 0 else self.buckets.max_batch  # first chunk alone: fast TTFA
             group, pending = pending[:take], pending[take:]
             for wave in self._run(group, timings):
                 piece = joiner.push(wave)
@@ -344,4 +344,4 @@ def _split_text(text: str) -> list[str]:
     return [p for p in (left, right) if p]
 
 
-__all__ = ["NoiseFn", "SynthesisOptions", "SynthesisResult", "Synthesizer", "default_noise", "replace"]
+__all__ = ["NoiseFn", "SynthesisOptions", "SynthesisResult", "Synthesizer", "default_noise"]
