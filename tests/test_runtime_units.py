@@ -107,62 +107,22 @@ def test_bad_upload_writes_nothing(tmp_path):
     assert store.list() == [] and not (tmp_path / "voices" / "dave" / "ref.wav").exists()
 
 
+def _synth_error(capsys, artifacts, ref_audio, out, *extra: str) -> str:
+    """Run `f5rt synth` expecting failure; return its stderr, which must be one line with exit code 2."""
+    rc = f5rt_main(["synth", "--artifacts", str(artifacts), "--ref-audio", str(ref_audio), "--ref-text", "t",
+                    "--text", "hi", "--out", str(out), *extra])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    return err
+
+
 def test_cli_errors_are_one_line(tiny_artifacts, tmp_path, capsys):
-    rc = f5rt_main(
-        [
-            "synth",
-            "--artifacts",
-            str(tmp_path),
-            "--ref-audio",
-            "x.wav",
-            "--ref-text",
-            "t",
-            "--text",
-            "hi",
-            "--out",
-            str(tmp_path / "o.wav"),
-        ]
-    )
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and "no manifest" in err and len(err.splitlines()) == 1
-    rc = f5rt_main(
-        [
-            "synth",
-            "--artifacts",
-            str(tiny_artifacts),
-            "--ref-audio",
-            str(tmp_path / "missing.wav"),
-            "--ref-text",
-            "t",
-            "--text",
-            "hi",
-            "--out",
-            str(tmp_path / "o.wav"),
-        ]
-    )
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and "not found" in err and len(err.splitlines()) == 1
+    out = tmp_path / "o.wav"
+    assert "no manifest" in _synth_error(capsys, tmp_path, "x.wav", out)
+    assert "not found" in _synth_error(capsys, tiny_artifacts, tmp_path / "missing.wav", out)
     (tmp_path / "ref.wav").write_bytes(_wav_bytes(speechlike(2.0, SR, 1), SR))
-    rc = f5rt_main(
-        [
-            "synth",
-            "--artifacts",
-            str(tiny_artifacts),
-            "--ref-audio",
-            str(tmp_path / "ref.wav"),
-            "--ref-text",
-            "t",
-            "--text",
-            "hi",
-            "--nfe",
-            "0",
-            "--out",
-            str(tmp_path / "o.wav"),
-        ]
-    )
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and "nfe" in err and len(err.splitlines()) == 1
-    assert not (tmp_path / "o.wav").exists()
+    assert "nfe" in _synth_error(capsys, tiny_artifacts, tmp_path / "ref.wav", out, "--nfe", "0")
+    assert not out.exists()
 
 
 def test_cli_synth_and_info(tiny_artifacts, voices_dir, tmp_path, capsys):
