@@ -126,6 +126,24 @@ def test_matches_f5tts_sampler(synth, tiny_bundle, tiny_artifacts, case):
         assert len(result.chunks) >= 3
 
 
+def test_vocoder_length_follows_the_manifest(synth, voices_dir, monkeypatch):
+    """Chunks are vocoded to the manifest's samples rule ((F-1)*hop for the center-padded Vocos), and
+    a backend that returns another length is an error, not a silently shifted waveform."""
+    from f5rt.errors import ManifestError
+    from f5rt.voices import VoiceStore
+
+    assert synth.vocoder.padding == "center"
+    voice = VoiceStore(voices_dir).get("alice")
+    opts = SynthesisOptions(nfe=2, seed=1)
+    plan = synth.plan("Length check.", voice, opts)
+    assert len(plan) == 1
+    assert synth.synthesize("Length check.", voice, opts).audio.shape == ((plan[0].gen_frames - 1) * 256,)
+    vocode = synth.backend.vocode
+    monkeypatch.setattr(synth.backend, "vocode", lambda mel: np.pad(vocode(mel), ((0, 0), (0, 256))))
+    with pytest.raises(ManifestError, match="manifest's vocoder"):
+        synth.synthesize("Length check.", voice, opts)
+
+
 def test_noise_seed_changes_audio_and_is_reproducible(synth, voices_dir):
     from f5rt.voices import VoiceStore
 

@@ -14,7 +14,7 @@ import torch
 from f5build.cli import main
 from f5build.graphs import istft_basis
 from f5rt.errors import ManifestError
-from f5rt.manifest import load_manifest
+from f5rt.manifest import VocoderSpec, load_manifest
 
 TOL = 1e-4
 BUCKETS = [256, 384, 512]
@@ -40,12 +40,12 @@ def request(bundle, batch: int, n: int, lens: list[int], seed: int):
     return ids, mask, cond, x
 
 
-def f5_step(bundle, ids_row, cond_row, x_row, t: float, dt: float, cfg: float):
+def f5_step(dit, ids_row, cond_row, x_row, t: float, dt: float, cfg: float):
     """f5-tts' own path for one unpadded request: DiT.forward(cfg_infer=True) as CFM.sample calls it
     for B=1 (no mask), its CFG combine, and torchdiffeq's Euler update."""
     text = ids_row[ids_row >= 0][None].long()
     with torch.no_grad():
-        pred = bundle.dit(
+        pred = dit(
             x=x_row[None], cond=cond_row[None], text=text, time=torch.tensor(t), mask=None, cfg_infer=True, cache=False
         )
     v_c, v_u = torch.chunk(pred, 2, dim=0)
@@ -83,7 +83,7 @@ def test_text_encoder_and_step_match_f5tts(tiny_artifacts, tiny_bundle, n, batch
             want_u = te(text, length, drop_text=True)[0]
         assert np.abs(tc[i, :length] - want_c.numpy()).max() <= TOL
         assert np.abs(tu[i, :length] - want_u.numpy()).max() <= TOL
-        want = f5_step(tiny_bundle, row_ids, cond[i, :length], x[i, :length], 0.25, 1 / 32, float(cfg[i]))
+        want = f5_step(tiny_bundle.dit, row_ids, cond[i, :length], x[i, :length], 0.25, 1 / 32, float(cfg[i]))
         err = np.abs(x_next[i, :length] - want.numpy()).max()
         assert err <= TOL, f"row {i} (length {length}) in bucket {n}: max abs error {err:.2e}"
         assert np.abs(want.numpy() - x[i, :length].numpy()).max() > 1e-3  # the step really moved x
@@ -96,9 +96,35 @@ def test_vocoder_matches_vocos_decode(tiny_artifacts, tiny_bundle, frames, batch
     (audio,) = session(tiny_artifacts / "vocoder.onnx").run(None, {"mel": mel.numpy()})
     with torch.no_grad():
         want = tiny_bundle.vocos.decode(mel).numpy()
-    assert audio.shape == (batch, frames * 256)
+    spec = load_manifest(tiny_artifacts).vocoder
+    assert spec.padding == "center"  # the seeded models use the released vocos-mel-24khz layout
+    assert audio.shape == want.shape == (batch, spec.samples(frames)) == (batch, (frames - 1) * 256)
     assert np.abs(audio - want).max() <= TOL
     assert np.abs(want).max() > 1e-3
+
+
+def test_manifest_vocoder_rule(tiny_artifacts, tmp_path):
+    """The manifest's frames -> samples rule, and a manifest from before it is refused with the fix."""
+    center, same = VocoderSpec("center", 256, 1024), VocoderSpec("same", 256, 1024)
+    assert [center.samples(f) for f in (0, 1, 2, 100)] == [0, 0, 256, 99 * 256]
+    assert [same.samples(f) for f in (0, 1, 100)] == [0, 256, 100 * 256]
+    assert VocoderSpec.from_dict(center.to_dict()) == center and same.to_dict()["samples"] == "F*hop"
+    for bad, says in (
+        ({"padding": "reflect", "hop_length": 256, "n_fft": 1024}, "padding"),
+        ({"padding": "same", "hop_length": 0, "n_fft": 1024}, "hop_length"),
+        ({"padding": "same", "hop_length": 256}, "n_fft"),
+        ({**same.to_dict(), "samples": "(F-1)*hop"}, "samples"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            VocoderSpec.from_dict(bad)
+    root = tmp_path / "old"
+    shutil.copytree(tiny_artifacts, root)
+    data = json.loads((root / "manifest.json").read_text())
+    assert data["vocoder"] == center.to_dict()
+    del data["vocoder"]
+    (root / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="re-run the export"):
+        _ = load_manifest(root).vocoder
 
 
 def test_istft_basis_is_irfft():
@@ -190,38 +216,321 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
         load_manifest(tmp_path / "m.json")
 
 
-def _write_checkpoint(tmp_path, bundle, drop: str | None = None):
+# --- real checkpoints in the released on-disk layout ---------------------------------------------
+
+# charactr/vocos-mel-24khz's config.yaml as released, with the tiny Vocos' sizes (released: dim 512,
+# intermediate_dim 1536, num_layers 8) and the head padding as a parameter (released: center).
+RELEASED_VOCOS_CONFIG = """\
+feature_extractor:
+  class_path: vocos.feature_extractors.MelSpectrogramFeatures
+  init_args:
+    sample_rate: 24000
+    n_fft: 1024
+    hop_length: 256
+    n_mels: 100
+    padding: center
+backbone:
+  class_path: vocos.models.VocosBackbone
+  init_args:
+    input_channels: 100
+    dim: 64
+    intermediate_dim: 192
+    num_layers: 2
+head:
+  class_path: vocos.heads.ISTFTHead
+  init_args:
+    dim: 64
+    n_fft: 1024
+    hop_length: 256
+    padding: {padding}
+"""
+STRICT = 1e-5  # the issue's bound against f5-tts' own load_model / load_vocoder
+
+
+def ema_keys(dit_state: dict, step: int = 1250000) -> dict:
+    """A DiT state dict as F5TTS_v1_Base's EMA weights are stored: ema_model.transformer.* + initted, step."""
+    state = {f"ema_model.transformer.{k}": v.detach().clone().contiguous() for k, v in dit_state.items()}
+    state["initted"] = torch.tensor(True)
+    state["step"] = torch.tensor(step)
+    return state
+
+
+def write_checkpoint(path, dit_state: dict, **extra):
+    """The released safetensors (flat EMA keys) or a trainer .pt (ema_model_state_dict), plus `extra` keys."""
+    state = {**ema_keys(dit_state), **extra}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save({"ema_model_state_dict": state}, path)
+    return path
+
+
+def write_vocos(folder, vocos, padding: str = "center", config: str | None = None):
+    """A Vocos folder as on the hub: the released config.yaml and pytorch_model.bin (state_dict, with
+    the feature_extractor.mel_spec.* buffers)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(config or RELEASED_VOCOS_CONFIG.format(padding=padding))
+    torch.save(vocos.state_dict(), folder / "pytorch_model.bin")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def arch_yaml(tmp_path_factory):
     import yaml
 
-    from f5build.load import TINY_ARCH, TINY_VOCOS
+    from f5build.load import TINY_ARCH
 
-    state = {f"ema_model.transformer.{k}": v for k, v in bundle.dit.state_dict().items() if k != drop}
-    state["initted"] = torch.tensor(True)
-    torch.save({"ema_model_state_dict": state}, tmp_path / "model_100.pt")
-    (tmp_path / "arch.yaml").write_text(yaml.safe_dump({"model": {"arch": dict(TINY_ARCH)}}))
-    voc = tmp_path / "vocos"
-    voc.mkdir(exist_ok=True)
-    init = {"input_channels": 100, **TINY_VOCOS}
-    (voc / "config.yaml").write_text(yaml.safe_dump({"backbone": {"init_args": init}}))
-    torch.save(bundle.vocos.state_dict(), voc / "pytorch_model.bin")
-    return tmp_path / "model_100.pt", voc, tmp_path / "arch.yaml"
+    path = tmp_path_factory.mktemp("arch") / "tiny_arch.yaml"
+    path.write_text(yaml.safe_dump({"model": {"arch": dict(TINY_ARCH)}}))
+    return path
 
 
-def test_real_checkpoint_loads_like_f5tts(tmp_path, tiny_bundle):
-    from f5build.load import load_model
+def export_args(ckpt, vocoder, arch, root, *extra: str) -> list[str]:
+    from f5build.load import default_vocab_path
 
-    ckpt, voc, arch = _write_checkpoint(tmp_path, tiny_bundle)
-    got = load_model(str(ckpt), vocoder=voc, model_config=str(arch))
-    assert got.source["kind"] == "checkpoint"
-    assert got.source["dit_sha256"] == tiny_bundle.source["dit_sha256"]
-    assert got.source["vocos_sha256"] == tiny_bundle.source["vocos_sha256"]
+    return [
+        "export",
+        "--model",
+        str(ckpt),
+        "--vocab",
+        str(default_vocab_path()),
+        "--vocoder",
+        str(vocoder),
+        "--model-config",
+        str(arch),
+        "--artifacts-root",
+        str(root),
+        *extra,
+    ]
 
 
-def test_checkpoint_with_missing_keys_names_them(tmp_path, tiny_bundle):
-    from f5build.load import load_model
+@pytest.fixture(scope="module")
+def released(tmp_path_factory, tiny_bundle, arch_yaml):
+    """The tiny weights in the released layout, exported through the CLI: safetensors + a center-padded
+    Vocos (the released pair), and a trainer .pt + a same-padded Vocos."""
+    root = tmp_path_factory.mktemp("released")
+    out = {}
+    for padding, suffix in (("center", ".safetensors"), ("same", ".pt")):
+        ckpt = write_checkpoint(root / f"model_1250000{suffix}", tiny_bundle.dit.state_dict())
+        voc = write_vocos(root / f"vocos-{padding}", tiny_bundle.vocos, padding)
+        name = f"released-{padding}"
+        assert main([*export_args(ckpt, voc, arch_yaml, root / "artifacts"), "--name", name]) == 0
+        out[padding] = {"ckpt": ckpt, "vocoder": voc, "artifacts": root / "artifacts" / name}
+    return out
 
-    ckpt, voc, arch = _write_checkpoint(tmp_path, tiny_bundle, drop="proj_out.weight")
-    with pytest.raises(ValueError, match=r"missing keys: \['proj_out.weight'\]"):
-        load_model(str(ckpt), vocoder=voc, model_config=str(arch))
+
+@pytest.mark.parametrize("padding", ["center", "same"])
+def test_released_layout_matches_f5tts_load_model(released, tiny_bundle, padding):
+    """Text encoder and step graphs of the exported checkpoint equal f5-tts' own load_model DiT."""
+    from f5_tts.infer.utils_infer import load_model as f5_load_model
+
+    from f5build.load import TINY_ARCH, default_vocab_path, f5_modules
+
+    got = released[padding]
+    cfm = f5_load_model(
+        f5_modules().DiT, dict(TINY_ARCH), str(got["ckpt"]), "vocos", str(default_vocab_path()), device="cpu"
+    )
+    dit = cfm.transformer.eval()
+    m = load_manifest(got["artifacts"])
+    assert m.data["source"]["weights"] == "ema"
+    assert m.data["source"]["dit_sha256"] == tiny_bundle.source["dit_sha256"]
+    n, lens = 256, [256, 219]
+    ids, mask, cond, x = request(tiny_bundle, 2, n, lens, seed=3)
+    tc, tu = session(got["artifacts"] / "text_encoder.onnx").run(None, {"text_ids": ids.numpy(), "mask": mask.numpy()})
+    feed = {"x": x.numpy(), "cond": cond.numpy(), "text_cond": tc, "text_uncond": tu, "mask": mask.numpy()}
+    feed |= {"t": np.full(2, 0.4, np.float32), "dt": np.full(2, 1 / 16, np.float32), "cfg": np.full(2, 2.0, np.float32)}
+    (x_next,) = session(got["artifacts"] / "step.onnx").run(None, feed)
+    errs = {"text": 0.0, "step": 0.0}
+    for i, length in enumerate(lens):
+        row = ids[i, :length]
+        text = row[row >= 0][None].long()
+        with torch.no_grad():
+            want_c = dit.text_embed(text, length, drop_text=False)[0].numpy()
+            want_u = dit.text_embed(text, length, drop_text=True)[0].numpy()
+        errs["text"] = max(errs["text"], np.abs(tc[i, :length] - want_c).max(), np.abs(tu[i, :length] - want_u).max())
+        want = f5_step(dit, row, cond[i, :length], x[i, :length], 0.4, 1 / 16, 2.0).numpy()
+        errs["step"] = max(errs["step"], np.abs(x_next[i, :length] - want).max())
+    print(f"{padding}: max |export - f5-tts load_model| text encoder {errs['text']:.2e}, step {errs['step']:.2e}")
+    assert errs["text"] <= STRICT and errs["step"] <= STRICT
+
+
+@pytest.mark.parametrize("padding", ["center", "same"])
+def test_released_vocoder_matches_f5tts_load_vocoder(released, padding):
+    """The vocoder graph equals f5-tts' load_vocoder(...).decode sample for sample, same length, and the
+    manifest's samples rule says that length."""
+    from f5_tts.infer.utils_infer import load_vocoder
+
+    got = released[padding]
+    vocos = load_vocoder(vocoder_name="vocos", is_local=True, local_path=str(got["vocoder"]), device="cpu")
+    assert vocos.head.istft.padding == padding
+    spec = load_manifest(got["artifacts"]).vocoder
+    assert spec.padding == padding and spec.to_dict()["samples"] == {"center": "(F-1)*hop", "same": "F*hop"}[padding]
+    voc = session(got["artifacts"] / "vocoder.onnx")
+    worst = 0.0
+    for frames, batch in ((2, 1), (57, 2), (300, 1)):
+        mel = torch.randn(batch, 100, frames, generator=torch.Generator().manual_seed(frames)) * 1.5 - 4
+        (audio,) = voc.run(None, {"mel": mel.numpy()})
+        with torch.no_grad():
+            want = vocos.decode(mel).numpy()
+        assert audio.shape == want.shape == (batch, spec.samples(frames))
+        assert np.abs(want).max() > 1e-3
+        worst = max(worst, float(np.abs(audio - want).max()))
+    print(f"{padding}: max |vocoder.onnx - f5-tts load_vocoder decode| {worst:.2e}")
+    assert worst <= STRICT
+
+
+def test_center_and_same_differ_by_the_trim(released):
+    """Same weights, two paddings: the center output is the same-padded one shifted by
+    n_fft/2 - (n_fft - hop)/2 = 128 samples and one hop shorter (the misalignment the issue found)."""
+    mel = torch.randn(1, 100, 90, generator=torch.Generator().manual_seed(5)).numpy() * 1.5 - 4
+    (center,) = session(released["center"]["artifacts"] / "vocoder.onnx").run(None, {"mel": mel})
+    (same,) = session(released["same"]["artifacts"] / "vocoder.onnx").run(None, {"mel": mel})
+    assert center.shape == (1, 89 * 256) and same.shape == (1, 90 * 256)
+    assert np.abs(center - same[:, 128 : 128 + 89 * 256]).max() <= STRICT
+    assert np.abs(center - same[:, : 89 * 256]).max() > 1e-2
+
+
+def _refusal(capsys, argv) -> str:
+    """A CLI run that must fail cleanly: rc 2, one `error:` line, no traceback."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "f5build export: error:" in err and "Traceback" not in err, err
+    return err
+
+
+def test_unexpected_key_is_refused_by_name(tmp_path, tiny_bundle, arch_yaml, capsys):
+    voc = write_vocos(tmp_path / "vocos", tiny_bundle.vocos)
+    extra = {"ema_model.duration_predictor.weight": torch.zeros(3)}
+    ckpt = write_checkpoint(tmp_path / "model.safetensors", tiny_bundle.dit.state_dict(), **extra)
+    err = _refusal(capsys, export_args(ckpt, voc, arch_yaml, tmp_path / "art"))
+    assert "unexpected keys ['ema_model.duration_predictor.weight']" in err
+    assert not (tmp_path / "art").exists()
+
+
+def test_missing_and_misshapen_keys_are_named(tmp_path, tiny_bundle, arch_yaml, capsys):
+    from f5build.load import default_vocab_path, load_model
+
+    voc = write_vocos(tmp_path / "vocos", tiny_bundle.vocos)
+    state = dict(tiny_bundle.dit.state_dict())
+    missing = write_checkpoint(tmp_path / "missing.pt", {k: v for k, v in state.items() if k != "proj_out.weight"})
+    with pytest.raises(ValueError, match=r"missing keys: \['ema_model.transformer.proj_out.weight'\]"):
+        load_model(str(missing), vocoder=voc, model_config=str(arch_yaml))
     with pytest.raises(ValueError, match="--vocoder"):
-        load_model(str(ckpt), model_config=str(arch))
+        load_model(str(missing), model_config=str(arch_yaml))
+
+    wrong = write_checkpoint(tmp_path / "wrong.safetensors", {**state, "proj_out.weight": torch.zeros(100, 1000)})
+    err = _refusal(capsys, export_args(wrong, voc, arch_yaml, tmp_path / "art"))
+    assert "ema_model.transformer.proj_out.weight: checkpoint (100, 1000), model (100, 128)" in err
+
+    # A fine-tuned checkpoint with 43 extra tokens: refused against the stock vocab, with the fix ...
+    emb = state["text_embed.text_embed.weight"]
+    n_vocab = len(default_vocab_path().read_text(encoding="utf-8").splitlines())
+    bigger = torch.cat([emb, torch.randn(43, emb.shape[1], generator=torch.Generator().manual_seed(0))])
+    ext = write_checkpoint(tmp_path / "extended.pt", {**state, "text_embed.text_embed.weight": bigger})
+    with pytest.raises(ValueError) as e:
+        load_model(str(ext), vocoder=voc, model_config=str(arch_yaml))
+    msg = str(e.value)
+    assert f"checkpoint ({n_vocab + 44}, 64), model ({n_vocab + 1}, 64)" in msg
+    assert f"has {n_vocab} tokens, so the model gets {n_vocab + 1} text embedding rows" in msg
+    assert "pass the checkpoint's own vocab.txt with --vocab" in msg
+    # ... and exported once its own vocab is given.
+    vocab = tmp_path / "vocab_ext.txt"
+    vocab.write_text(default_vocab_path().read_text(encoding="utf-8") + "".join(f"新{i}\n" for i in range(43)))
+    got = load_model(str(ext), vocab=vocab, vocoder=voc, model_config=str(arch_yaml))
+    assert got.model_config()["vocab_size"] == n_vocab + 43
+    assert torch.equal(got.dit.text_embed.text_embed.weight, bigger)
+
+
+def test_ema_or_online_weights(tmp_path, tiny_bundle, arch_yaml, capsys):
+    """EMA by default; a .pt with only online weights needs --weights online (f5-tts refuses it)."""
+    from f5build.load import load_model, state_sha256
+
+    voc = write_vocos(tmp_path / "vocos", tiny_bundle.vocos)
+    state = tiny_bundle.dit.state_dict()
+    online_only = tmp_path / "online_only.pt"
+    torch.save({"model_state_dict": {f"transformer.{k}": v for k, v in state.items()}, "step": 10}, online_only)
+    err = _refusal(capsys, export_args(online_only, voc, arch_yaml, tmp_path / "art"))
+    assert "no EMA weights (no ema_model_state_dict)" in err and "use_ema=True" in err and "--weights online" in err
+    got = load_model(str(online_only), vocoder=voc, model_config=str(arch_yaml), weights="online")
+    assert got.source["weights"] == "online" and got.source["dit_sha256"] == tiny_bundle.source["dit_sha256"]
+
+    # Both sets (a trainer checkpoint): EMA unless told otherwise. Legacy mel buffers are dropped, as f5-tts does.
+    moved = {k: v + 0.01 for k, v in state.items()}
+    legacy = {"ema_model.mel_spec.mel_stft.mel_scale.fb": torch.zeros(513, 100)}
+    both = tmp_path / "model_last.pt"
+    torch.save(
+        {
+            "ema_model_state_dict": {**ema_keys(state), **legacy},
+            "model_state_dict": {f"transformer.{k}": v for k, v in moved.items()},
+        },
+        both,
+    )
+    ema = load_model(str(both), vocoder=voc, model_config=str(arch_yaml))
+    assert ema.source["weights"] == "ema" and ema.source["dit_sha256"] == tiny_bundle.source["dit_sha256"]
+    online = load_model(str(both), vocoder=voc, model_config=str(arch_yaml), weights="online")
+    assert online.source["weights"] == "online" and online.source["dit_sha256"] != ema.source["dit_sha256"]
+    assert torch.equal(online.dit.proj_out.weight, moved["proj_out.weight"])
+    assert state_sha256(online.vocos) == tiny_bundle.source["vocos_sha256"]
+
+    safe = write_checkpoint(tmp_path / "model.safetensors", state)
+    with pytest.raises(ValueError, match="no online"):
+        load_model(str(safe), vocoder=voc, model_config=str(arch_yaml), weights="online")
+    from safetensors.torch import save_file
+
+    bare = tmp_path / "bare.safetensors"  # online weights only: transformer.* at the top level
+    save_file({f"transformer.{k}": v.contiguous() for k, v in state.items()}, str(bare))
+    with pytest.raises(ValueError, match=r"no EMA weights \(ema_model\.\* keys\).*--weights online"):
+        load_model(str(bare), vocoder=voc, model_config=str(arch_yaml))
+    got = load_model(str(bare), vocoder=voc, model_config=str(arch_yaml), weights="online")
+    assert got.source["dit_sha256"] == tiny_bundle.source["dit_sha256"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (
+            ("vocos.feature_extractors.MelSpectrogramFeatures", "vocos.feature_extractors.EncodecFeatures"),
+            "feature_extractor.class_path 'vocos.feature_extractors.EncodecFeatures' is not supported",
+        ),
+        (("num_layers: 2", "num_layers: 2\n    adanorm_num_embeddings: 4"), "adanorm_num_embeddings = 4"),
+        (("n_mels: 100", "n_mels: 80"), "feature_extractor.init_args.n_mels = 80 differs from f5-tts' mel"),
+        (("sample_rate: 24000", "sample_rate: 22050"), "sample_rate = 22050"),
+        (("hop_length: 256\n    padding: center\n", "hop_length: 256\n    padding: reflect\n"), "padding = 'reflect'"),
+        (("vocos.heads.ISTFTHead", "vocos.heads.IMDCTCosHead"), "head.class_path 'vocos.heads.IMDCTCosHead'"),
+        (("num_layers: 2", "num_layers: 2\n    dropout: 0.1"), "backbone.init_args ['dropout'] are not arguments"),
+    ],
+)
+def test_unsupported_vocos_config_is_refused_by_name(tmp_path, tiny_bundle, arch_yaml, capsys, edit, says):
+    released = RELEASED_VOCOS_CONFIG.format(padding="center")
+    config = released.replace(*edit, 1)
+    assert config != released
+    voc = write_vocos(tmp_path / "vocos", tiny_bundle.vocos, config=config)
+    ckpt = write_checkpoint(tmp_path / "model.safetensors", tiny_bundle.dit.state_dict())
+    err = _refusal(capsys, export_args(ckpt, voc, arch_yaml, tmp_path / "art"))
+    assert says in err and "config.yaml" in err
+
+
+def test_vocos_weights_load_strictly(tmp_path, tiny_bundle, arch_yaml):
+    """pytorch_model.bin is loaded as load_vocoder does: its feature_extractor buffers are read, not
+    replaced, and a missing or foreign key is named."""
+    from f5build.load import load_model
+
+    ckpt = write_checkpoint(tmp_path / "model.safetensors", tiny_bundle.dit.state_dict())
+    voc = write_vocos(tmp_path / "vocos", tiny_bundle.vocos)
+    vstate = torch.load(voc / "pytorch_model.bin", weights_only=True)
+    assert {"feature_extractor.mel_spec.spectrogram.window", "feature_extractor.mel_spec.mel_scale.fb"} <= set(vstate)
+    got = load_model(str(ckpt), vocoder=voc, model_config=str(arch_yaml))
+    assert got.source["vocos_sha256"] == tiny_bundle.source["vocos_sha256"]
+    assert got.vocos_arch["padding"] == "center"
+
+    fb = vstate.pop("feature_extractor.mel_spec.mel_scale.fb")
+    torch.save({**vstate, "head.extra.bias": torch.zeros(2)}, voc / "pytorch_model.bin")
+    with pytest.raises(ValueError) as e:
+        load_model(str(ckpt), vocoder=voc, model_config=str(arch_yaml))
+    assert "missing keys: ['feature_extractor.mel_spec.mel_scale.fb']" in str(e.value)
+    assert "unexpected keys: ['head.extra.bias']" in str(e.value)
+    torch.save({**vstate, "feature_extractor.mel_spec.mel_scale.fb": fb * 2}, voc / "pytorch_model.bin")
+    got = load_model(str(ckpt), vocoder=voc, model_config=str(arch_yaml))
+    assert torch.equal(got.vocos.feature_extractor.mel_spec.mel_scale.fb, fb * 2)  # read, not replaced

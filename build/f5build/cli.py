@@ -40,6 +40,12 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model-config", default="F5TTS_v1_Base", help="f5-tts architecture name or YAML of a real checkpoint"
     )
+    p.add_argument(
+        "--weights",
+        choices=("ema", "online"),
+        default="ema",
+        help="which weights of a checkpoint: ema (default, what f5-tts inference uses) or online (non-EMA)",
+    )
     p.add_argument("--name", help="artifacts folder name (default: derived from --model)")
     p.add_argument("--artifacts-root", type=Path, default=ROOT / "artifacts")
     p.add_argument("--buckets", type=Path, default=ROOT / "config" / "buckets.yaml", help="bucket table (YAML)")

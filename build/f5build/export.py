@@ -30,6 +30,7 @@ from f5build.graphs import (
     TextEncoderGraph,
     VocoderGraph,
     export_attention,
+    vocoder_spec,
 )
 from f5build.load import AUDIO, ModelBundle, load_model
 from f5rt._fs import atomic_path, atomic_write_bytes, sha256_json
@@ -137,6 +138,25 @@ def ort_parity(path: Path, module: nn.Module, inputs: dict[str, torch.Tensor], n
     return max(float(np.max(np.abs(g - w.numpy()))) for g, w in zip(got, want, strict=True))
 
 
+def vocos_decode_parity(bundle: ModelBundle, mel: torch.Tensor) -> float:
+    """Max abs difference between the vocoder graph (torch) and Vocos.decode itself, same length required.
+
+    The ONNX check compares the export with VocoderGraph; this one proves VocoderGraph is the Vocos
+    (its ISTFT padding above all: a wrong trim shifts every sample), so neither can drift unseen.
+    """
+    with torch.no_grad():
+        got = VocoderGraph(bundle.vocos).eval()(mel)
+        want = bundle.vocos.decode(mel)
+    if got.shape != want.shape:
+        raise ValueError(
+            f"vocoder graph gives audio {tuple(got.shape)}, Vocos.decode {tuple(want.shape)}; not exported"
+        )
+    err = float((got - want).abs().max())
+    if not err <= PARITY_TOL:
+        raise ValueError(f"vocoder graph differs from Vocos.decode by {err:.2e} > {PARITY_TOL:.0e}; not exported")
+    return err
+
+
 def fingerprint(bundle: ModelBundle, buckets: dict[str, Any], opset: int) -> str:
     return sha256_json(
         {
@@ -144,7 +164,7 @@ def fingerprint(bundle: ModelBundle, buckets: dict[str, Any], opset: int) -> str
             "model": bundle.model_config(),
             "buckets": buckets,
             "opset": opset,
-            "code": source_hash("export", "graphs", "load"),
+            "code": source_hash("export", "graphs", "load", "vocos_config"),
             "tools": tool_versions(("torch", "onnx", "f5-tts", "vocos")),
         }
     )
@@ -169,7 +189,12 @@ def run(args: argparse.Namespace) -> int:
     buckets = read_buckets(args.buckets)
     log(f"loading model '{args.model}'")
     bundle = load_model(
-        args.model, seed=args.seed, vocab=args.vocab, vocoder=args.vocoder, model_config=args.model_config
+        args.model,
+        seed=args.seed,
+        vocab=args.vocab,
+        vocoder=args.vocoder,
+        model_config=args.model_config,
+        weights=args.weights,
     )
     n_params = sum(p.numel() for p in bundle.dit.parameters())
     log(f"DiT {n_params / 1e6:.1f} M parameters, Vocos {sum(p.numel() for p in bundle.vocos.parameters()) / 1e6:.1f} M")
@@ -185,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
     checks = example_inputs(bundle, batch=2, frames=trace_frames + 37, seed=1)  # another N: proves the axes are dynamic
     parity: dict[str, float] = {}
     timings: dict[str, float] = {}
+    decode_err = vocos_decode_parity(bundle, checks["vocoder"]["mel"])
+    log(f"vocoder graph vs Vocos.decode ({vocoder_spec(bundle.vocos).padding} padding): max abs {decode_err:.2e}")
     with export_attention(bundle.dit):
         for name, (module, names_in, names_out, axes) in graph_modules(bundle).items():
             t0 = time.perf_counter()
@@ -209,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
         data["source"] = bundle.source
         data["model"] = bundle.model_config()
         data["audio"] = dict(AUDIO)
+        data["vocoder"] = vocoder_spec(bundle.vocos).to_dict()
         data["buckets"] = buckets.to_dict()
         files = {k: v for k, v in data.get("files", {}).items() if v.get("stage") != "export"}
         files["vocab.txt"] = file_entry(root, "vocab.txt", kind="vocab", stage="export")
@@ -221,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
             "inputs_sha256": fp,
             "opset": args.opset,
             "parity_max_abs": parity,
+            "vocoder_vs_vocos_decode_max_abs": decode_err,
             "seconds": seconds,
             "graph_seconds": timings,
             "peak_rss_mb": round(peak_rss_mb()),

@@ -12,7 +12,8 @@ export or that must see the bucket's padding mask:
   beyond each row's length are masked, so padding never changes the real frames (f5-tts' own B=1 path
   has no padding at all; ours is equal to it in every bucket).
 * VocoderGraph: Vocos.decode with the ISTFT written as a real-valued DFT basis (window folded in)
-  + conv_transpose1d overlap-add + window-envelope division: torch.istft does not export.
+  + conv_transpose1d overlap-add + window-envelope division: torch.istft does not export. The trim
+  follows the head's padding ("center": (F-1)*hop samples, "same": F*hop; see VocoderSpec).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from f5rt.manifest import VocoderSpec
 
 TEXT_INPUTS = ("text_ids", "mask")
 TEXT_OUTPUTS = ("text_cond", "text_uncond")
@@ -195,8 +198,19 @@ def istft_basis(n_fft: int, window: np.ndarray) -> np.ndarray:
     return (np.concatenate([re, im], axis=0) * window[None, :])[:, None, :].astype(np.float32)
 
 
+def vocoder_spec(vocos: nn.Module) -> VocoderSpec:
+    """The frames -> samples rule of a Vocos ISTFT head, as the manifest records it."""
+    istft = vocos.head.istft
+    return VocoderSpec(padding=str(istft.padding), hop_length=int(istft.hop_length), n_fft=int(istft.n_fft))
+
+
 class VocoderGraph(nn.Module):
-    """mel (B, 100, F) -> audio (B, F * hop): Vocos backbone + head with an exportable ISTFT ("same" padding)."""
+    """mel (B, 100, F) -> audio (B, S): Vocos backbone + head with an exportable ISTFT, equal to Vocos.decode.
+
+    The overlap-add of F windowed frames spans (F-1)*hop + win samples; the head's padding decides the
+    trim: "center" is torch.istft(center=True), n_fft//2 off both ends, S = (F-1)*hop (the released
+    vocos-mel-24khz); "same" is Vocos' own ISTFT, (win-hop)//2 off both ends, S = F*hop.
+    """
 
     def __init__(self, vocos: nn.Module) -> None:
         super().__init__()
@@ -204,10 +218,12 @@ class VocoderGraph(nn.Module):
         head = vocos.head
         self.out = head.out
         istft = head.istft
-        if istft.padding != "same":
-            raise ValueError("only Vocos ISTFT heads with padding='same' are supported")
+        self.spec = vocoder_spec(vocos)
         self.hop = int(istft.hop_length)
         self.win = int(istft.win_length)
+        if self.win != int(istft.n_fft):
+            raise ValueError(f"Vocos ISTFT with win_length {self.win} != n_fft {istft.n_fft} is not supported")
+        self.trim = self.win // 2 if self.spec.padding == "center" else (self.win - self.hop) // 2
         window = istft.window.double().numpy()
         self.register_buffer("basis", torch.from_numpy(istft_basis(int(istft.n_fft), window)), persistent=False)
         self.register_buffer(
@@ -222,7 +238,7 @@ class VocoderGraph(nn.Module):
         frames = F.conv_transpose1d(spec, self.basis, stride=self.hop)  # overlap-add of windowed frames
         ones = torch.ones_like(mel[:1, :1, :])
         envelope = F.conv_transpose1d(ones, self.win_sq, stride=self.hop)
-        pad = (self.win - self.hop) // 2
+        pad = self.trim
         length = frames.shape[-1]
         y = frames[:, 0, pad : length - pad] / envelope[:, 0, pad : length - pad]
         return y

@@ -5,6 +5,11 @@ Generated weights are made from a fixed seed at build time (nothing downloaded, 
 A freshly initialised F5 DiT outputs exactly zero (its AdaLN and output projections start at zero), so
 the generated weights are perturbed: the tiny model everywhere (every layer must influence the output
 for the parity tests to mean anything), the full-size one only where f5-tts initialises to zero.
+
+Real checkpoints are read exactly as f5-tts' load_model / load_vocoder read them (EMA weights unless
+told otherwise, strict keys, the vocab file deciding the text embedding size, the Vocos built from its
+config.yaml), and everything they would refuse is refused here with the key or hparam named: a model
+that loads differently from f5-tts would export graphs that are not the user's model.
 """
 
 from __future__ import annotations
@@ -20,12 +25,17 @@ import torch
 import yaml
 from torch import nn
 
+from f5build.vocos_config import read_vocos_config
+
 # Mel front-end every supported model shares (f5-tts "vocos" mel, Vocos mel-24khz).
 AUDIO = {"sample_rate": 24000, "hop_length": 256, "n_fft": 1024, "win_length": 1024, "n_mels": 100, "mel_type": "vocos"}
 
 TINY_ARCH = dict(dim=128, depth=2, heads=2, dim_head=64, ff_mult=2, text_dim=64, conv_layers=1, text_mask_padding=True)
-TINY_VOCOS = dict(dim=64, intermediate_dim=192, num_layers=2)
-VOCOS_24K = dict(dim=512, intermediate_dim=1536, num_layers=8)  # charactr/vocos-mel-24khz
+# Vocos backbones; head padding "center" as in the released charactr/vocos-mel-24khz config.yaml, so
+# the seeded models decode F frames to (F-1)*hop samples like the real vocoder.
+TINY_VOCOS = dict(dim=64, intermediate_dim=192, num_layers=2, padding="center")
+VOCOS_24K = dict(dim=512, intermediate_dim=1536, num_layers=8, padding="center")  # charactr/vocos-mel-24khz
+WEIGHTS = ("ema", "online")
 
 
 @dataclass
@@ -86,7 +96,16 @@ def read_vocab(path: Path) -> list[str]:
     return vocab
 
 
-def make_vocos(dim: int, intermediate_dim: int, num_layers: int) -> nn.Module:
+def make_vocos(
+    dim: int,
+    intermediate_dim: int,
+    num_layers: int,
+    padding: str,
+    feature_padding: str = "center",
+    layer_scale_init_value: float | None = None,
+) -> nn.Module:
+    """The Vocos that `Vocos.from_hparams` builds from a mel config (see vocos_config); `padding` is
+    the ISTFT head's ("center": (F-1)*hop samples, "same": F*hop)."""
     from vocos import Vocos
     from vocos.feature_extractors import MelSpectrogramFeatures
     from vocos.heads import ISTFTHead
@@ -98,12 +117,16 @@ def make_vocos(dim: int, intermediate_dim: int, num_layers: int) -> nn.Module:
             n_fft=AUDIO["n_fft"],
             hop_length=AUDIO["hop_length"],
             n_mels=AUDIO["n_mels"],
-            padding="center",
+            padding=feature_padding,
         ),
         backbone=VocosBackbone(
-            input_channels=AUDIO["n_mels"], dim=dim, intermediate_dim=intermediate_dim, num_layers=num_layers
+            input_channels=AUDIO["n_mels"],
+            dim=dim,
+            intermediate_dim=intermediate_dim,
+            num_layers=num_layers,
+            layer_scale_init_value=layer_scale_init_value,
         ),
-        head=ISTFTHead(dim=dim, n_fft=AUDIO["n_fft"], hop_length=AUDIO["hop_length"], padding="same"),
+        head=ISTFTHead(dim=dim, n_fft=AUDIO["n_fft"], hop_length=AUDIO["hop_length"], padding=padding),
     )
 
 
@@ -153,25 +176,136 @@ def _arch_from_config(model_config: str) -> dict[str, Any]:
     return arch
 
 
-def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
+# What f5-tts' load_checkpoint drops before its strict load_state_dict: the EMA wrapper's
+# bookkeeping, and mel buffers that checkpoints from before f5-tts 305e3ea still carry.
+EMA_BOOKKEEPING = ("initted", "step")
+LEGACY_MEL_KEYS = ("mel_spec.mel_stft.mel_scale.fb", "mel_spec.mel_stft.spectrogram.window")
+_EMA, _DIT = "ema_model.", "transformer."
+
+
+def _weight_sets(ckpt: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The checkpoint's EMA and online state dicts, keyed as CFM's (EMA prefix removed).
+
+    .pt (f5-tts' trainer): `ema_model_state_dict` (`ema_model.transformer.*` + initted/step) and
+    `model_state_dict` (`transformer.*`). .safetensors (the released form): one flat dict, the EMA
+    weights under `ema_model.`, online ones (if any) bare. Keys are kept as written, minus the prefix.
+    """
+    if ckpt.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return {"ema_model_state_dict": load_file(str(path))}  # type: ignore[dict-item]
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
+        flat = load_file(str(ckpt))
+        ema = {k[len(_EMA) :]: v for k, v in flat.items() if k.startswith(_EMA)}
+        online = {k: v for k, v in flat.items() if not k.startswith(_EMA)}
+        return {"ema": ema, "online": online}
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if not isinstance(raw, dict) or not ({"ema_model_state_dict", "model_state_dict"} & set(raw)):
+        top = sorted(raw)[:6] if isinstance(raw, dict) else type(raw).__name__
         raise ValueError(
-            f"{what}: checkpoint does not match the architecture; missing keys: {missing[:8]}"
-            f"{' …' if len(missing) > 8 else ''}; unexpected keys: {unexpected[:8]}{' …' if len(unexpected) > 8 else ''}"
+            f"{ckpt}: not an f5-tts checkpoint (no 'ema_model_state_dict' or 'model_state_dict'; top level: {top})"
         )
+    ema = {k.removeprefix(_EMA): v for k, v in (raw.get("ema_model_state_dict") or {}).items()}
+    return {"ema": ema, "online": dict(raw.get("model_state_dict") or {})}
 
 
-def _checkpoint(ckpt: Path, vocab_path: Path | None, vocoder_dir: Path | None, model_config: str) -> ModelBundle:
-    """An f5-tts checkpoint read the way f5-tts' load_checkpoint reads it (EMA weights)."""
+def _dit_state(ckpt: Path, weights: str) -> tuple[dict[str, torch.Tensor], str]:
+    """The DiT's weights from `ckpt` as f5-tts' load_checkpoint selects them (use_ema = weights == "ema").
+
+    Returns them keyed by DiT names, and the prefix they carry in the file (for error messages).
+    Refuses keys f5-tts' strict load would reject: anything that is not `transformer.*` besides the
+    bookkeeping and legacy keys f5-tts drops itself.
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"--weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+    sets = _weight_sets(ckpt)
+    drop = set(EMA_BOOKKEEPING) | set(LEGACY_MEL_KEYS)
+    prefix = {"ema": _EMA, "online": ""}
+    # A .safetensors is one flat dict that f5-tts loads whole; of a .pt it reads the chosen dict only.
+    checked = WEIGHTS if ckpt.suffix == ".safetensors" else (weights,)
+    unexpected = [prefix[w] + k for w in checked for k in sets[w] if k not in drop and not k.startswith(_DIT)]
+    if unexpected:
+        raise ValueError(
+            f"{ckpt}: unexpected keys {_names(unexpected)}; f5-tts' load_checkpoint refuses them too "
+            f"(an F5-TTS checkpoint holds {_DIT}* weights only)"
+        )
+    chosen = {k[len(_DIT) :]: v for k, v in sets[weights].items() if k.startswith(_DIT)}
+    if not chosen and weights == "ema":
+        has_online = any(k.startswith(_DIT) for k in sets["online"])
+        if ckpt.suffix == ".safetensors":
+            why = f"no EMA weights ({_EMA}* keys); f5-tts (use_ema=True) would take its bare weights for EMA ones"
+        else:
+            why = "no EMA weights (no ema_model_state_dict); f5-tts (use_ema=True) refuses this checkpoint"
+        fix = "pass --weights online to export its online (non-EMA) weights" if has_online else "it has no weights"
+        raise ValueError(f"{ckpt}: {why}; {fix}")
+    if not chosen:
+        raise ValueError(f"{ckpt}: no online (non-EMA) weights in it; drop --weights online to export its EMA weights")
+    return {k: v.float() if v.is_floating_point() else v for k, v in chosen.items()}, prefix[weights] + _DIT
+
+
+def _names(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(repr(k) for k in keys[:limit])
+    return f"[{shown}{f', … ({len(keys)} in all)' if len(keys) > limit else ''}]"
+
+
+def _load_strict(
+    module: nn.Module, state: dict[str, torch.Tensor], what: str, prefix: str = "", hint: str = ""
+) -> None:
+    """load_state_dict(strict=True) with every problem named in one ValueError instead of a traceback.
+
+    torch raises a RuntimeError for a shape mismatch even with strict=False, so shapes are compared
+    first; keys are named as they are written in the file (`prefix` + module key).
+    """
+    have = module.state_dict()
+    missing = [prefix + k for k in have if k not in state]
+    unexpected = [prefix + k for k in state if k not in have]
+    shapes = [
+        f"{prefix}{k}: checkpoint {tuple(v.shape)}, model {tuple(have[k].shape)}"
+        for k, v in state.items()
+        if k in have and tuple(v.shape) != tuple(have[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_names(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatch: {'; '.join(shapes[:8])}{' …' if len(shapes) > 8 else ''}")
+    if problems:
+        raise ValueError(f"{what} does not match the architecture: {'; '.join(problems)}{hint}")
+    module.load_state_dict(state, strict=True)
+
+
+def _vocab_hint(state: dict[str, torch.Tensor], dit: nn.Module, vocab: list[str], vocab_path: Path) -> str:
+    """Why text_embed's row count can differ: the vocab file decides it (f5-tts: len(vocab) + 1 filler)."""
+    key = "text_embed.text_embed.weight"
+    got, want = state.get(key), dit.state_dict()[key]
+    if got is None or got.shape[0] == want.shape[0]:
+        return ""
+    return (
+        f". The vocab file {vocab_path} has {len(vocab)} tokens, so the model gets {len(vocab) + 1} text embedding "
+        f"rows (tokens + filler); the checkpoint has {got.shape[0]}: pass the checkpoint's own vocab.txt with --vocab"
+    )
+
+
+def _vocos(vocoder_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A Vocos folder loaded as f5-tts' load_vocoder does: from_hparams(config.yaml), then a strict
+    load_state_dict of pytorch_model.bin (its feature_extractor.mel_spec.* buffers included)."""
+    cfg_path, bin_path = vocoder_dir / "config.yaml", vocoder_dir / "pytorch_model.bin"
+    for p in (cfg_path, bin_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"Vocos directory {vocoder_dir}: {p.name} missing")
+    vocos_arch = read_vocos_config(cfg_path, AUDIO)
+    vocos = make_vocos(**vocos_arch)
+    vstate = torch.load(bin_path, map_location="cpu", weights_only=True)
+    if not isinstance(vstate, dict):
+        raise ValueError(f"{bin_path}: not a state dict ({type(vstate).__name__})")
+    _load_strict(vocos, vstate, f"Vocos {bin_path}", hint=f" (check {cfg_path.name} against the weights)")
+    return vocos.eval(), vocos_arch
+
+
+def _checkpoint(
+    ckpt: Path, vocab_path: Path | None, vocoder_dir: Path | None, model_config: str, weights: str
+) -> ModelBundle:
+    """An f5-tts checkpoint read the way f5-tts' load_model / load_checkpoint read it."""
     if not ckpt.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} not found")
     if vocoder_dir is None:
@@ -179,31 +313,16 @@ def _checkpoint(ckpt: Path, vocab_path: Path | None, vocoder_dir: Path | None, m
     vocab_path = vocab_path or default_vocab_path()
     vocab = read_vocab(vocab_path)
     arch = _arch_from_config(model_config)
-    raw = _load_state(ckpt)
-    state = raw.get("ema_model_state_dict") or raw.get("model_state_dict") or raw
-    prefix = "ema_model.transformer." if any(k.startswith("ema_model.") for k in state) else "transformer."
-    dit_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    if not dit_state:
-        raise ValueError(f"{ckpt}: no '{prefix}*' weights found (keys start with {sorted(state)[:3]})")
+    vocos, vocos_arch = _vocos(vocoder_dir)  # its config is checked before the (large) checkpoint is read
+    state, prefix = _dit_state(ckpt, weights)
     dit = f5_modules().DiT(**arch, text_num_embeds=len(vocab), mel_dim=AUDIO["n_mels"])
-    _load_strict(dit, {k: v.float() for k, v in dit_state.items()}, f"DiT from {ckpt}")
-
-    cfg_path, bin_path = vocoder_dir / "config.yaml", vocoder_dir / "pytorch_model.bin"
-    for p in (cfg_path, bin_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"Vocos directory {vocoder_dir}: {p.name} missing")
-    vcfg = yaml.safe_load(cfg_path.read_text())
-    bb = vcfg["backbone"]["init_args"]
-    vocos_arch = {"dim": bb["dim"], "intermediate_dim": bb["intermediate_dim"], "num_layers": bb["num_layers"]}
-    vocos = make_vocos(**vocos_arch)
-    vstate = torch.load(bin_path, map_location="cpu", weights_only=True)
-    vstate = {k: v for k, v in vstate.items() if not k.startswith("feature_extractor.")}
-    vstate.update({k: v for k, v in vocos.state_dict().items() if k.startswith("feature_extractor.")})
-    _load_strict(vocos, vstate, f"Vocos from {vocoder_dir}")
-    bundle = ModelBundle(ckpt.stem, dit.eval(), vocos.eval(), vocab, arch, vocos_arch)
+    hint = _vocab_hint(state, dit, vocab, vocab_path) or f" (is --model-config {model_config} its architecture?)"
+    _load_strict(dit, state, f"{ckpt} ({weights} weights)", prefix=prefix, hint=hint)
+    bundle = ModelBundle(ckpt.stem, dit.eval(), vocos, vocab, arch, vocos_arch)
     bundle.source = {
         "kind": "checkpoint",
         "checkpoint": str(ckpt),
+        "weights": weights,
         "dit_sha256": state_sha256(dit),
         "vocos_sha256": state_sha256(vocos),
         "vocab": str(vocab_path),
@@ -218,10 +337,15 @@ def load_model(
     vocab: Path | None = None,
     vocoder: Path | None = None,
     model_config: str = "F5TTS_v1_Base",
+    weights: str = "ema",
 ) -> ModelBundle:
-    """`tiny` | `f5tts-v1-base` | a checkpoint path -> ModelBundle (DiT + Vocos, eval mode, FP32, CPU)."""
+    """`tiny` | `f5tts-v1-base` | a checkpoint path -> ModelBundle (DiT + Vocos, eval mode, FP32, CPU).
+
+    `weights` picks a checkpoint's EMA weights (f5-tts' inference default, use_ema=True) or its
+    online ones; the generated models have one set only.
+    """
     if model == "tiny":
         return _generated("tiny", TINY_ARCH, TINY_VOCOS, seed, tiny=True)
     if model == "f5tts-v1-base":
         return _generated("f5tts-v1-base", _arch_from_config("F5TTS_v1_Base"), VOCOS_24K, seed, tiny=False)
-    return _checkpoint(Path(model), vocab, vocoder, model_config)
+    return _checkpoint(Path(model), vocab, vocoder, model_config, weights)

@@ -6,6 +6,7 @@ Layout of manifest.json (format 1)::
      "source":  {"kind": "tiny" | "f5tts-v1-base" | "checkpoint", "checkpoint_sha256": ..., ...},
      "model":   {"dim": .., "depth": .., "heads": .., "text_dim": .., "mel_dim": 100, "vocab_size": ..},
      "audio":   {"sample_rate": 24000, "hop_length": 256, "n_fft": 1024, "win_length": 1024, "n_mels": 100},
+     "vocoder": {"padding": "center", "hop_length": 256, "n_fft": 1024, "samples": "(F-1)*hop"},
      "buckets": {"frames": [...], "batch": [...]},
      "files":   {"step.onnx": {"sha256": .., "bytes": .., "graph": "step", "precision": "fp32",
                                "kind": "onnx", "stage": "export"}, ...},
@@ -31,6 +32,63 @@ from f5rt.errors import ManifestError
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
 GRAPHS = ("text_encoder", "step", "vocoder")
+
+VOCODER_PADDINGS = ("center", "same")
+_SAMPLES_RULE = {"center": "(F-1)*hop", "same": "F*hop"}
+
+
+@dataclass(frozen=True)
+class VocoderSpec:
+    """How the exported vocoder maps mel frames to samples (from the Vocos head's ISTFT padding).
+
+    Vocos' ISTFTHead decodes F frames to (F-1)*hop samples with padding "center" (torch.istft,
+    center=True: n_fft/2 trimmed on both sides; the released charactr/vocos-mel-24khz) and to
+    F*hop with "same". Everything that sizes audio (buffers, chunk joins, durations) asks this
+    instead of assuming one rule.
+    """
+
+    padding: str  # "center" | "same"
+    hop_length: int
+    n_fft: int
+
+    def __post_init__(self) -> None:
+        if self.padding not in VOCODER_PADDINGS:
+            raise ValueError(f"vocoder padding {self.padding!r} is not one of {', '.join(VOCODER_PADDINGS)}")
+        for name in ("hop_length", "n_fft"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"vocoder {name} must be a positive integer, got {v!r}")
+
+    def samples(self, frames: int) -> int:
+        """Samples the vocoder returns for `frames` mel frames."""
+        if self.padding == "center":
+            return max(int(frames) - 1, 0) * self.hop_length
+        return int(frames) * self.hop_length
+
+    @classmethod
+    def from_dict(cls, d: Any) -> VocoderSpec:
+        """The manifest's "vocoder" entry; ValueError (say which field) on anything malformed."""
+        if not isinstance(d, dict):
+            raise ValueError(f"vocoder entry must be a mapping, got {type(d).__name__}")
+        missing = [k for k in ("padding", "hop_length", "n_fft") if k not in d]
+        if missing:
+            raise ValueError(f"vocoder entry lacks {', '.join(missing)}")
+        spec = cls(padding=d["padding"], hop_length=d["hop_length"], n_fft=d["n_fft"])
+        if "samples" in d and d["samples"] != _SAMPLES_RULE[spec.padding]:
+            raise ValueError(
+                f"vocoder entry says samples = {d['samples']!r}, but padding {spec.padding!r} gives "
+                f"{_SAMPLES_RULE[spec.padding]!r}"
+            )
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "padding": self.padding,
+            "hop_length": self.hop_length,
+            "n_fft": self.n_fft,
+            "samples": _SAMPLES_RULE[self.padding],
+        }
+
 
 # (path, size, mtime_ns) -> sha256, so a long-running process hashes each big file once.
 _HASH_CACHE: dict[tuple[str, int, int], str] = {}
@@ -64,6 +122,20 @@ class Manifest:
     @property
     def audio(self) -> dict[str, Any]:
         return dict(self.data["audio"])
+
+    @property
+    def vocoder(self) -> VocoderSpec:
+        """The vocoder's frames -> samples rule, as the export recorded it."""
+        path = self.root / MANIFEST_NAME
+        if "vocoder" not in self.data:
+            raise ManifestError(
+                f"{path}: manifest does not record the vocoder layout (made before it did); "
+                "re-run the export (`nox -s export` or `python -m f5build export --force`)"
+            )
+        try:
+            return VocoderSpec.from_dict(self.data["vocoder"])
+        except (ValueError, TypeError) as e:
+            raise ManifestError(f"{path}: bad 'vocoder' entry: {e}; re-run the export") from e
 
     @property
     def files(self) -> dict[str, dict[str, Any]]:
