@@ -154,6 +154,26 @@ def loadtest(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def emulate(session: nox.Session) -> None:
+    """The TensorRT backend on the strict TensorRT + CUDA emulation: its tests, then every bucket of
+    config/buckets.yaml x NFE 7/16/32 x graph/eager vs ONNX Runtime -> reports/trt_emulation.{md,json}."""
+    py = _env(session)
+    tests = ["tests/test_trt_emulator.py", "tests/test_trt_emulation_e2e.py"]
+    session.run(str(py), "-m", "pytest", "-q", *tests, external=True, env={"PYTHONHASHSEED": "0"})
+    out = ROOT / "reports" / "trt_emulation"
+    session.run(
+        str(py),
+        "-m",
+        "emulation_report",
+        "--out",
+        str(out),
+        *session.posargs,
+        external=True,
+        env={"PYTHONPATH": "tests"},
+    )
+
+
+@nox.session(venv_backend="none")
 def pipeline(session: nox.Session) -> None:
     """Every stage in order on one model (default: the embedded tiny model)."""
     py = _env(session)
@@ -184,15 +204,16 @@ def typecheck(session: nox.Session) -> None:
     No tensorrt-stubs here: the published ones do not parse, and installing them into a runtime
     environment makes `import tensorrt` succeed as an empty namespace. TensorRT types are Any.
     """
-    session.install("mypy", "numpy", "onnx~=1.21.0")
+    session.install("mypy", "numpy", "onnx~=1.21.0", "types-PyYAML")
     session.run(
         "mypy",
         "--python-version",
         "3.10",
         "--strict",
         "--follow-imports=silent",
-        "runtime/f5rt/backends/tensorrt.py",
-        "runtime/f5rt/backends/cudagraph.py",
+        "runtime/f5rt/backends/trt",
+        "runtime/f5rt/jetson.py",
         "build/f5build/compile.py",
+        "build/f5build/trt_build.py",
         env={"MYPYPATH": "runtime:build"},
     )

@@ -112,22 +112,28 @@ def _signals(n: int) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("n", [513, 777, 1024, 1025, SR + 17, 7 * SR + 5])
 def test_log_mel_matches_f5_melspec(mel_spec, n: int) -> None:
-    """<= 1e-4 everywhere except frames that straddle a switch to exact digital zeros.
+    """<= 1e-4 in every band within 60 dB of its frame's loudest band, <= 1e-3 elsewhere, except
+    frames that straddle a switch to exact digital zeros.
 
-    There a frame's only energy sits under the Hann window's near-zero end taps, and torch builds
-    that window with a float32 cos that is 1 ulp off for some phases (its vectorised cos is not
-    correctly rounded): up to ~1e-4 relative on those tiny taps, so up to ~3e-4 in log-mel.
+    torch computes in float32: a bin's rounding error is ~eps32 * the frame's energy, so a band 60 dB
+    or more below the frame's peak carries ~1e-4 relative noise from torch alone (seen: 1.5e-4 at
+    -64 dB in band 0 with this torch build's FFT; 3.4e-5 at most above -60 dB). Where a frame
+    straddles digital zeros, its only energy sits under the Hann window's near-zero end taps, and
+    torch builds that window with a float32 cos that is 1 ulp off for some phases (its vectorised
+    cos is not correctly rounded): up to ~1e-4 relative on those tiny taps, so up to ~3e-4 in log-mel.
     """
     # 7 s spans two of log_mel's frame blocks; 513 is the shortest input torch accepts.
     for name, x in _signals(n).items():
         ref = mel_spec(torch.from_numpy(x)[None])[0].numpy()
         y = A.log_mel(x)
         assert y.dtype == np.float32 and y.shape == ref.shape == (100, 1 + n // 256), name
-        err = np.abs(y - ref).max(axis=0)
+        full = np.abs(y - ref)
+        assert full.max(initial=0) <= 1e-3, name
+        loud = ref >= ref.max(axis=0, keepdims=True) - np.log(1e3)  # within 60 dB of the frame's peak band
+        err = np.where(loud, full, 0.0).max(axis=0)
         if name == "speech_then_zeros":
             centres = np.arange(err.size) * 256
             straddles = np.abs(centres - n // 3) < 512
-            assert err[straddles].max(initial=0) <= 1e-3, name
             err = err[~straddles]
         assert err.max(initial=0) <= 1e-4, name
 

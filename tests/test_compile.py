@@ -1,15 +1,14 @@
-"""The compile stage without TensorRT: build plan, profile table, polygraphy command lines, skip path.
+"""The compile stage without TensorRT: deployments, build plan, profile table, the device script, skip path.
 
 The ONNX files are tiny hand-made graphs with the real I/O names of backends/base.py (nothing is
-exported), and the manifest is a fake one written with the real manifest helpers. The command lines
-are checked by parsing them with Polygraphy's own `convert` argument parser.
+exported), and the manifest is a fake one written with the real manifest helpers. The build itself
+runs against the strict TensorRT emulation in tests/test_trt_emulation_e2e.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import subprocess
 import sys
 import types
@@ -23,7 +22,8 @@ from onnx import TensorProto, helper
 
 from f5build import compile as comp
 from f5build.cli import add_common
-from f5rt.backends.tensorrt import choose_vocoder_profile, plan_profiles, select_engines
+from f5rt.backends.trt.engines import select_engines
+from f5rt.backends.trt.profiles import choose_vocoder_profile, plan_profiles
 from f5rt.buckets import Bucket, BucketTable
 from f5rt.errors import ManifestError
 from f5rt.manifest import file_entry, load_manifest, update_manifest
@@ -91,12 +91,14 @@ def make_onnx(graph: str, path: Path, inputs: list | None = None) -> Path:
     return path
 
 
-def make_artifacts(root: Path, frames=(256, 512), batch=(1, 2), step_precisions=("fp32", "fp16", "int8")) -> Path:
-    """artifacts/fake: ONNX files for every graph (step at several precisions) and their manifest."""
+def make_artifacts(
+    root: Path, frames=(256, 512), batch=(1, 2), step_precisions=("fp32", "fp16", "int8"), vocoder=("fp32", "fp16")
+) -> Path:
+    """artifacts/fake: ONNX files for every graph (step and vocoder at several precisions) and their manifest."""
     art = root / "fake"
     art.mkdir(parents=True)
     files = {}
-    sources = [("text_encoder", "fp32"), *(("step", p) for p in step_precisions), ("vocoder", "fp32")]
+    sources = [("text_encoder", "fp32"), *(("step", p) for p in step_precisions), *(("vocoder", p) for p in vocoder)]
     for graph, precision in sources:
         rel = f"{graph}.onnx" if precision == "fp32" else f"{graph}.{precision}.onnx"
         make_onnx(graph, art / rel)
@@ -204,12 +206,13 @@ def test_read_graph_io_reads_a_real_onnx_file(tmp_path: Path) -> None:
 # --- the stage without TensorRT -------------------------------------------------------------------
 
 
-def test_without_tensorrt_the_stage_plans_and_exits_0(
+def test_without_tensorrt_the_stage_plans_the_default_deployment_and_exits_0(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], no_tensorrt: None
 ) -> None:
     art = make_artifacts(tmp_path)
     assert comp.run(stage_args(art)) == 0
     out = capsys.readouterr().out
+    assert "plan: 3 engines, 12 profiles (deployment int8)" in out  # only what is deployed
     assert "TensorRT not found" in out and "build_engines.sh" in out
     assert "differs from the manifest's bucket table" in out  # config/buckets.yaml is not this fake table
 
@@ -217,21 +220,21 @@ def test_without_tensorrt_the_stage_plans_and_exits_0(
     got = [(e["graph"], e["precision"], e["engine"]) for e in plan["engines"]]
     assert got == [
         ("text_encoder", "fp32", "engines/text_encoder.fp32.engine"),
-        ("step", "fp32", "engines/step.fp32.engine"),
-        ("step", "fp16", "engines/step.fp16.engine"),
         ("step", "int8", "engines/step.int8.engine"),
-        ("vocoder", "fp32", "engines/vocoder.fp32.engine"),
+        ("vocoder", "fp16", "engines/vocoder.fp16.engine"),  # INT8 vocoders are not deployed
     ]
+    assert plan["deployments"] == {"int8": {"text_encoder": "fp32", "step": "int8", "vocoder": "fp16"}}
     m = load_manifest(art)
     for e in plan["engines"]:
         assert e["onnx_sha256"] == m.files[e["onnx"]]["sha256"]
         assert len(e["profiles"]) == 4
-    assert plan["options"] == {"opt_level": 3, "workspace_gib": 4.0, "tf32": False, "strongly_typed": True}
+    # TF32 on for the FP32 layers (TensorRT's default; Polygraphy's CreateConfig used to clear it)
+    assert plan["options"] == {"opt_level": 3, "workspace_gib": 4.0, "tf32": True, "strongly_typed": True}
     assert plan["timing_cache"] == "engines/timing.cache"
     stage = m.data["stages"]["compile"]
     assert stage["status"] == "planned" and stage["tools"]["tensorrt"] is None
     assert stage["plan"] == "engines/build_plan.json"
-    assert m.precisions("step", "engine") == []  # nothing pretends to be built
+    assert m.precisions("step", "engine") == [] and "deployments" not in m.data  # nothing pretends to be built
     # a second run writes the same plan (deterministic) and keeps the stage planned
     before = (art / "engines" / "build_plan.json").read_bytes()
     assert comp.run(stage_args(art)) == 0
@@ -247,83 +250,87 @@ def test_tensorrt_stubs_namespace_counts_as_no_tensorrt(
     assert "TensorRT not found" in capsys.readouterr().out
 
 
-def test_options_and_precision_filter(tmp_path: Path, no_tensorrt: None) -> None:
+def test_deployments_options_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_tensorrt: None) -> None:
     art = make_artifacts(tmp_path)
     args = stage_args(
-        art, "--trt-precisions", "int8", "--trt-opt-level", "5", "--trt-workspace-gib", "1.5", "--trt-tf32"
+        art, "--trt-precision", "fp16,int8", "--trt-opt-level", "5", "--trt-workspace-gib", "1.5", "--trt-no-tf32"
     )
     assert comp.run(args) == 0
+    assert "plan: 4 engines, 16 profiles (deployment fp16, int8)" in capsys.readouterr().out
     plan = json.loads((art / "engines" / "build_plan.json").read_text())
     assert [(e["graph"], e["precision"]) for e in plan["engines"]] == [
-        ("text_encoder", "fp32"),
+        ("text_encoder", "fp32"),  # shared by both deployments: built once
+        ("step", "fp16"),
         ("step", "int8"),
-        ("vocoder", "fp32"),
+        ("vocoder", "fp16"),
     ]
-    cmd = plan["engines"][1]["command"]
-    assert cmd[cmd.index("--builder-optimization-level") + 1] == "5"
-    assert cmd[cmd.index("--pool-limit") + 1] == f"workspace:{int(1.5 * 2**30)}"
-    assert "--tf32" in cmd
-    with pytest.raises(ValueError, match="unknown"):
-        comp.run(stage_args(art, "--trt-precisions", "int4"))
+    assert plan["options"] == {"opt_level": 5, "workspace_gib": 1.5, "tf32": False, "strongly_typed": True}
+    with pytest.raises(ValueError, match=r"unknown deployment\(s\) \['int4'\]"):
+        comp.run(stage_args(art, "--trt-precision", "int4"))
     with pytest.raises(ValueError, match="must be 0..5"):
         comp.run(stage_args(art, "--trt-opt-level", "7"))
     art2 = make_artifacts(tmp_path / "b", step_precisions=("fp32",))
-    with pytest.raises(ManifestError, match="no step ONNX at int8"):
-        comp.run(stage_args(art2, "--trt-precisions", "int8"))
+    with pytest.raises(
+        ManifestError, match=r"deployment int8 needs a int8 step ONNX \(have fp32\); run `nox -s quantize`"
+    ):
+        comp.run(stage_args(art2))
+    bad = tmp_path / "recipe.yaml"
+    bad.write_text(yaml.safe_dump({"deployments": {"default": "x", "x": {"step": "int8"}}}))
+    with pytest.raises(ValueError, match="deployment 'x' must give a precision for exactly"):
+        comp.run(stage_args(art, "--trt-recipe", str(bad)))
 
 
-# --- polygraphy command lines and the script ------------------------------------------------------
+def test_the_recipe_defines_the_deployments_the_runtime_expects() -> None:
+    table, default = comp.read_deployments(ROOT / "config" / "precision.yaml")
+    assert default == "int8"
+    assert {n: d.to_dict() for n, d in table.items()} == {
+        "fp32": {"text_encoder": "fp32", "step": "fp32", "vocoder": "fp32"},
+        "fp16": {"text_encoder": "fp32", "step": "fp16", "vocoder": "fp16"},
+        "int8": {"text_encoder": "fp32", "step": "int8", "vocoder": "fp16"},
+    }
 
 
-def polygraphy_parse(argv: list[str]):
-    """Parse a `polygraphy convert` command with Polygraphy's own argument groups (no TensorRT needed)."""
-    from polygraphy.tools.args import ModelArgs, TrtConfigArgs
-    from polygraphy.tools.convert.convert import Convert
-
-    tool = Convert()
-    parser = argparse.ArgumentParser()
-    tool.setup_parser(parser.add_subparsers())
-    assert argv[:2] == ["polygraphy", "convert"]
-    args = parser.parse_args(argv[1:])
-    for group in tool.arg_groups.values():
-        group.parse(args)
-    return args, tool.arg_groups[TrtConfigArgs], tool.arg_groups[ModelArgs]
+# --- the device script ----------------------------------------------------------------------------
 
 
-def test_polygraphy_commands_encode_the_plan(
-    tmp_path: Path, no_tensorrt: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_build_script_checks_its_prerequisites_and_builds_the_plan(tmp_path: Path, no_tensorrt: None) -> None:
     art = make_artifacts(tmp_path)
     comp.run(stage_args(art))
-    plan = json.loads((art / "engines" / "build_plan.json").read_text())
-    monkeypatch.chdir(art)  # the script runs from the artifacts folder: relative paths must resolve there
-    for e in plan["engines"]:
-        assert Path(e["onnx"]).is_file()
-        args, cfg, model = polygraphy_parse(e["command"])
-        assert Path(model.path) == art / e["onnx"] and args.output == e["engine"] and args.convert_to == "trt"
-        assert args.strongly_typed is True
-        assert cfg.builder_optimization_level == 3
-        assert list(cfg.memory_pool_limits.values()) == [4 * 2**30]
-        assert cfg.load_timing_cache == "engines/timing.cache" and args.save_timing_cache == "engines/timing.cache"
-        assert not (cfg.fp16 or cfg.int8 or cfg.tf32)  # strongly typed: precision comes from the graph
-        want = [{n: (s["min"], s["opt"], s["max"]) for n, s in p["shapes"].items()} for p in e["profiles"]]
-        got = [{n: tuple(list(x) for x in v) for n, v in prof.items()} for prof in cfg.profile_dicts]
-        assert got == want
-
-
-def test_build_script_runs_the_same_commands(tmp_path: Path, no_tensorrt: None) -> None:
-    art = make_artifacts(tmp_path)
-    comp.run(stage_args(art))
-    plan = json.loads((art / "engines" / "build_plan.json").read_text())
     script = art / "engines" / "build_engines.sh"
     assert script.stat().st_mode & 0o111
     subprocess.run(["bash", "-n", str(script)], check=True)
-    text = script.read_text().replace("\\\n", " ")
-    lines = text.splitlines()
+    lines = script.read_text().splitlines()
     assert 'cd "$(dirname "$0")/.."' in lines
-    commands = [shlex.split(line) for line in lines if line.startswith("polygraphy ")]
-    assert commands == [e["command"] for e in plan["engines"]]
-    assert lines[-1].startswith("python3 -m f5build.compile") and lines[-1].endswith("--trt-register")
+    assert lines[-1].startswith('exec "$PY" -m f5build.compile') and lines[-1].endswith("--trt-from-plan")
+    assert "# 3 engines, 12 profiles (deployment int8)." in lines
+    # A bare interpreter (no TensorRT, no f5rt): the script names what is missing and builds nothing.
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    proc = subprocess.run(
+        ["bash", str(script)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHON": str(bare / "bin" / "python")},
+    )
+    assert proc.returncode == 2
+    for what in ("TensorRT's Python bindings (JetPack: sudo apt install python3-libnvinfer)", "cuda-python for this driver",
+                 "f5rt (from the f5-aot checkout", "f5build (from the f5-aot checkout"):  # fmt: skip
+        assert f"build_engines.sh: missing {what}" in proc.stderr
+    assert not list((art / "engines").glob("*.engine"))
+
+
+def test_from_plan_without_tensorrt_fails_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_tensorrt: None
+) -> None:
+    art = make_artifacts(tmp_path)
+    with pytest.raises(ManifestError, match="no build plan"):
+        comp.run(stage_args(art, "--trt-from-plan"))
+    comp.run(stage_args(art))
+    assert comp.run(stage_args(art, "--trt-from-plan")) == 2
+    assert "TensorRT not found" in capsys.readouterr().out
+    (art / "step.int8.onnx").write_bytes(b"changed")
+    with pytest.raises(ManifestError, match="does not match the manifest"):
+        comp.run(stage_args(art, "--trt-from-plan"))
 
 
 # --- manifest records: what the build writes is what the runtime accepts ---------------------------
@@ -338,20 +345,21 @@ def test_recorded_engines_pass_the_runtime_checks(tmp_path: Path, no_tensorrt: N
     for i, e in enumerate(plan["engines"]):
         (art / e["engine"]).write_bytes(np.random.default_rng(i).bytes(64))
         comp.record_engine(art, e, options, target)
+    comp.record_deployments(art, plan)
     m = load_manifest(art)
     meta = m.files["engines/step.int8.engine"]
     assert meta["kind"] == "engine" and meta["stage"] == "compile" and meta["precision"] == "int8"
     assert (meta["tensorrt"], meta["cuda"], meta["gpu"], meta["sm"]) == ("10.3.0.30", "12.6", "Orin", "8.7")
     assert meta["onnx_sha256"] == m.files["step.int8.onnx"]["sha256"]
-    assert m.precisions("step", "engine") == ["fp32", "fp16", "int8"]
+    assert m.precisions("step", "engine") == ["int8"] and m.data["deployments"] == plan["deployments"]
 
     chosen = select_engines(m, "int8", tensorrt_version="10.3.0.30", sm="8.7")
-    assert {g: c.precision for g, c in chosen.items()} == {"text_encoder": "fp32", "step": "int8", "vocoder": "fp32"}
+    assert {g: c.precision for g, c in chosen.items()} == {"text_encoder": "fp32", "step": "int8", "vocoder": "fp16"}
     assert chosen["step"].profile_for(Bucket(512, 2)).index == 3
     with pytest.raises(ManifestError, match="TensorRT 10.3.0.30, this runtime has TensorRT 10.4"):
         select_engines(m, "int8", tensorrt_version="10.4.0.1", sm="8.7")
 
-    e = plan["engines"][3]
+    e = plan["engines"][1]
     assert comp.up_to_date(m, e, options, target)
     assert not comp.up_to_date(m, {**e, "onnx_sha256": "0" * 64}, options, target)
     assert not comp.up_to_date(m, e, comp.BuildOptions(opt_level=5), target)
@@ -364,7 +372,7 @@ def test_plan_for_the_real_tiny_export(tiny_artifacts: Path, tmp_path: Path, no_
 
     art = tmp_path / "tiny"
     shutil.copytree(tiny_artifacts, art)
-    assert comp.run(stage_args(art)) == 0
+    assert comp.run(stage_args(art, "--trt-precision", "fp32")) == 0  # the tests' export has FP32 graphs only
     plan = json.loads((art / "engines" / "build_plan.json").read_text())
     m = load_manifest(art)
     assert {e["graph"] for e in plan["engines"]} == {"text_encoder", "step", "vocoder"}

@@ -1,4 +1,4 @@
-"""CUDA graph capture/replay on a real GPU, through the TensorRT backend's own runner.
+"""The CUDA wrapper and CUDA graph capture/replay on a real GPU, through the TensorRT backend's own runner.
 
 `BucketRunner` is what the TensorRT backend uses for every bucket: arena + pinned mirror, per-step
 t/dt slots, x ping-pong, one captured graph per NFE. Here its step enqueue is an NVRTC-compiled kernel
@@ -11,10 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from f5rt.backends import cudagraph as cg
-from f5rt.backends.base import SampleJob
-from f5rt.backends.tensorrt import BucketRunner, plan_step_arena
+from f5rt.backends.base import HostText, SampleJob
+from f5rt.backends.trt import cuda as cg
+from f5rt.backends.trt.arena import ALIGN, plan_step_arena
+from f5rt.backends.trt.runner import BucketRunner
 from f5rt.buckets import Bucket
+from gpucheck.kernel import CfgEulerKernel, cfg_euler_reference
 
 pytestmark = [
     pytest.mark.gpu,
@@ -29,7 +31,7 @@ BUCKET = Bucket(256, 2)
 def kernel():
     cg.init_device(0)
     try:
-        k = cg.CfgEulerKernel()
+        k = CfgEulerKernel()
     except Exception as e:  # no NVRTC library on this machine
         pytest.skip(f"cannot build the NVRTC test kernel: {e}")
     yield k
@@ -52,8 +54,7 @@ def make_job(nfe: int, seed: int) -> SampleJob:
         bucket=BUCKET,
         x0=rng.standard_normal((b, n, MEL)).astype(np.float32),
         cond=rng.standard_normal((b, n, MEL)).astype(np.float32),
-        text_cond=np.zeros((b, n, TEXT), np.float32),
-        text_uncond=np.zeros((b, n, TEXT), np.float32),
+        text=HostText(np.zeros((b, n, TEXT), np.float32), np.zeros((b, n, TEXT), np.float32)),
         mask=mask,
         t=ts[:-1],
         dt=np.diff(ts),
@@ -61,7 +62,7 @@ def make_job(nfe: int, seed: int) -> SampleJob:
     )
 
 
-def runner(kernel: cg.CfgEulerKernel, stream: cg.Stream, graphs: bool, timer=None) -> BucketRunner:
+def runner(kernel: CfgEulerKernel, stream: cg.Stream, graphs: bool, timer=None) -> BucketRunner:
     def enqueue(b: dict[str, int], s: cg.Stream) -> None:
         kernel.launch(
             s, x=b["x"], x_next=b["x_next"], cond=b["cond"], mask=b["mask"], t=b["t"], dt=b["dt"], cfg=b["cfg"],
@@ -74,7 +75,7 @@ def runner(kernel: cg.CfgEulerKernel, stream: cg.Stream, graphs: bool, timer=Non
 
 
 def reference(job: SampleJob) -> np.ndarray:
-    return cg.cfg_euler_reference(job.x0, job.cond, job.mask, job.t, job.dt, job.cfg)
+    return cfg_euler_reference(job.x0, job.cond, job.mask, job.t, job.dt, job.cfg)
 
 
 @pytest.mark.parametrize("nfe", [7, 16, 32])
@@ -104,7 +105,32 @@ def test_new_nfe_is_captured_on_first_use_and_stages_are_timed(kernel, stream) -
         assert r.captured == [5, 12]
 
 
-def test_bench_entry_reports_both_modes() -> None:
-    rows = cg.bench(frames=256, batch=1, nfes=(7,), repeat=2)
+def test_every_step_slot_is_256_byte_aligned_on_the_device(kernel, stream) -> None:
+    """The per-step t/dt addresses a captured graph bakes in, on real cudaMalloc memory."""
+    with runner(kernel, stream, graphs=True) as r:
+        for bindings in r.step_bindings(32):
+            assert all(addr % ALIGN == 0 for addr in bindings.values()), bindings
+
+
+def test_failed_capture_leaves_no_stale_error(kernel, stream) -> None:
+    """A capture that fails (a synchronize inside it) is cleared, so the eager fallback runs."""
+
+    def bad(b: dict[str, int], s: cg.Stream) -> None:
+        s.synchronize()  # prohibited while capturing
+
+    plan = plan_step_arena(BUCKET, MEL, TEXT, nfe_max=8)
+    with BucketRunner(BUCKET, plan, stream, bad, cuda_graphs=True) as r:
+        r.prepare(4)
+        assert not r.cuda_graphs and r.graph_error and "cudaStreamSynchronize" in r.graph_error
+    assert cg.clear_last_error() == 0
+    with runner(kernel, stream, graphs=False) as eager:
+        job = make_job(4, 3)
+        np.testing.assert_allclose(eager.sample(job), reference(job), rtol=1e-5, atol=1e-5)
+
+
+def test_gpucheck_bench_reports_both_modes() -> None:
+    from gpucheck.__main__ import bench
+
+    rows = bench(Bucket(256, 1), nfes=(7,), repeat=2)
     assert {(r["mode"], r["nfe"]) for r in rows} == {("eager", 7), ("graph", 7)}
-    assert all(r["loop_ms"] > 0 for r in rows)
+    assert all(r["loop_ms"] > 0 and r["addresses_aligned"] and r["max_abs_vs_numpy"] <= 1e-5 for r in rows)

@@ -151,3 +151,18 @@ def test_cli_synth_and_info(tiny_artifacts, voices_dir, tmp_path, capsys):
     assert f5rt_main(["info", "--artifacts", str(tiny_artifacts)]) == 0
     text = capsys.readouterr().out
     assert "frames [256" in text and "onnxruntime yes" in text
+
+
+def test_a_backend_passed_in_is_used_as_given_and_left_to_its_owner(tiny_artifacts) -> None:
+    from f5rt.backends.onnxruntime import OnnxRuntimeBackend
+    from f5rt.manifest import load_manifest
+    from f5rt.synthesizer import Synthesizer
+
+    backend = OnnxRuntimeBackend(load_manifest(tiny_artifacts), "fp32", threads=1, pad_to_buckets=True)
+    with Synthesizer(tiny_artifacts, backend=backend) as synth:
+        assert synth.backend is backend and synth.backend_name == "onnxruntime" and backend.fixed_shapes
+    assert backend._step is not None  # not closed by the synthesizer
+    backend.close()
+    with Synthesizer(tiny_artifacts, backend="onnxruntime", threads=1) as synth:
+        opened = synth.backend
+    assert opened._step is None and not opened.fixed_shapes  # the one it opened is closed with it

@@ -37,7 +37,7 @@ from f5build.cli import ROOT, artifacts_dir
 from f5build.common import log, peak_rss_mb, source_hash, tool_versions
 from f5build.placement import CalibrationBudget, load_recipe
 from f5rt._fs import atomic_open, atomic_write_json, sha256_file, sha256_json
-from f5rt.backends.base import SampleJob
+from f5rt.backends.base import SampleJob, TextEmbeddings
 from f5rt.buckets import BucketTable
 from f5rt.errors import F5RTError, ManifestError
 from f5rt.manifest import file_entry, load_manifest, update_manifest
@@ -186,7 +186,7 @@ class RecordingBackend:
             self.capped = True
         return not self.capped
 
-    def encode_text(self, text_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode_text(self, text_ids: np.ndarray, mask: np.ndarray) -> TextEmbeddings:
         if self.text_budget > 0 and self._room():
             self.text.add(
                 {"text_ids": text_ids.astype(np.int32), "mask": mask},
@@ -202,13 +202,13 @@ class RecordingBackend:
         b = job.bucket.batch
         x = job.x0
         self.calls += 1
+        text_cond, text_uncond = job.text.host()
         for k in range(job.nfe):
             sub = SampleJob(
                 job.bucket,
                 x,
                 job.cond,
-                job.text_cond,
-                job.text_uncond,
+                job.text,
                 job.mask,
                 job.t[k : k + 1],
                 job.dt[k : k + 1],
@@ -218,8 +218,8 @@ class RecordingBackend:
                 feed = {
                     "x": x,
                     "cond": job.cond,
-                    "text_cond": job.text_cond,
-                    "text_uncond": job.text_uncond,
+                    "text_cond": text_cond,
+                    "text_uncond": text_uncond,
                     "mask": job.mask,
                     "t": np.full((b,), job.t[k], dtype=np.float32),
                     "dt": np.full((b,), job.dt[k], dtype=np.float32),

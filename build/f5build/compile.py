@@ -1,18 +1,20 @@
-"""Compile TensorRT engines with Polygraphy: one per graph and precision, one profile per bucket.
+"""Compile TensorRT engines: the engines of the deployments asked, one profile per bucket.
 
-What gets built: the text encoder, the step graph at every precision the manifest holds (fp32 /
-fp16 / int8 ONNX) and the vocoder, each as one engine with one optimization profile per bucket of
-the manifest's table (min = opt = max; the vocoder's frame axis is a range per bucket, see
-`f5rt.backends.tensorrt.ProfileSpec`). Networks are strongly typed (precision comes from the Q/DQ and
-casts in the ONNX, as TensorRT 10/11 want), the tactic timing cache lives in engines/timing.cache and
-is reused by every build, builder optimization level and workspace are options.
+A deployment precision is a precision per graph (config/precision.yaml `deployments`, e.g. `int8` =
+text encoder FP32 + step INT8 Q/DQ + vocoder FP16). `compile` builds only the deployments given with
+`--trt-precision` (default: the recipe's `default`), each engine once even when deployments share it,
+with one optimization profile per bucket of the manifest's table (min = opt = max; the vocoder's
+frame axis is a range per bucket, see `f5rt.backends.trt.profiles`), and prints how many engines and
+profiles that is: each profile costs TensorRT tuning time on the device. Networks are strongly typed
+(precision comes from the Q/DQ and casts in the ONNX, as TensorRT 10/11 want); TF32 is on for the FP32
+layers unless `--trt-no-tf32`; the tactic timing cache lives in engines/timing.cache.
 
-Every run first writes the build plan (engines/build_plan.json) and the same build as `polygraphy
-convert` command lines (engines/build_engines.sh), so a Jetson can build with nothing but TensorRT and
-Polygraphy and register the result with `python3 -m f5build.compile --trt-register`. Without
-TensorRT (or without a GPU) the stage stops there, prints "TensorRT not found" and exits 0; the
-manifest records the compile stage as "planned". With TensorRT the engines are built, checked by
-deserializing them, and recorded in the manifest with TensorRT/CUDA versions, GPU name and SM.
+Every run first writes the build plan (engines/build_plan.json) and engines/build_engines.sh. The
+script is what a Jetson runs: it checks its prerequisites (TensorRT's Python bindings, cuda-python for
+the driver, numpy, pyyaml, f5rt and f5build; no Polygraphy, ONNX or torch), then builds the plan with
+`python3 -m f5build.compile --trt-from-plan`, which verifies each engine by deserializing it and
+records it, the deployments and the TensorRT/CUDA versions, GPU name and SM in the manifest. Without
+TensorRT or a GPU the stage stops after the plan, says why and exits 0 (stage status "planned").
 """
 
 from __future__ import annotations
@@ -31,23 +33,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from f5build.cli import add_common, artifacts_dir
+import yaml
+
+from f5build.cli import ROOT, add_common, artifacts_dir
+from f5build.trt_build import Target, build_engine, current_target, load_tensorrt, verify_engine
 from f5rt._fs import atomic_write_bytes, atomic_write_json, sha256_file, sha256_json
-from f5rt.backends import cudagraph as cg
-from f5rt.backends.tensorrt import (
-    GRAPH_INPUTS,
-    GRAPH_OUTPUTS,
-    EngineChoice,
-    ProfileSpec,
-    check_engine_io,
-    check_engine_shapes,
-    engine_io,
-    engine_profile_shapes,
-    import_tensorrt,
-    plan_profiles,
-    profile_shapes,
-    same_release,
-)
+from f5rt.backends.trt.contract import GRAPH_INPUTS, GRAPH_OUTPUTS
+from f5rt.backends.trt.engines import Deployment, parse_deployments, same_release
+from f5rt.backends.trt.profiles import plan_profiles, profile_shapes
 from f5rt.buckets import BucketTable
 from f5rt.errors import BackendUnavailable, ManifestError
 from f5rt.manifest import GRAPHS, Manifest, file_entry, load_manifest, update_manifest
@@ -56,8 +49,8 @@ ENGINES_DIR = "engines"
 PLAN_NAME = f"{ENGINES_DIR}/build_plan.json"
 SCRIPT_NAME = f"{ENGINES_DIR}/build_engines.sh"
 TIMING_CACHE = f"{ENGINES_DIR}/timing.cache"
-PLAN_FORMAT = 1
-PRECISIONS = ("fp32", "fp16", "int8")
+PLAN_FORMAT = 2
+RECIPE = ROOT / "config" / "precision.yaml"
 
 # ONNX TensorProto element types of the graph contract's dtypes.
 _ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}
@@ -65,22 +58,23 @@ _ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("compile (TensorRT engines)")
+    g.add_argument(
+        "--trt-precision",
+        default="",
+        help="comma list of deployment precisions to build (default: the recipe's `deployments.default`)",
+    )
+    g.add_argument("--trt-recipe", type=Path, default=RECIPE, help="recipe with the `deployments` table (YAML)")
     g.add_argument("--trt-opt-level", type=int, default=3, help="builder optimization level 0-5 (default 3)")
     g.add_argument(
         "--trt-workspace-gib", type=float, default=4.0, help="workspace pool limit in GiB (0: TensorRT's default)"
     )
-    g.add_argument(
-        "--trt-precisions",
-        default="",
-        help="comma list of step precisions to build (default: every one the manifest holds)",
-    )
-    g.add_argument("--trt-tf32", action="store_true", help="allow TF32 in FP32 layers (faster, ~1e-3 error)")
+    g.add_argument("--trt-no-tf32", action="store_true", help="keep FP32 layers off TF32 (slower, ~1e-3 more exact)")
     g.add_argument("--trt-force", action="store_true", help="rebuild engines even when up to date")
     g.add_argument("--trt-plan-only", action="store_true", help="write the build plan and script, build nothing")
     g.add_argument(
-        "--trt-register",
+        "--trt-from-plan",
         action="store_true",
-        help="record engines built by engines/build_engines.sh in the manifest (run on the device that built them)",
+        help="build exactly engines/build_plan.json (what build_engines.sh runs on the device; needs no ONNX package)",
     )
 
 
@@ -90,7 +84,7 @@ class BuildOptions:
 
     opt_level: int = 3
     workspace_gib: float = 4.0
-    tf32: bool = False
+    tf32: bool = True
     strongly_typed: bool = True
 
     def __post_init__(self) -> None:
@@ -105,10 +99,31 @@ class BuildOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> BuildOptions:
-        return cls(int(args.trt_opt_level), float(args.trt_workspace_gib), bool(args.trt_tf32))
+        return cls(int(args.trt_opt_level), float(args.trt_workspace_gib), not bool(args.trt_no_tf32))
 
 
-# --- planning (pure: no TensorRT) -----------------------------------------------------------------
+def read_deployments(path: Path) -> tuple[dict[str, Deployment], str]:
+    """The recipe's deployment table and its default name."""
+    try:
+        data: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"precision recipe {path} not found") from None
+    table = dict((data or {}).get("deployments") or {})
+    default = str(table.pop("default", ""))
+    deployments = parse_deployments(table, f"{path} deployments")
+    if default not in deployments:
+        raise ValueError(f"{path}: deployments.default must name one of {', '.join(deployments)}, got {default!r}")
+    return deployments, default
+
+
+def chosen_deployments(requested: str, table: Mapping[str, Deployment], default: str) -> list[Deployment]:
+    """`--trt-precision a,b` -> those deployments (default: the recipe's default one)."""
+    names = [n.strip() for n in requested.split(",") if n.strip()] or [default]
+    bad = [n for n in names if n not in table]
+    if bad:
+        raise ValueError(f"--trt-precision: unknown deployment(s) {bad} (the recipe has {', '.join(table)})")
+    return [table[n] for n in dict.fromkeys(names)]
+
 
 Dim = int | str | None
 
@@ -206,123 +221,100 @@ def model_dims(manifest: Manifest) -> tuple[int, int]:
         raise ManifestError(f"{manifest.root}: manifest model lacks {e.args[0]!r}; re-run export") from None
 
 
-def onnx_sources(manifest: Manifest, step_precisions: Sequence[str] = ()) -> list[tuple[str, str, str, str]]:
-    """(graph, precision, onnx rel path, onnx sha256) of every ONNX file to compile.
-
-    Text encoder and vocoder: every precision present; step: `step_precisions` (default all present).
-    """
+def onnx_sources(manifest: Manifest, deployments: Sequence[Deployment]) -> list[tuple[str, str, str, str]]:
+    """(graph, precision, onnx rel path, onnx sha256) of every ONNX file the deployments need, each once."""
     out = []
     for graph in GRAPHS:
         have = manifest.precisions(graph, "onnx")
-        if not have:
-            raise ManifestError(f"{manifest.root}: no ONNX file for '{graph}' in the manifest; run `nox -s export`")
-        wanted = have
-        if graph == "step" and step_precisions:
-            missing = [p for p in step_precisions if p not in have]
-            if missing:
-                raise ManifestError(
-                    f"{manifest.root}: no step ONNX at {', '.join(missing)} (have {', '.join(have)}); run `nox -s quantize`"
-                )
-            wanted = [p for p in have if p in step_precisions]
-        for precision in wanted:
-            rel, meta = next(
+        for precision in dict.fromkeys(d.graphs[graph] for d in deployments):
+            found = [
                 (r, m)
                 for r, m in manifest.files.items()
                 if m.get("graph") == graph and m.get("kind") == "onnx" and m.get("precision") == precision
-            )
+            ]
+            if not found:
+                users = ", ".join(d.name for d in deployments if d.graphs[graph] == precision)
+                stage = "export" if precision == "fp32" else "quantize"
+                raise ManifestError(
+                    f"{manifest.root}: deployment {users} needs a {precision} {graph} ONNX (have {', '.join(have) or 'none'}); "
+                    f"run `nox -s {stage}`"
+                )
+            rel, meta = found[0]
             out.append((graph, precision, rel, str(meta["sha256"])))
     return out
 
 
-def shape_arg(name: str, shape: Sequence[int]) -> str:
-    """Polygraphy's shape syntax: name:[d0,d1,...]."""
-    return f"{name}:[{','.join(str(int(d)) for d in shape)}]"
-
-
-def polygraphy_command(engine: Mapping[str, Any], options: BuildOptions) -> list[str]:
-    """`polygraphy convert` argv building `engine` (paths relative to the artifacts folder)."""
-    argv = ["polygraphy", "convert", engine["onnx"], "--convert-to", "trt", "-o", engine["engine"]]
-    if options.strongly_typed:
-        argv.append("--strongly-typed")
-    argv += ["--builder-optimization-level", str(options.opt_level)]
-    if options.workspace_bytes > 0:
-        argv += ["--pool-limit", f"workspace:{options.workspace_bytes}"]
-    if options.tf32:
-        argv.append("--tf32")
-    argv += ["--load-timing-cache", TIMING_CACHE, "--save-timing-cache", TIMING_CACHE]
-    for prof in engine["profiles"]:
-        for key, flag in (("min", "--trt-min-shapes"), ("opt", "--trt-opt-shapes"), ("max", "--trt-max-shapes")):
-            argv.append(flag)
-            argv += [shape_arg(n, s[key]) for n, s in prof["shapes"].items()]
-    return argv
-
-
 def make_plan(
-    manifest: Manifest,
-    options: BuildOptions,
-    graph_io: Mapping[str, GraphIO],
-    step_precisions: Sequence[str] = (),
+    manifest: Manifest, options: BuildOptions, graph_io: Mapping[str, GraphIO], deployments: Sequence[Deployment]
 ) -> dict[str, Any]:
-    """The whole build as data: engines, their ONNX sources and hashes, profiles and commands.
+    """The whole build as data: deployments, engines, their ONNX sources and hashes, profiles.
 
     `graph_io` maps ONNX rel path -> its I/O (from `read_graph_io`), so this stays pure.
     """
     buckets = manifest.buckets
     mel_dim, text_dim = model_dims(manifest)
     engines = []
-    for graph, precision, rel, sha in onnx_sources(manifest, step_precisions):
-        engine = {
-            "graph": graph,
-            "precision": precision,
-            "onnx": rel,
-            "onnx_sha256": sha,
-            "engine": engine_rel(graph, precision),
-            "profiles": profile_table(graph, graph_io[rel], buckets, mel_dim, text_dim, rel),
-        }
-        engine["command"] = polygraphy_command(engine, options)
-        engines.append(engine)
+    for graph, precision, rel, sha in onnx_sources(manifest, deployments):
+        engines.append(
+            {
+                "graph": graph,
+                "precision": precision,
+                "onnx": rel,
+                "onnx_sha256": sha,
+                "engine": engine_rel(graph, precision),
+                "profiles": profile_table(graph, graph_io[rel], buckets, mel_dim, text_dim, rel),
+            }
+        )
     return {
         "format": PLAN_FORMAT,
         "name": manifest.name,
         "buckets": buckets.to_dict(),
         "model": {"mel_dim": mel_dim, "text_dim": text_dim},
         "options": asdict(options),
+        "deployments": {d.name: d.to_dict() for d in deployments},
         "timing_cache": TIMING_CACHE,
         "engines": engines,
     }
 
 
+def plan_summary(plan: Mapping[str, Any]) -> str:
+    n_profiles = sum(len(e["profiles"]) for e in plan["engines"])
+    names = ", ".join(plan["deployments"])
+    return f"{len(plan['engines'])} engines, {n_profiles} profiles (deployment {names})"
+
+
+# The prerequisites build_engines.sh checks, each with how to get it on JetPack 6.
+PREREQUISITES = (
+    ("tensorrt", "TensorRT's Python bindings (JetPack: sudo apt install python3-libnvinfer)"),
+    ("cuda.bindings.runtime", "cuda-python for this driver (JetPack 6: pip install 'cuda-python>=12.6.1,<13')"),
+    ("numpy", "numpy (pip install numpy)"),
+    ("yaml", "pyyaml (pip install pyyaml)"),
+    ("f5rt", "f5rt (from the f5-aot checkout: pip install --no-deps ./runtime)"),
+    ("f5build.compile", "f5build (from the f5-aot checkout: pip install --no-deps ./build)"),
+)
+
+
 def build_script(plan: Mapping[str, Any]) -> str:
-    """A bash script running the plan's polygraphy commands from the artifacts folder, then registering."""
+    """A bash script for the device: check the prerequisites, then build and record the plan."""
     lines = [
         "#!/usr/bin/env bash",
-        f"# TensorRT engines for artifacts '{plan['name']}', generated by `f5build compile` from {PLAN_NAME}.",
-        "# Run it on the target device (TensorRT + Polygraphy + GPU); engines are only valid for that",
-        "# TensorRT release and GPU. The last command records them in manifest.json.",
+        f"# TensorRT engines for artifacts '{plan['name']}', generated by `f5build compile` from {PLAN_NAME}:",
+        f"# {plan_summary(plan)}.",
+        "# Run it on the target device: engines are only valid for the TensorRT release and GPU that build them.",
+        "# Needs TensorRT's Python bindings, cuda-python for the driver, numpy, pyyaml, f5rt and f5build (checked",
+        "# below); no Polygraphy, ONNX or torch. PYTHON=... picks the interpreter (default python3).",
         "set -euo pipefail",
         'cd "$(dirname "$0")/.."',
-        f"mkdir -p {ENGINES_DIR}",
-        "",
+        'PY="${PYTHON:-python3}"',
+        "missing=0",
+        'need() { if ! "$PY" -c "import $1" >/dev/null 2>&1; then echo "build_engines.sh: missing $2" >&2; missing=1; fi; }',
     ]
-    for e in plan["engines"]:
-        lines.append(f"echo '== {e['graph']} ({e['precision']}): {len(e['profiles'])} profiles -> {e['engine']}'")
-        argv = e["command"]
-        head = shlex.join(argv[:7])
-        chunk: list[str] = []
-        body: list[str] = []
-        rest = argv[7:]
-        for arg in rest:
-            if arg.startswith("--") and chunk:
-                body.append(shlex.join(chunk))
-                chunk = []
-            chunk.append(arg)
-        if chunk:
-            body.append(shlex.join(chunk))
-        lines.append(" \\\n    ".join([head, *body]))
-        lines.append("")
-    lines.append(
-        'python3 -m f5build.compile --artifacts-root "$(cd .. && pwd)" --name "$(basename "$(pwd)")" --trt-register'
-    )
+    lines += [f"need {module} {shlex.quote(hint)}" for module, hint in PREREQUISITES]
+    lines += [
+        '[ "$missing" = 0 ] || { echo "build_engines.sh: install the above, then run it again" >&2; exit 2; }',
+        f"echo {shlex.quote('== ' + plan_summary(plan))}",
+        'exec "$PY" -m f5build.compile --artifacts-root "$(cd .. && pwd)" --name "$(basename "$(pwd)")" --trt-from-plan',
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -331,6 +323,7 @@ def inputs_fingerprint(plan: Mapping[str, Any]) -> str:
         {
             "onnx": sorted((e["onnx"], e["onnx_sha256"]) for e in plan["engines"]),
             "buckets": plan["buckets"],
+            "deployments": plan["deployments"],
             "options": plan["options"],
         }
     )
@@ -342,24 +335,6 @@ def write_plan(root: Path, plan: Mapping[str, Any]) -> tuple[Path, Path]:
     atomic_write_bytes(script_path, build_script(plan).encode())
     script_path.chmod(script_path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return plan_path, script_path
-
-
-# --- manifest records -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """The machine an engine is built on: engines run only on the same TensorRT release and SM."""
-
-    tensorrt: str
-    cuda: str
-    gpu: str
-    sm: str
-
-    @classmethod
-    def current(cls, trt: Any, device: int = 0) -> Target:
-        info = cg.device_info(device)
-        return cls(str(trt.__version__), info.cuda_runtime, info.name, info.sm)
 
 
 def engine_meta(engine: Mapping[str, Any], options: BuildOptions, target: Target) -> dict[str, Any]:
@@ -420,96 +395,64 @@ def up_to_date(manifest: Manifest, engine: Mapping[str, Any], options: BuildOpti
     return True
 
 
-# --- the TensorRT part ----------------------------------------------------------------------------
-
-
-def strongly_typed_flag(trt: Any) -> Any:
-    """The STRONGLY_TYPED creation flag, looked up by name (its value differs between 10.x and 11.x)."""
-    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if flag is None:
-        raise BackendUnavailable(f"TensorRT {trt.__version__} has no strongly typed networks (TensorRT >= 9.1 needed)")
-    return flag
-
-
-def build_engine(trt: Any, root: Path, engine: Mapping[str, Any], options: BuildOptions) -> None:
-    """Build one engine with Polygraphy's loaders and write it atomically."""
-    poly = importlib.import_module("polygraphy.backend.trt")
-    strongly_typed_flag(trt)
-    network = poly.NetworkFromOnnxPath(str(root / engine["onnx"]), strongly_typed=options.strongly_typed)
-    profiles = []
-    for prof in engine["profiles"]:
-        p = poly.Profile()
-        for name, s in prof["shapes"].items():
-            p.add(name, s["min"], s["opt"], s["max"])
-        profiles.append(p)
-    cache = root / TIMING_CACHE
-    config = poly.CreateConfig(
-        profiles=profiles,
-        builder_optimization_level=options.opt_level,
-        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: options.workspace_bytes} if options.workspace_bytes else None,
-        tf32=options.tf32,
-        load_timing_cache=str(cache) if cache.is_file() else None,
-    )
-    data = poly.EngineBytesFromNetwork(network, config=config, save_timing_cache=str(cache))()
-    atomic_write_bytes(root / engine["engine"], bytes(data))
-
-
-def verify_engine(trt: Any, root: Path, engine: Mapping[str, Any], mel_dim: int, text_dim: int) -> None:
-    """Deserialize a built engine and check its I/O and profiles exactly as the runtime will."""
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    cuda_engine = runtime.deserialize_cuda_engine((root / engine["engine"]).read_bytes())
-    if cuda_engine is None:
-        raise ManifestError(f"{engine['engine']}: TensorRT could not deserialize the engine it just built")
-    choice = EngineChoice(
-        engine["graph"],
-        engine["precision"],
-        engine["engine"],
-        {},
-        tuple(ProfileSpec.from_dict(p) for p in engine["profiles"]),
-    )
-    check_engine_io(engine["engine"], engine["graph"], engine_io(cuda_engine, trt))
-    check_engine_shapes(choice, engine_profile_shapes(cuda_engine, trt), mel_dim, text_dim)
+def record_deployments(root: Path, plan: Mapping[str, Any]) -> None:
+    """The deployments whose engines are all built, as the runtime's `--precision` names them."""
+    update_manifest(root, lambda d: d.setdefault("deployments", {}).update(plan["deployments"]))
 
 
 def _target_or_reason() -> tuple[Any, Target | None, str]:
     """(tensorrt module, build target, "") or (None, None, why the build cannot run here)."""
     try:
-        trt = import_tensorrt()
+        trt = load_tensorrt()
+        return trt, current_target(trt), ""
     except BackendUnavailable as e:
         return None, None, str(e)
-    try:
-        cg.require_gpu(0)
-        return trt, Target.current(trt), ""
-    except (BackendUnavailable, cg.CudaError) as e:
-        return None, None, f"TensorRT {trt.__version__} found but no usable GPU ({e})"
 
 
-def register(root: Path, manifest: Manifest) -> int:
-    """Record engines that build_engines.sh made, after checking them against the plan and the ONNX."""
-    plan_path = root / PLAN_NAME
-    if not plan_path.is_file():
-        raise ManifestError(f"{plan_path}: no build plan; run `f5build compile` first")
-    plan = json.loads(plan_path.read_text(encoding="utf-8"))
-    trt, target, reason = _target_or_reason()
-    if target is None:
-        print(f"f5build compile --trt-register: {reason}; run it on the device that built the engines", file=sys.stderr)
-        return 2
-    missing = [e["engine"] for e in plan["engines"] if not (root / e["engine"]).is_file()]
-    if missing:
-        raise ManifestError(f"engines not built yet: {', '.join(missing)}; run {SCRIPT_NAME} first")
-    current = {(g, p): sha for g, p, _, sha in onnx_sources(manifest)}
-    for e in plan["engines"]:
-        if current.get((e["graph"], e["precision"])) != e["onnx_sha256"]:
-            raise ManifestError(f"{PLAN_NAME}: {e['onnx']} changed since the plan was made; re-run `f5build compile`")
+def build_plan(root: Path, plan: Mapping[str, Any], trt: Any, target: Target, force: bool) -> None:
+    """Build (or keep, when up to date) every engine of the plan; record each and the deployments."""
     options = BuildOptions(**plan["options"])
     mel_dim, text_dim = int(plan["model"]["mel_dim"]), int(plan["model"]["text_dim"])
-    t0 = time.perf_counter()
+    print(f"building with TensorRT {target.tensorrt} on {target.gpu} (SM {target.sm}, CUDA {target.cuda})")
     for e in plan["engines"]:
-        verify_engine(trt, root, e, mel_dim, text_dim)
+        if not force and up_to_date(load_manifest(root), e, options, target):
+            print(f"  {e['engine']}: up to date")
+            continue
+        t1 = time.perf_counter()
+        build_engine(
+            trt,
+            root / e["onnx"],
+            root / e["engine"],
+            e["profiles"],
+            opt_level=options.opt_level,
+            workspace_bytes=options.workspace_bytes,
+            tf32=options.tf32,
+            strongly_typed=options.strongly_typed,
+            timing_cache=root / TIMING_CACHE,
+        )
+        verify_engine(trt, root / e["engine"], e["engine"], e["graph"], e["profiles"], mel_dim, text_dim)
         record_engine(root, e, options, target)
-        print(f"registered {e['engine']} (TensorRT {target.tensorrt}, {target.gpu}, SM {target.sm})")
-    record_stage(root, plan, "built", time.perf_counter() - t0, target)
-    return 0
+        size = (root / e["engine"]).stat().st_size
+        print(
+            f"  {e['engine']}: {len(e['profiles'])} profiles, {size / 2**20:.1f} MiB, {time.perf_counter() - t1:.1f} s"
+        )
+    record_deployments(root, plan)
+
+
+def load_plan(root: Path, manifest: Manifest) -> dict[str, Any]:
+    """engines/build_plan.json, checked against the manifest (the ONNX files must be the planned ones)."""
+    path = root / PLAN_NAME
+    if not path.is_file():
+        raise ManifestError(f"{path}: no build plan; run `f5build compile` on the build machine first")
+    plan: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    if plan.get("format") != PLAN_FORMAT:
+        raise ManifestError(f"{path}: plan format {plan.get('format')} is not {PLAN_FORMAT}; re-run `f5build compile`")
+    for e in plan["engines"]:
+        meta = manifest.files.get(e["onnx"], {})
+        if meta.get("sha256") != e["onnx_sha256"]:
+            raise ManifestError(f"{PLAN_NAME}: {e['onnx']} changed since the plan was made; re-run `f5build compile`")
+        manifest.verify(e["onnx"])
+    return plan
 
 
 def _note_bucket_file(args: argparse.Namespace, table: BucketTable) -> None:
@@ -517,7 +460,6 @@ def _note_bucket_file(args: argparse.Namespace, table: BucketTable) -> None:
     path = getattr(args, "buckets", None)
     if not path or not Path(path).is_file():
         return
-    yaml = importlib.import_module("yaml")
     try:
         other = BucketTable.from_dict(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
     except (ValueError, TypeError, AttributeError, yaml.YAMLError):
@@ -532,58 +474,43 @@ def _note_bucket_file(args: argparse.Namespace, table: BucketTable) -> None:
 def run(args: argparse.Namespace) -> int:
     root = artifacts_dir(args)
     manifest = load_manifest(root)
-    if getattr(args, "trt_register", False):
-        return register(root, manifest)
-    options = BuildOptions.from_args(args)
-    precisions = [p.strip() for p in str(args.trt_precisions or "").split(",") if p.strip()]
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad:
-        raise ValueError(f"--trt-precisions: unknown {bad} (choose from {', '.join(PRECISIONS)})")
-
     t0 = time.perf_counter()
-    _note_bucket_file(args, manifest.buckets)
-    sources = onnx_sources(manifest, precisions)
-    graph_io = {rel: read_graph_io(manifest.verify(rel)) for _, _, rel, _ in sources}
-    plan = make_plan(manifest, options, graph_io, precisions)
-    plan_path, script_path = write_plan(root, plan)
-    n_profiles = sum(len(e["profiles"]) for e in plan["engines"])
-    print(f"plan: {len(plan['engines'])} engines, {n_profiles} profiles -> {plan_path} and {script_path}")
+    if args.trt_from_plan:
+        plan = load_plan(root, manifest)
+    else:
+        options = BuildOptions.from_args(args)
+        table, default = read_deployments(args.trt_recipe)
+        deployments = chosen_deployments(str(args.trt_precision or ""), table, default)
+        _note_bucket_file(args, manifest.buckets)
+        sources = onnx_sources(manifest, deployments)
+        graph_io = {rel: read_graph_io(manifest.verify(rel)) for _, _, rel, _ in sources}
+        plan = make_plan(manifest, options, graph_io, deployments)
+        plan_path, script_path = write_plan(root, plan)
+        print(f"plan: {plan_summary(plan)} -> {plan_path} and {script_path}")
 
     trt, target, reason = _target_or_reason()
-    if target is None or args.trt_plan_only:
+    if target is None or (args.trt_plan_only and not args.trt_from_plan):
         if target is None:
             print(reason)
-            print(f"engines not built; on the target device run {script_path}")
+            print(f"engines not built; on the target device run {root / SCRIPT_NAME}")
+            if args.trt_from_plan:
+                return 2
         record_stage(root, plan, "planned", time.perf_counter() - t0, target)
         return 0
-
-    mel_dim, text_dim = model_dims(manifest)
-    print(f"building with TensorRT {target.tensorrt} on {target.gpu} (SM {target.sm}, CUDA {target.cuda})")
-    for e in plan["engines"]:
-        if not args.trt_force and up_to_date(load_manifest(root), e, options, target):
-            print(f"  {e['engine']}: up to date")
-            continue
-        t1 = time.perf_counter()
-        build_engine(trt, root, e, options)
-        verify_engine(trt, root, e, mel_dim, text_dim)
-        record_engine(root, e, options, target)
-        size = (root / e["engine"]).stat().st_size
-        print(
-            f"  {e['engine']}: {len(e['profiles'])} profiles, {size / 2**20:.1f} MiB, {time.perf_counter() - t1:.1f} s"
-        )
+    build_plan(root, plan, trt, target, bool(args.trt_force))
     record_stage(root, plan, "built", time.perf_counter() - t0, target)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m f5build.compile`: this stage alone (the script on the device uses it to register)."""
+    """`python -m f5build.compile`: this stage alone (build_engines.sh runs it on the device)."""
     parser = argparse.ArgumentParser(prog="python -m f5build.compile", description=__doc__)
     add_common(parser)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except (ManifestError, BackendUnavailable, FileNotFoundError, ValueError) as e:
+    except (ManifestError, BackendUnavailable, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"f5build compile: error: {e}", file=sys.stderr)
         return 2
 

@@ -115,11 +115,9 @@ def _runner(path: Path, name: str) -> Any:
 
 def trt_runners(manifest: Manifest, graph: str, precision: str) -> list[tuple[dict[str, Any], Any]]:
     """(profile, TrtRunner) per optimization profile of the compiled engine, where TensorRT exists."""
-    try:
-        from f5rt.backends.tensorrt import tensorrt_available
-    except ImportError:
-        return []
-    if not tensorrt_available():
+    from f5rt.backends.trt.backend import unavailable_reason
+
+    if unavailable_reason() is not None:
         return []
     from polygraphy.backend.common import BytesFromPath
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from f5rt.errors import F5RTError
@@ -95,15 +96,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from f5rt.backends.onnxruntime import available as ort_available
+    from f5rt.backends.trt.backend import unavailable_reason
+    from f5rt.jetson import read_jetson_clocks
     from f5rt.manifest import load_manifest
 
     m = load_manifest(args.artifacts)
-    try:
-        from f5rt.backends.tensorrt import available as trt_available
-
-        trt = trt_available()
-    except ImportError:
-        trt = False
+    trt_reason = unavailable_reason()
+    trt = trt_reason is None
+    clocks = read_jetson_clocks()
     info = {
         "name": m.name,
         "source": m.data.get("source", {}),
@@ -115,7 +115,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             k: {kk: vv for kk, vv in v.items() if kk in ("seconds", "status", "tools")}
             for k, v in m.data.get("stages", {}).items()
         },
+        "vocoder": m.data.get("vocoder"),
+        "deployments": m.data.get("deployments", {}),
         "backends": {"onnxruntime": ort_available(), "tensorrt": trt},
+        "tensorrt_unavailable": trt_reason,
+        "jetson": None if clocks is None else {**asdict(clocks), "clocks_locked": clocks.locked},
     }
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
@@ -128,7 +132,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"buckets     frames {info['buckets']['frames']} x batch {info['buckets']['batch']}")
     for g in ("text_encoder", "step", "vocoder"):
         print(f"{g:<12}onnx {', '.join(info['precisions'][g]) or '-'}; engines {', '.join(info['engines'][g]) or '-'}")
+    if info["vocoder"]:
+        v = info["vocoder"]
+        print(f"vocoder     {v.get('padding')} padding: {v.get('samples')} samples for F mel frames")
+    for name, graphs in info["deployments"].items():
+        print(f"deployment  {name}: " + ", ".join(f"{g} {p}" for g, p in graphs.items()))
     print("backends    " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["backends"].items()))
+    if trt_reason:
+        print(f"tensorrt    {trt_reason}")
+    if clocks is not None:
+        print(f"jetson      {clocks.model}: {clocks.advice()}")
     return 0
 
 

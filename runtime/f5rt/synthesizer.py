@@ -26,8 +26,8 @@ from f5rt import audio as A
 from f5rt import schedules
 from f5rt.backends import Backend, SampleJob, make_backend
 from f5rt.buckets import Bucket, BucketTable
-from f5rt.errors import TextError
-from f5rt.manifest import load_manifest
+from f5rt.errors import ManifestError, TextError
+from f5rt.manifest import VocoderSpec, load_manifest
 from f5rt.text import ChunkPlan, TextFrontend, chunk_text, load_vocab
 from f5rt.voices import Voice, prepare_voice, voice_from_bytes
 
@@ -117,7 +117,7 @@ class Synthesizer:
     def __init__(
         self,
         artifacts: str | os.PathLike[str],
-        backend: str = "auto",
+        backend: str | Backend = "auto",
         precision: str = "fp32",
         threads: int | None = None,
         noise: NoiseFn | None = None,
@@ -130,10 +130,20 @@ class Synthesizer:
         if (self.sample_rate, self.hop, self.n_mels) != (A.SAMPLE_RATE, 256, 100):
             raise ValueError(f"unsupported audio config {audio_cfg} (the runtime's mel is 24 kHz, hop 256, 100 mels)")
         self.buckets: BucketTable = self.manifest.buckets
+        self.vocoder: VocoderSpec = self.manifest.vocoder  # frames -> samples ((F-1)*hop for "center")
+        if self.vocoder.hop_length != self.hop:
+            raise ValueError(f"manifest vocoder hop {self.vocoder.hop_length} differs from the mel hop {self.hop}")
         self.frontend = TextFrontend(load_vocab(self.manifest.verify("vocab.txt")), self.hop, self.sample_rate)
-        self.backend: Backend = make_backend(backend, self.manifest, precision=precision, threads=threads)
+        # A backend instance is used as given and stays its owner's to close; a name opens one here,
+        # which close() then releases.
+        self._owns_backend = isinstance(backend, str)
+        self.backend: Backend = (
+            make_backend(backend, self.manifest, precision=precision, threads=threads)
+            if isinstance(backend, str)
+            else backend
+        )
         self.backend_name = self.backend.name
-        self.precision = precision
+        self.precision = self.backend.precision
         self.noise = noise or default_noise
         self._lock = threading.Lock()
 
@@ -234,9 +244,9 @@ class Synthesizer:
 
         with self._lock:
             t0 = time.perf_counter()
-            text_cond, text_uncond = self.backend.encode_text(ids, mask)
+            text = self.backend.encode_text(ids, mask)  # may stay on the device (TensorRT)
             t1 = time.perf_counter()
-            job = SampleJob(bucket, x0, cond, text_cond, text_uncond, mask, t, dt, cfg)
+            job = SampleJob(bucket, x0, cond, text, mask, t, dt, cfg)
             x = self.backend.sample(job)
             t2 = time.perf_counter()
             waves = []
@@ -246,6 +256,13 @@ class Synthesizer:
                 out[:m] = mels[r][:m]  # CFM.sample keeps the reference frames as given
                 gen = out[w.plan.ref_frames :].T[None].astype(np.float32)
                 wave = self.backend.vocode(np.ascontiguousarray(gen))[0]
+                want = self.vocoder.samples(gen.shape[-1])
+                if wave.shape != (want,):
+                    raise ManifestError(
+                        f"{self.backend_name} vocoder returned {wave.shape[-1]} samples for {gen.shape[-1]} frames; "
+                        f"the manifest's vocoder ({self.vocoder.padding} padding) gives {want} "
+                        f"({self.vocoder.to_dict()['samples']}): rebuild the engines from this export"
+                    )
                 if w.voice.rms < w.opts.target_rms:
                     wave = wave * np.float32(w.voice.rms / w.opts.target_rms)
                 waves.append(wave.astype(np.float32))
@@ -322,7 +339,9 @@ class Synthesizer:
         self.synthesize("Hello.", voice, SynthesisOptions(nfe=2, seed=0))
 
     def close(self) -> None:
-        self.backend.close()
+        """Release the backend this synthesizer opened (one passed in is left to its owner)."""
+        if self._owns_backend:
+            self.backend.close()
 
     def __enter__(self) -> Synthesizer:
         return self

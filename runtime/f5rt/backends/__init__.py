@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
-from f5rt.backends.base import Backend, SampleJob
+import logging
+
+from f5rt.backends.base import Backend, HostText, SampleJob, TextEmbeddings
 from f5rt.errors import BackendUnavailable
 from f5rt.manifest import Manifest
 
-__all__ = ["Backend", "SampleJob", "make_backend", "BACKENDS"]
+__all__ = ["Backend", "HostText", "SampleJob", "TextEmbeddings", "make_backend", "BACKENDS"]
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
+log = logging.getLogger(__name__)
 
 
 def make_backend(name: str, manifest: Manifest, precision: str = "fp32", threads: int | None = None) -> Backend:
-    """Open `name` over `manifest`; `auto` takes TensorRT when its engines and a GPU are there, else ONNX Runtime."""
+    """Open `name` over `manifest`; `auto` takes TensorRT when its engines and a GPU are there, else ONNX Runtime.
+
+    `tensorrt` raises BackendUnavailable saying what is missing (TensorRT, a driver for the installed
+    cuda-python, a GPU, engines); `auto` logs that reason at WARNING and falls back, so a Jetson that
+    silently ends up on the CPU is visible in the service log.
+    """
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
     if name in ("auto", "tensorrt"):
         try:
-            from f5rt.backends.tensorrt import TensorRTBackend
+            from f5rt.backends.trt.backend import TensorRTBackend
 
             return TensorRTBackend(manifest, precision=precision)
-        except BackendUnavailable:
+        except BackendUnavailable as e:
             if name == "tensorrt":
                 raise
+            log.warning("backend auto: TensorRT unavailable (%s); using ONNX Runtime", e)
     from f5rt.backends.onnxruntime import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(manifest, precision=precision, threads=threads)

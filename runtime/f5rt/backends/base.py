@@ -10,7 +10,12 @@ Graph I/O (names as exported; B batch, N bucket frames, C = 100 mel channels, D 
                   -> text_cond float32 (B, N, D), text_uncond float32 (B, N, D)
     step:         x, cond float32 (B, N, C); text_cond, text_uncond (B, N, D); mask bool (B, N);
                   t, dt, cfg float32 (B,)  -> x_next float32 (B, N, C)
-    vocoder:      mel float32 (B, C, F) -> audio float32 (B, F * 256)
+    vocoder:      mel float32 (B, C, F) -> audio float32 (B, S), S = manifest.vocoder.samples(F)
+                  ((F-1)*hop for Vocos' center-padded head, F*hop for a same-padded one)
+
+Text embeddings come back from `encode_text` as a `TextEmbeddings` object rather than arrays, so a
+device backend can keep them where the text encoder wrote them (TensorRT: ~46 MB each way saved per
+batch at n2816_b4) and the host only sees them when it asks (`host()`).
 """
 
 from __future__ import annotations
@@ -23,20 +28,42 @@ import numpy as np
 from f5rt.buckets import Bucket
 
 
+class TextEmbeddings:
+    """(text_cond, text_uncond) of one padded batch (B, N, D), wherever the backend keeps them."""
+
+    shape: tuple[int, int]  # (B, N)
+
+    def host(self) -> tuple[np.ndarray, np.ndarray]:
+        """Both embeddings as host arrays (a copy from the device where they live there)."""
+        raise NotImplementedError
+
+
+class HostText(TextEmbeddings):
+    """Text embeddings held as host arrays (ONNX Runtime, or given by a caller)."""
+
+    def __init__(self, cond: np.ndarray, uncond: np.ndarray) -> None:
+        if cond.shape != uncond.shape or cond.ndim != 3:
+            raise ValueError(f"text_cond and text_uncond must be equal (B, N, D), got {cond.shape} and {uncond.shape}")
+        self.cond, self.uncond = cond, uncond
+        self.shape = (int(cond.shape[0]), int(cond.shape[1]))
+
+    def host(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.cond, self.uncond
+
+
 @dataclass
 class SampleJob:
     """Everything one batched ODE solve needs, already padded to its bucket.
 
     x0: initial noise (B, N, C); cond: reference mel, zero beyond the reference (B, N, C);
-    text_cond / text_uncond: text embeddings (B, N, D); mask: valid frames (B, N);
+    text: both text embeddings (B, N, D), as `encode_text` returned them; mask: valid frames (B, N);
     t, dt: the Euler schedule (nfe,) shared by the batch; cfg: guidance strength per row (B,).
     """
 
     bucket: Bucket
     x0: np.ndarray
     cond: np.ndarray
-    text_cond: np.ndarray
-    text_uncond: np.ndarray
+    text: TextEmbeddings
     mask: np.ndarray
     t: np.ndarray
     dt: np.ndarray
@@ -44,7 +71,9 @@ class SampleJob:
 
     def __post_init__(self) -> None:
         b, n = self.bucket.batch, self.bucket.frames
-        for name in ("x0", "cond", "text_cond", "text_uncond"):
+        if tuple(self.text.shape) != (b, n):
+            raise ValueError(f"SampleJob.text has shape {self.text.shape}, bucket {self.bucket.name} wants ({b}, {n})")
+        for name in ("x0", "cond"):
             arr = getattr(self, name)
             if arr.shape[:2] != (b, n):
                 raise ValueError(
@@ -70,8 +99,8 @@ class Backend(Protocol):
     precision: str
     fixed_shapes: bool  # True: jobs must come in a shape bucket (engines); False: any size works
 
-    def encode_text(self, text_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(text_cond, text_uncond) for padded ids (B, N) and frame mask (B, N)."""
+    def encode_text(self, text_ids: np.ndarray, mask: np.ndarray) -> TextEmbeddings:
+        """Both text embeddings for padded ids (B, N) and frame mask (B, N)."""
         ...
 
     def sample(self, job: SampleJob) -> np.ndarray:
@@ -79,7 +108,7 @@ class Backend(Protocol):
         ...
 
     def vocode(self, mel: np.ndarray) -> np.ndarray:
-        """Waveform (B, F * hop) for a mel batch (B, C, F)."""
+        """Waveform (B, manifest.vocoder.samples(F)) for a mel batch (B, C, F)."""
         ...
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from f5rt.backends.base import SampleJob
+from f5rt.backends.base import HostText, SampleJob
 from f5rt.errors import BackendUnavailable, ManifestError
 from f5rt.manifest import Manifest
 
@@ -24,12 +24,20 @@ def available() -> bool:
 
 
 class OnnxRuntimeBackend:
-    name = "onnxruntime"
-    # The ONNX graphs have dynamic batch and frame axes, and padding never changes a row's output,
-    # so requests run at their exact size: a bucket's padded tail would be pure wasted CPU time.
-    fixed_shapes = False
+    """The Backend protocol on ONNX Runtime (CPU).
 
-    def __init__(self, manifest: Manifest, precision: str = "fp32", threads: int | None = None) -> None:
+    The ONNX graphs have dynamic batch and frame axes, and padding never changes a row's output, so
+    requests run at their exact size: a bucket's padded tail would be pure wasted CPU time.
+    `pad_to_buckets=True` runs them padded like the engines do, so the TensorRT backend (or its
+    emulation) can be compared with this one on identical shapes.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self, manifest: Manifest, precision: str = "fp32", threads: int | None = None, *, pad_to_buckets: bool = False
+    ) -> None:
+        self.fixed_shapes = bool(pad_to_buckets)
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -56,16 +64,17 @@ class OnnxRuntimeBackend:
         self._step = session("step")
         self._vocoder = session("vocoder")
 
-    def encode_text(self, text_ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode_text(self, text_ids: np.ndarray, mask: np.ndarray) -> HostText:
         cond, uncond = self._text.run(None, {"text_ids": text_ids.astype(np.int32, copy=False), "mask": mask})
-        return cond, uncond
+        return HostText(cond, uncond)
 
     def sample(self, job: SampleJob) -> np.ndarray:
         b = job.bucket.batch
+        text_cond, text_uncond = job.text.host()
         feed = {
             "cond": job.cond,
-            "text_cond": job.text_cond,
-            "text_uncond": job.text_uncond,
+            "text_cond": text_cond,
+            "text_uncond": text_uncond,
             "mask": job.mask,
             "cfg": job.cfg.astype(np.float32, copy=False),
         }
