@@ -8,6 +8,7 @@ f5build.placement, so the placement check itself is under test too.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -383,3 +384,158 @@ def test_modelopt_does_not_touch_the_fp32_graph(quantized: Path) -> None:
     for g in ("step", "vocoder", "text_encoder"):
         m.verify(f"{g}.onnx")
     assert os.path.getsize(quantized / "step.onnx") == m.files["step.onnx"]["bytes"]
+
+
+# -- Q/DQ adjacency: what TensorRT fuses ----------------------------------------------------------
+
+
+def _dq_into_matmul(g: Any) -> tuple[Any, Any]:
+    """The first activation DQ of the step graph and the MatMul it feeds."""
+    for dq in (n for n in g.nodes if n.op == "DequantizeLinear"):
+        q = dq.inputs[0].inputs[0] if dq.inputs[0].inputs else None
+        if q is not None and q.op == "QuantizeLinear" and type(q.inputs[0]).__name__ != "Constant":
+            mm = next((c for c in dq.outputs[0].outputs if c.op == "MatMul"), None)
+            if mm is not None and "/attn/to_out" in mm.name:
+                return dq, mm
+    raise AssertionError("no activation DQ -> to_out MatMul in the graph")
+
+
+@pytest.mark.parametrize("between", ["Cast", "Reshape", "Identity"])
+def test_placement_refuses_an_op_between_dq_and_its_matmul(quantized: Path, between: str) -> None:
+    import onnx_graphsurgeon as gs
+
+    from f5build.placement import check_placement, load_recipe
+
+    recipe = load_recipe(ROOT / "config" / "precision.yaml").graphs["step"]
+    g = gs.import_onnx(onnx.load(str(quantized / "step.int8.onnx")))
+    dq, mm = _dq_into_matmul(g)
+    mid = gs.Variable(f"{dq.name}_mid", dtype=np.float16)
+    inputs, attrs = [dq.outputs[0]], {}
+    if between == "Cast":
+        attrs = {"to": onnx.TensorProto.FLOAT16}
+    elif between == "Reshape":
+        inputs.append(gs.Constant(f"{dq.name}_shape", np.array([0, 0, -1], dtype=np.int64)))
+    g.nodes.append(gs.Node(between, f"{dq.name}_{between}", attrs=attrs, inputs=inputs, outputs=[mid]))
+    mm.inputs[mm.inputs.index(dq.outputs[0])] = mid
+    rep = check_placement(g, recipe, "int8")
+    assert not rep.ok
+    named = [e for e in rep.errors if dq.name in e or f"{dq.name}_{between}" in e]
+    assert named, rep.errors
+    if between == "Cast":
+        assert any("cast before the QuantizeLinear instead" in e for e in named)
+    else:
+        assert any(f"Q/DQ on an input of {between}" in e for e in rep.errors)
+
+
+def test_placement_refuses_shape_readers_and_scale_types_of_dequantized_tensors(quantized: Path) -> None:
+    import onnx_graphsurgeon as gs
+
+    from f5build.placement import check_placement, load_recipe
+
+    recipe = load_recipe(ROOT / "config" / "precision.yaml").graphs["step"]
+    g = gs.import_onnx(onnx.load(str(quantized / "step.int8.onnx")))
+    dq, _ = _dq_into_matmul(g)
+    shape = gs.Variable(f"{dq.name}_shape_out", dtype=np.int64)
+    g.nodes.append(gs.Node("Shape", f"{dq.name}_Shape", inputs=[dq.outputs[0]], outputs=[shape]))
+    g.outputs.append(shape)
+    rep = check_placement(g, recipe, "int8")
+    assert any(f"Shape {dq.name}_Shape reads the dequantized tensor" in e and "unquantized" in e for e in rep.errors)
+
+    g = gs.import_onnx(onnx.load(str(quantized / "step.int8.onnx")))
+    dq, mm = _dq_into_matmul(g)
+    scale = dq.inputs[1]
+    dq.inputs[1] = gs.Constant(f"{scale.name}_as_fp32", np.asarray(scale.values, dtype=np.float32))
+    dq.outputs[0].dtype = np.float32
+    rep = check_placement(g, recipe, "int8")
+    assert any(dq.name in e and "scale must be in the consumer's type" in e for e in rep.errors), rep.errors
+
+
+def test_the_stage_leaves_every_dq_feeding_its_int8_op_directly(quantized: Path) -> None:
+    """Defect: autocast left DQ -> Cast -> MatMul (6 in the tiny graphs) and DQ -> Cast -> Shape."""
+    for rel in ("step.int8.onnx", "vocoder.int8.onnx"):
+        m = _model(quantized, rel, infer=False)
+        cons = _consumers(m)
+        dqs = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
+        assert dqs
+        for dq in dqs:
+            ops = {c.op_type for c in cons.get(dq.output[0], [])}
+            assert ops and ops <= {"MatMul", "Gemm", "Conv"}, f"{rel}: {dq.name} feeds {ops}"
+    manifest = json.loads((quantized / "manifest.json").read_text())
+    info = manifest["stages"]["quantize"]
+    assert info  # the rewrite is recorded per variant
+    text = json.dumps(info)
+    assert "casts_moved" in text and "shape_readers_rewired" in text
+
+
+def _qdq_cast_graph() -> onnx.ModelProto:
+    """x fp32 -> Q -> DQ (fp32 scale) -> Cast fp16 -> MatMul (fp16 DQ weight), plus DQ -> Cast fp32 -> Shape."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.integers(-100, 100, (16, 8)).astype(np.int8)
+    inits = [
+        numpy_helper.from_array(np.array(0.02, np.float32), "xs"),
+        numpy_helper.from_array(np.array(0, np.int8), "xz"),
+        numpy_helper.from_array(w, "wq"),
+        numpy_helper.from_array(np.full(8, 0.01, np.float16), "ws"),
+        numpy_helper.from_array(np.zeros(8, np.int8), "wz"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="Q"),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="DQ"),
+        helper.make_node("Cast", ["xd"], ["xh"], name="DQ_cast_to_fp16", to=onnx.TensorProto.FLOAT16),
+        helper.make_node("Cast", ["xd"], ["xf"], name="DQ_cast_to_fp32", to=onnx.TensorProto.FLOAT),
+        helper.make_node("Shape", ["xf"], ["shape"], name="Shape"),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], name="W_DQ", axis=1),
+        helper.make_node("MatMul", ["xh", "wd"], ["y"], name="MatMul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 16])],
+        [
+            helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, ["n", 8]),
+            helper.make_tensor_value_info("shape", onnx.TensorProto.INT64, [2]),
+        ],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+
+def test_rewrite_moves_the_cast_before_the_q_and_rewires_shape_readers(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from f5build.qdq_rewrite import rewrite_qdq
+
+    model = _qdq_cast_graph()
+    onnx.checker.check_model(model)
+    x = np.random.default_rng(1).standard_normal((5, 16)).astype(np.float32)
+
+    def run(m: onnx.ModelProto) -> list[np.ndarray]:
+        path = tmp_path / "m.onnx"
+        onnx.save(m, str(path))
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    def with_dq_output(m: onnx.ModelProto, elem_type: int) -> onnx.ModelProto:
+        out = onnx.ModelProto()
+        out.CopyFrom(m)
+        out.graph.output.append(onnx.helper.make_tensor_value_info("xd", elem_type, ["n", 16]))
+        return out
+
+    before = run(with_dq_output(model, onnx.TensorProto.FLOAT))
+    report = rewrite_qdq(model)
+    onnx.checker.check_model(model)
+    assert report.casts_moved == ["DQ_cast_to_fp16"] and report.shape_readers_rewired == ["Shape"]
+    cons = _consumers(model)
+    assert [c.op_type for c in cons["xd"]] == ["MatMul"]  # the DQ feeds the MatMul directly
+    prod = _producers(model)
+    assert prod[prod["xq"].input[0]].op_type == "Cast"  # cast before the Q
+    assert {i.name: i.data_type for i in model.graph.initializer}[prod["xd"].input[1]] == onnx.TensorProto.FLOAT16
+    assert next(n for n in model.graph.node if n.op_type == "Shape").input == ["x"]
+    after = run(with_dq_output(model, onnx.TensorProto.FLOAT16))  # the DQ now gives FP16
+    np.testing.assert_array_equal(after[1], before[1])
+    # The same grid on the FP16-rounded input: an input within FP16 rounding of a step boundary may
+    # land one step over (a few %), every other dequantized value is equal up to FP16 rounding.
+    step = np.abs(after[2].astype(np.float32) - before[2]) / 0.02
+    assert step.max() <= 1.01 and np.mean(step > 0.5) <= 0.05, (step.max(), np.mean(step > 0.5))
+    assert step[step < 0.5].max() <= 0.1  # FP16 rounding of the dequantized value, not another step

@@ -6,8 +6,12 @@ matmuls). So every graph the quantize stage writes is inspected with onnx-graphs
 recorded, and the stage fails when:
 
 * a DequantizeLinear feeds anything but an input of a recipe op type (MatMul/Gemm/Conv) that no
-  exclusion pattern matches (Casts are followed through, Shape consumers ignored), or a quantized
-  node has only some of its data inputs quantized (TensorRT would not pick an INT8 kernel);
+  exclusion pattern matches, or a quantized node has only some of its data inputs quantized
+  (TensorRT would not pick an INT8 kernel);
+* a DequantizeLinear does not feed its quantized op directly: a Cast, Reshape or any other op in
+  between (TensorRT fuses DQ -> MatMul into one INT8 GEMM only when adjacent: cast before the Q
+  instead), a DQ output type (its scale's type) other than the consumer's compute type, or a Shape /
+  Size reading a dequantized tensor (shape readers read the unquantized one);
 * a QuantizeLinear is not paired with a DequantizeLinear, a zero point is not 0 (symmetric), a
   weight scale is not one value per output channel, or an activation scale is not one value;
 * a guarded op (LayerNorm/ReduceMean norms, Softmax, attention score/value matmuls, time embedding,
@@ -422,6 +426,27 @@ def check_placement(model: Any, recipe: GraphRecipe, precision: str, max_errors:
             if v is not None and np.any(v != 0):
                 err(f"{dq.name}: zero point {v.ravel()[:4]} is not 0 (quantization must be symmetric)")
         scale = _scale_values(dq.inputs[1])
+        for c in dq.outputs[0].outputs:  # what TensorRT fuses: the DQ must feed its INT8 op directly
+            if c.op in _METADATA_OPS:
+                err(
+                    f"{c.op} {c.name} reads the dequantized tensor of {dq.name}: shape readers must read the "
+                    f"unquantized tensor {source.name}"
+                )
+            elif c.op in _PASSTHROUGH:
+                after = ", ".join(f"{n.op} {n.name}" for n in c.outputs[0].outputs) or "nothing"
+                err(
+                    f"DequantizeLinear {dq.name} feeds {c.op} {c.name} (then {after}): TensorRT fuses a DQ into its "
+                    "INT8 op only when it feeds it directly; cast before the QuantizeLinear instead, with the "
+                    "scale in the consumer's type"
+                )
+            elif rule is not None and c.op in rule.op_types:
+                out_dt = next((dtypes.get(t.name) for t in c.outputs if dtypes.get(t.name) is not None), None)
+                dq_dt = dtypes.get(dq.outputs[0].name)
+                if out_dt is not None and dq_dt is not None and out_dt != dq_dt:
+                    err(
+                        f"DequantizeLinear {dq.name} gives {dq_dt} but {c.op} {c.name} computes in {out_dt}: the "
+                        "scale must be in the consumer's type"
+                    )
         consumers = _consumers(dq.outputs[0])
         if not consumers:
             err(f"DequantizeLinear {dq.name} has no consumer")

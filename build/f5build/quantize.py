@@ -7,7 +7,9 @@ For every graph and variant the recipe (config/precision.yaml) lists:
   calibrated on the recorded inputs of the calibrate stage (every NFE step, both CFG branches, the
   buckets used), then `modelopt.onnx.autocast.convert_to_mixed_precision(keep_io_types=True, ...)`
   for FP16 everywhere the recipe does not keep FP32. Quantizing in FP32 first matters: ModelOpt's
-  own FP16 pass would cast the time embedding and rotary angles too.
+  own FP16 pass would cast the time embedding and rotary angles too. Autocast leaves a Cast between
+  some DQs and their MatMuls (and shape readers on dequantized tensors): `f5build.qdq_rewrite` moves
+  those Casts before the Q, so every DQ feeds its INT8 op directly, as TensorRT fuses it.
 * fp16: the same autocast pass on the FP32 graph.
 
 Autocast's overflow guard (data_max) runs the graph on a few recorded samples (short crops) and
@@ -32,6 +34,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,7 @@ from f5build.placement import (
     load_recipe,
     unmatched_patterns,
 )
+from f5build.qdq_rewrite import rewrite_qdq
 from f5rt._fs import sha256_json
 from f5rt.errors import ManifestError
 from f5rt.manifest import Manifest, file_entry, load_manifest, update_manifest
@@ -333,7 +337,7 @@ def fingerprint(
             "samples": args.quant_samples if precision == "int8" else None,
             "ref_samples": [args.quant_ref_samples, args.quant_ref_frames],
             "precision": precision,
-            "code": source_hash("quantize", "placement"),
+            "code": source_hash("quantize", "placement", "qdq_rewrite"),
             "tools": tool_versions(QUANT_TOOLS),
         }
     )
@@ -415,6 +419,12 @@ def build_variant(
                 info["calibration_seconds"] = round(time.perf_counter() - t0, 1)
                 log(f"  {graph}.int8: calibrated in {info['calibration_seconds']:.1f} s; FP16 autocast …")
                 model = autocast_fp16(qpath, gr, ref, [])
+                moved = rewrite_qdq(model)  # DQ feeds its MatMul directly; shape readers skip the Q/DQ
+                info["qdq_rewrite"] = asdict(moved)
+                log(
+                    f"  {graph}.int8: {len(moved.casts_moved)} Cast(s) moved before their Q, "
+                    f"{len(moved.shape_readers_rewired)} shape reader(s) rewired"
+                )
                 info["calibration_samples"] = len(cal_idx)
                 info["method"] = method
             else:
