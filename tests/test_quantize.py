@@ -210,7 +210,8 @@ def test_placement_counts_per_op_type(quantized: Path, tiny_bundle: Any) -> None
     assert rep.activation_qdq == 4 * depth  # q/k/v share one input
     assert rep.qdq_pairs == 10 * depth
     assert rep.attention_matmuls == 2 * depth
-    assert rep.fp16_nodes.get("MatMul") == 6 * depth  # projections compute in FP16 around the Q/DQ
+    # projections compute in FP16 around the Q/DQ, and so do the attention matmuls (recipe: attention fp16)
+    assert rep.fp16_nodes.get("MatMul") == 6 * depth + 2 * depth
     fp16 = check_placement(quantized / "step.fp16.onnx", recipe.graphs["step"], "fp16")
     assert fp16.ok, fp16.errors
     assert fp16.qdq_pairs == 0 and fp16.quantized == {}
@@ -237,18 +238,21 @@ def test_no_qdq_on_layernorm_softmax_attention(quantized: Path, tiny_bundle: Any
 
 @pytest.mark.parametrize("rel", ["step.int8.onnx", "step.fp16.onnx"])
 def test_guard_ops_stay_fp32(quantized: Path, rel: str) -> None:
-    """LayerNorm, Softmax, sin/cos (time embedding, rotary), attention matmuls, time MLP, input and output
-    projections and the CFG/Euler glue read and write FP32 (shape inference on the saved graph)."""
+    """LayerNorm, Softmax, sin/cos (time embedding, rotary), time MLP, input and output projections and
+    the CFG/Euler glue read and write FP32; the attention matmuls compute in FP16, as the recipe's
+    `attention` entry says (shape inference on the saved graph)."""
     m = _model(quantized, rel)
     types = _dtypes(m)
     attn = _attention_matmuls(m)
+    for node in (n for n in m.graph.node if n.name in attn):
+        tensors = [t for t in [*node.input, *node.output] if t in types]
+        assert tensors and all(types[t] == onnx.TensorProto.FLOAT16 for t in tensors), node.name
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
     checked = 0
     low = 0
     for node in m.graph.node:
         guard = (
             node.op_type in ("LayerNormalization", "Softmax", "Sin", "Cos")
-            or node.name in attn
             or node.name.startswith(("/time_embed/", "/input_embed", "/proj_out/", "/norm_out/"))
             or (node.name.count("/") == 1 and node.op_type not in ("Cast", "Constant"))
         )
@@ -291,6 +295,25 @@ def test_placement_check_rejects_violations(quantized: Path) -> None:
     g, name = with_qdq(lambda n: n.op == "MatMul" and n.name.endswith("/attn/MatMul"))
     rep = check_placement(g, recipe, "int8")
     assert not rep.ok and any(name in e and "exclusion" in e for e in rep.errors)
+    # an attention matmul left in FP32 where the recipe says fp16 attention
+    g = gs.import_onnx(onnx.load(str(quantized / "step.fp16.onnx")))
+    mm = next(n for n in g.nodes if n.op == "MatMul" and n.name.endswith("/attn/MatMul"))
+    for k, t in enumerate(list(mm.inputs)):
+        as32 = gs.Variable(f"{mm.name}_in{k}_fp32", dtype=np.float32)
+        g.nodes.append(
+            gs.Node(
+                "Cast", f"{mm.name}_in{k}_to_fp32", attrs={"to": onnx.TensorProto.FLOAT}, inputs=[t], outputs=[as32]
+            )
+        )
+        mm.inputs[k] = as32
+    back = gs.Variable(f"{mm.name}_out_fp32", dtype=np.float32)
+    out = mm.outputs[0]
+    mm.outputs[0] = back
+    g.nodes.append(
+        gs.Node("Cast", f"{mm.name}_to_fp16", attrs={"to": onnx.TensorProto.FLOAT16}, inputs=[back], outputs=[out])
+    )
+    rep = check_placement(g, recipe, "fp16")
+    assert any(mm.name in e and "attention.matmuls is fp16" in e for e in rep.errors), rep.errors
 
     g = gs.import_onnx(onnx.load(str(quantized / "step.fp16.onnx")))
     sm = next(n for n in g.nodes if n.op == "Softmax")
@@ -374,6 +397,17 @@ def test_recipe_errors(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(bad))
     with pytest.raises(ValueError, match="bad regex"):
         load_recipe(path)
+    step = base["graphs"]["step"]
+    for attention, msg in (
+        ({**step["attention"], "matmuls": "bf16"}, r"graphs.step.attention.matmuls: expected fp32 or fp16, got 'bf16'"),
+        ({"matmuls": "fp16"}, r"graphs.step.attention: expected a mapping with 'nodes'"),
+    ):
+        path.write_text(yaml.safe_dump(dict(base, graphs={**base["graphs"], "step": {**step, "attention": attention}})))
+        with pytest.raises(ValueError, match=msg):
+            load_recipe(path)
+    rec = load_recipe(ROOT / "config" / "precision.yaml").graphs["step"]
+    assert rec.attention.matmuls == "fp16" and rec.attention.softmax == "fp32"
+    assert "Softmax" in rec.keep_fp32_op_types() and rec.attention.nodes not in rec.keep_fp32_nodes()
 
 
 def test_modelopt_does_not_touch_the_fp32_graph(quantized: Path) -> None:

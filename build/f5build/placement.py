@@ -68,12 +68,41 @@ class Guard:
 
 
 @dataclass(frozen=True)
+class AttentionRule:
+    """Where attention computes in the reduced-precision variants (a recipe entry, measured by validate).
+
+    `nodes`: the attention core (everything but the q/k/v/out projections); `matmuls`: precision of
+    the score (q k^T) and value (p v) matmuls; `softmax`: precision of the Softmax. FP32 entries are
+    kept FP32 by autocast and guarded by the check; FP16 ones must really compute in FP16.
+    """
+
+    nodes: str = ""
+    matmuls: str = "fp32"
+    softmax: str = "fp32"
+
+
+@dataclass(frozen=True)
 class GraphRecipe:
     graph: str
     variants: tuple[str, ...]
     int8: Int8Rule | None
     fp16: Fp16Rule | None
     guard: Guard
+    attention: AttentionRule = AttentionRule()
+
+    def keep_fp32_op_types(self) -> list[str]:
+        """Op types autocast keeps FP32: the recipe's, plus Softmax when attention says so."""
+        own = list(self.fp16.keep_fp32_op_types) if self.fp16 else []
+        return [*own, "Softmax"] if self.attention.nodes and self.attention.softmax == "fp32" else own
+
+    def keep_fp32_nodes(self) -> list[str]:
+        """Node patterns autocast keeps FP32: the recipe's, plus the attention core when its matmuls are FP32."""
+        own = list(self.fp16.keep_fp32) if self.fp16 else []
+        return [*own, self.attention.nodes] if self.attention.nodes and self.attention.matmuls == "fp32" else own
+
+    def guard_op_types(self) -> tuple[str, ...]:
+        extra = ("Softmax",) if self.attention.nodes and self.attention.softmax == "fp32" else ()
+        return (*self.guard.op_types, *extra)
 
 
 @dataclass(frozen=True)
@@ -186,9 +215,19 @@ def load_recipe(path: str | Path) -> Recipe:
             raise ValueError(f"{w}: variant int8 needs both an 'int8' and an 'fp16' section")
         if "fp16" in variants and fp16 is None:
             raise ValueError(f"{w}: variant fp16 needs an 'fp16' section")
+        att = g.get("attention") or {}
+        attention = AttentionRule()
+        if att:
+            if not isinstance(att, dict) or not isinstance(att.get("nodes"), str):
+                raise ValueError(f"{w}.attention: expected a mapping with 'nodes' (regex), 'matmuls', 'softmax'")
+            _patterns([att["nodes"]], f"{w}.attention.nodes")
+            for key in ("matmuls", "softmax"):
+                if att.get(key, "fp32") not in ("fp32", "fp16"):
+                    raise ValueError(f"{w}.attention.{key}: expected fp32 or fp16, got {att.get(key)!r}")
+            attention = AttentionRule(att["nodes"], att.get("matmuls", "fp32"), att.get("softmax", "fp32"))
         gd = g.get("guard") or {}
         guard = Guard(_strs(gd.get("op_types"), f"{w}.guard.op_types"), _patterns(gd.get("nodes"), f"{w}.guard.nodes"))
-        graphs[name] = GraphRecipe(name, variants, int8, fp16, guard)
+        graphs[name] = GraphRecipe(name, variants, int8, fp16, guard, attention)
     return Recipe(budget, graphs, sha256_json(data), sha256_json(data["graphs"]))
 
 
@@ -502,6 +541,9 @@ def check_placement(model: Any, recipe: GraphRecipe, precision: str, max_errors:
     attn = attention_matmuls(graph)
     rep.attention_matmuls = len(attn)
     attn_names = {n for _, n in attn}
+    att = recipe.attention
+    fp32_attention = not att.nodes or att.matmuls == "fp32"  # no attention entry: the old rule (FP32)
+    guard_types = recipe.guard_op_types()
     guarded: Counter[str] = Counter()
     fp16: Counter[str] = Counter()
     fp32: Counter[str] = Counter()
@@ -512,7 +554,16 @@ def check_placement(model: Any, recipe: GraphRecipe, precision: str, max_errors:
         floats = [d for d in floats if d is not None and d.kind == "f"]
         if floats:
             (fp16 if any(d == np.float16 for d in floats) else fp32)[node.op] += 1
-        is_guard = node.op in recipe.guard.op_types or matches(node.name, recipe.guard.nodes) or node.name in attn_names
+        reduced = precision != "fp32" and bool(floats) and any(d != np.float16 for d in floats)
+        if reduced and not fp32_attention and node.name in attn_names:
+            err(f"attention {node.op} {node.name} computes in {floats[0]}, the recipe's attention.matmuls is fp16")
+        if reduced and att.nodes and att.softmax == "fp16" and node.op == "Softmax":
+            err(f"Softmax {node.name} computes in {floats[0]}, the recipe's attention.softmax is fp16")
+        is_guard = (
+            node.op in guard_types
+            or matches(node.name, recipe.guard.nodes)
+            or (fp32_attention and node.name in attn_names)
+        )
         if not is_guard:
             continue
         bad = [d for d in floats if d != np.float32]

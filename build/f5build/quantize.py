@@ -224,8 +224,8 @@ def autocast_fp16(src: Path, recipe: GraphRecipe, ref_dir: Path | None, extra_fp
             onnx_path=str(src),
             low_precision_type="fp16",
             keep_io_types=True,
-            op_types_to_exclude=list(recipe.fp16.keep_fp32_op_types),
-            nodes_to_exclude=[*recipe.fp16.keep_fp32, *extra_fp32],
+            op_types_to_exclude=recipe.keep_fp32_op_types(),
+            nodes_to_exclude=[*recipe.keep_fp32_nodes(), *extra_fp32],
             data_max=FP16_DATA_MAX if ref_dir is not None else np.inf,
             calibration_data=str(ref_dir) if ref_dir is not None else None,
             providers=["cpu"],
@@ -332,7 +332,11 @@ def fingerprint(
         {
             "source": manifest.files[f"{graph}.onnx"]["sha256"],
             "calibration": manifest.files[calib.relative_to(manifest.root).as_posix()]["sha256"] if calib else None,
-            "recipe": {"int8": gr.int8.__dict__ if gr.int8 else None, "fp16": gr.fp16.__dict__ if gr.fp16 else None},
+            "recipe": {
+                "int8": gr.int8.__dict__ if gr.int8 else None,
+                "fp16": gr.fp16.__dict__ if gr.fp16 else None,
+                "attention": gr.attention.__dict__,
+            },
             "method": method if precision == "int8" else None,
             "samples": args.quant_samples if precision == "int8" else None,
             "ref_samples": [args.quant_ref_samples, args.quant_ref_frames],
@@ -384,6 +388,8 @@ def build_variant(
             pats += list(gr.int8.exclude)
         if gr.fp16 is not None:
             pats += list(gr.fp16.keep_fp32)
+        if gr.attention.nodes:
+            pats.append(gr.attention.nodes)
         stale = unmatched_patterns(names, pats)
         if stale:
             raise ValueError(f"{args.quant_recipe}: pattern(s) {stale} match no node of {graph}.onnx (stale recipe?)")
