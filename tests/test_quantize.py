@@ -566,6 +566,7 @@ def test_rewrite_moves_the_cast_before_the_q_and_rewires_shape_readers(tmp_path:
     assert prod[prod["xq"].input[0]].op_type == "Cast"  # cast before the Q
     assert {i.name: i.data_type for i in model.graph.initializer}[prod["xd"].input[1]] == onnx.TensorProto.FLOAT16
     assert next(n for n in model.graph.node if n.op_type == "Shape").input == ["x"]
+    assert "xs" not in {i.name for i in model.graph.initializer}  # the FP32 scale it replaced is gone
     after = run(with_dq_output(model, onnx.TensorProto.FLOAT16))  # the DQ now gives FP16
     np.testing.assert_array_equal(after[1], before[1])
     # The same grid on the FP16-rounded input: an input within FP16 rounding of a step boundary may

@@ -138,6 +138,12 @@ def rewrite_qdq(model: Any) -> RewriteReport:
         copies.append(c)
     del graph.node[:]
     graph.node.extend(copies)
+    # scales replaced by their converted copies and read by nothing else any more
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    replaced = {old for (old, _), new in scales.items() if new != old}
+    keep_init = [i for i in graph.initializer if i.name in used or i.name not in replaced]
+    del graph.initializer[:]
+    graph.initializer.extend(keep_init)
     # the dequantized tensors changed type: drop their stale value_info (shape inference redoes it)
     keep = [v for v in graph.value_info if v.name not in stale_types]
     del graph.value_info[:]
