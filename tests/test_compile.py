@@ -58,8 +58,13 @@ CONTRACT = {
 }
 
 
-def make_onnx(graph: str, path: Path, inputs: list | None = None) -> Path:
-    """A small valid ONNX graph with the contract's I/O (the ops only have to be well-formed)."""
+def make_onnx(
+    graph: str, path: Path, inputs: list | None = None, opset: int = 17, ir_version: int = 8, extra_nodes=()
+) -> Path:
+    """A small valid ONNX graph with the contract's I/O (the ops only have to be well-formed).
+
+    IR 8 / opset 17 as the exporter writes them (onnx's own default IR is newer than TensorRT 10.3 reads);
+    `extra_nodes` are appended unchecked (nodes of other domains)."""
     c = CONTRACT[graph]
     ins = [helper.make_tensor_value_info(n, t, s) for n, t, s in (inputs or c["inputs"])]
     outs = [helper.make_tensor_value_info(n, t, s) for n, t, s in c["outputs"]]
@@ -84,9 +89,15 @@ def make_onnx(graph: str, path: Path, inputs: list | None = None) -> Path:
             helper.make_node("Reshape", ["hops", "flat"], ["audio"]),
         ]
     model = helper.make_model(
-        helper.make_graph(nodes, graph, ins, outs, inits), opset_imports=[helper.make_opsetid("", 17)]
+        helper.make_graph(nodes, graph, ins, outs, inits),
+        opset_imports=[helper.make_opsetid("", opset)],
+        ir_version=ir_version,
     )
     onnx.checker.check_model(model)
+    for domain, node in extra_nodes:
+        model.graph.node.append(node)
+        if domain not in {o.domain for o in model.opset_import}:
+            model.opset_import.append(helper.make_opsetid(domain, 1))
     onnx.save(model, path)
     return path
 
@@ -201,6 +212,83 @@ def test_read_graph_io_reads_a_real_onnx_file(tmp_path: Path) -> None:
     assert io.inputs["x"] == (("batch", "frames", MEL), "float32")
     assert io.inputs["mask"] == (("batch", "frames"), "bool")
     assert io.outputs == {"x_next": "float32"}
+
+
+# --- ONNX opset / IR version against the target TensorRT's parser ---------------------------------
+
+
+def test_onnx_limits_table() -> None:
+    assert comp.DEFAULT_TRT_TARGET == "10.3"
+    lim = comp.onnx_limits("10.3.0.30")  # a full TensorRT version picks its major.minor row
+    assert (lim.tensorrt, lim.min_opset, lim.max_opset, lim.max_ir_version) == ("10.3", 9, 20, 10)
+    assert lim.domains == {"", "ai.onnx"}
+    with pytest.raises(ValueError, match=r"no ONNX limits known for TensorRT 8.6 .*ONNX_LIMITS"):
+        comp.onnx_limits("8.6")
+
+
+def test_onnx_versions_the_parser_reads_pass(tmp_path: Path) -> None:
+    lim = comp.onnx_limits("10.3")
+    for opset, ir in ((17, 8), (19, 10), (20, 10)):  # export's, quantize's (FP16 Q/DQ scales need 19), the limits
+        io = comp.read_graph_io(make_onnx("step", tmp_path / f"s{opset}.onnx", opset=opset, ir_version=ir))
+        assert (io.ir_version, io.opsets, io.node_domains) == (ir, {"": opset}, {""})
+        comp.check_onnx_version(io, lim, f"s{opset}.onnx")
+    # a foreign domain imported but used by no node is harmless
+    unused = make_onnx("step", tmp_path / "unused.onnx")
+    m = onnx.load(unused)
+    m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(m, unused)
+    comp.check_onnx_version(comp.read_graph_io(unused), lim, "unused.onnx")
+
+
+def test_onnx_newer_than_the_parser_is_refused_naming_it(tmp_path: Path) -> None:
+    lim = comp.onnx_limits("10.3")
+    io = comp.read_graph_io(make_onnx("step", tmp_path / "step.onnx", opset=21))
+    with pytest.raises(
+        ValueError, match=r"step.onnx: TensorRT 10.3's ONNX parser supports opset 9 to 20, the file has opset 21"
+    ):
+        comp.check_onnx_version(io, lim, "step.onnx")
+    io = comp.read_graph_io(make_onnx("step", tmp_path / "ir11.onnx", ir_version=11))
+    with pytest.raises(
+        ValueError, match=r"ir11.onnx: TensorRT 10.3's ONNX parser reads IR version <= 10, the file has IR version 11"
+    ):
+        comp.check_onnx_version(io, lim, "ir11.onnx")
+    io = comp.read_graph_io(make_onnx("step", tmp_path / "old.onnx", opset=8, ir_version=3))
+    with pytest.raises(ValueError, match="supports opset 9 to 20, the file has opset 8"):
+        comp.check_onnx_version(io, lim, "old.onnx")
+    ms = helper.make_node("FusedMatMul", ["x", "x"], ["y"], domain="com.microsoft")
+    io = comp.read_graph_io(make_onnx("step", tmp_path / "ms.onnx", extra_nodes=[("com.microsoft", ms)]))
+    assert io.node_domains == {"", "com.microsoft"}
+    with pytest.raises(
+        ValueError,
+        match=r"ms.onnx: TensorRT 10.3's ONNX parser does not know the opset domain\(s\) \['com.microsoft'\]",
+    ):
+        comp.check_onnx_version(io, lim, "ms.onnx")
+    # a hand-made GraphIO carries no versions: refused rather than passed unchecked
+    with pytest.raises(ValueError, match="not read; use read_graph_io"):
+        comp.check_onnx_version(graph_io("step"), lim, "step.onnx")
+
+
+@pytest.mark.parametrize(
+    ("opset", "ir", "says"), [(21, 8, "the file has opset 21"), (19, 11, "the file has IR version 11")]
+)
+def test_the_stage_refuses_an_onnx_the_target_cannot_parse(
+    tmp_path: Path, no_tensorrt: None, opset: int, ir: int, says: str
+) -> None:
+    art = make_artifacts(tmp_path)
+    make_onnx("step", art / "step.int8.onnx", opset=opset, ir_version=ir)
+    update_manifest(art, lambda d: d["files"].__setitem__(
+        "step.int8.onnx", file_entry(art, "step.int8.onnx", graph="step", precision="int8", kind="onnx", stage="export")
+    ))  # fmt: skip
+    with pytest.raises(ValueError, match=rf"step.int8.onnx: TensorRT 10.3's ONNX parser .*{says}"):
+        comp.run(stage_args(art))
+    assert not (art / "engines" / "build_plan.json").exists()  # nothing planned
+    assert comp.run(stage_args(art, "--trt-precision", "fp16")) == 0  # the other graphs are fine
+    plan = json.loads((art / "engines" / "build_plan.json").read_text())
+    assert plan["onnx_checked_for"] == {
+        "tensorrt": "10.3", "min_opset": 9, "max_opset": 20, "max_ir_version": 10, "domains": ["", "ai.onnx"]
+    }  # fmt: skip
+    with pytest.raises(SystemExit):  # an unknown target is an argument error
+        stage_args(art, "--trt-target", "8.6")
 
 
 # --- the stage without TensorRT -------------------------------------------------------------------
@@ -376,9 +464,22 @@ def test_plan_for_the_real_tiny_export(tiny_artifacts: Path, tmp_path: Path, no_
     plan = json.loads((art / "engines" / "build_plan.json").read_text())
     m = load_manifest(art)
     assert {e["graph"] for e in plan["engines"]} == {"text_encoder", "step", "vocoder"}
+    assert plan["onnx_checked_for"]["tensorrt"] == "10.3"  # every exported graph suits TensorRT 10.3's parser
+    for e in plan["engines"]:
+        io = comp.read_graph_io(art / e["onnx"])
+        assert io.ir_version <= 10 and io.opsets.get("", 0) <= 20 and io.node_domains == {""}, e["onnx"]
     text_dim = m.model["text_dim"]
     for e in plan["engines"]:
         assert len(e["profiles"]) == len(m.buckets)
         if e["graph"] == "step":
             b, n = e["profiles"][-1]["batch"], e["profiles"][-1]["frames"]
             assert e["profiles"][-1]["shapes"]["text_cond"]["max"] == [b, n, text_dim]
+
+
+def test_building_a_plan_checked_for_another_tensorrt_is_refused() -> None:
+    plan = {"onnx_checked_for": {"tensorrt": "10.3"}}
+    comp.check_plan_target(plan, comp.Target("10.3.0.30", "12.6", "Orin", "8.7"))
+    with pytest.raises(
+        ManifestError, match=r"checked for TensorRT 10\.3's ONNX parser, this device has TensorRT 10\.7\.0\.23"
+    ):
+        comp.check_plan_target(plan, comp.Target("10.7.0.23", "12.8", "H200", "9.0"))

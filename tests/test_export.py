@@ -13,11 +13,12 @@ import torch
 
 from f5build.cli import main
 from f5build.graphs import istft_basis
-from f5rt.errors import ManifestError
+from f5rt.errors import ManifestError, NoBucketError
 from f5rt.manifest import VocoderSpec, load_manifest
 
 TOL = 1e-4
 BUCKETS = [256, 384, 512]
+MAX_FRAMES = 2816  # config/buckets.yaml's largest bucket: the end of the step graph's rotary table
 
 
 def session(path):
@@ -52,7 +53,7 @@ def f5_step(dit, ids_row, cond_row, x_row, t: float, dt: float, cfg: float):
     return (x_row[None] + dt * (v_c + (v_c - v_u) * cfg))[0]
 
 
-@pytest.mark.parametrize("n", BUCKETS)
+@pytest.mark.parametrize("n", [*BUCKETS, MAX_FRAMES])
 @pytest.mark.parametrize("batch", [1, 2])
 def test_text_encoder_and_step_match_f5tts(tiny_artifacts, tiny_bundle, n, batch):
     lens = [n - 37 * i for i in range(batch)]
@@ -133,6 +134,93 @@ def test_istft_basis_is_irfft():
     basis = istft_basis(1024, np.ones(1024))[:, 0, :]
     frame = np.concatenate([spec.real, spec.imag]) @ basis
     assert np.abs(frame - np.fft.irfft(spec, 1024)).max() < 1e-6
+
+
+def _consumers(model, name):
+    return [n for n in model.graph.node if name in n.input]
+
+
+def test_step_rotary_is_a_sliced_constant_table(tiny_artifacts, tiny_bundle):
+    """The step graph reads the rotary cos/sin from a constant table for the largest bucket, sliced to N
+    (Shape -> Gather -> Slice), with no Range, Einsum or per-step Cos/Sin, and FP16 keeps it FP32."""
+    import re
+
+    import onnx
+    import yaml
+
+    from f5build.cli import ROOT
+    from f5build.graphs import rotary_table
+
+    m = onnx.load(str(tiny_artifacts / "step.onnx"))
+    ops = [n.op_type for n in m.graph.node]
+    assert "Einsum" not in ops and "Range" not in ops
+    trig = [n.name for n in m.graph.node if n.op_type in ("Cos", "Sin")]
+    assert trig and all(name.startswith("/time_embed/") for name in trig), trig  # only the time embedding's
+
+    manifest = load_manifest(tiny_artifacts)
+    max_frames = manifest.buckets.max_frames
+    assert max_frames == MAX_FRAMES and manifest.data["stages"]["export"]["rotary_table_frames"] == max_frames
+    attn = tiny_bundle.dit.transformer_blocks[0].attn
+    head_dim = attn.inner_dim // attn.heads
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    producers = {o: n for n in m.graph.node for o in n.output}
+    keep_fp32 = yaml.safe_load((ROOT / "config" / "precision.yaml").read_text())["graphs"]["step"]["fp16"]["keep_fp32"]
+    want = rotary_table(tiny_bundle.dit.rotary_embed, max_frames, head_dim)
+    for name, table in (("rope_cos", want.cos), ("rope_sin", want.sin)):
+        got = inits[name]
+        assert got.dtype == np.float32 and got.shape == (max_frames, head_dim)
+        np.testing.assert_array_equal(got, table.numpy())
+        (sl,) = _consumers(m, name)  # one Slice per table, at the graph root, shared by every layer
+        assert sl.op_type == "Slice" and sl.input[0] == name
+        assert any(re.match(p, sl.name) for p in keep_fp32), f"{sl.name} is not kept FP32 by the FP16 recipe"
+        chain, t = [], sl.input[2]  # ends: x's frame count
+        while t in producers:
+            chain.append(producers[t].op_type)
+            t = producers[t].input[0]
+        assert chain == ["Unsqueeze", "Gather", "Shape"] and t == "x", chain
+        users = _consumers(m, sl.output[0])
+        assert len(users) == 2 * tiny_bundle.arch["depth"] and all("/attn/" in u.name for u in users)  # q and k
+
+    # The table equals f5-tts' angles' cos/sin, in float64 (f5-tts rounds its float32 angles first).
+    freqs, scale = tiny_bundle.dit.rotary_embed.forward_from_seq_len(max_frames)
+    assert scale == 1.0
+    pos = torch.arange(max_frames, dtype=torch.float64)[:, None]
+    inv = tiny_bundle.dit.rotary_embed.inv_freq.double().repeat_interleave(2)[None]
+    assert (want.cos.double() - (pos * inv).cos()).abs().max() < 1e-7
+    assert (want.sin.double() - (pos * inv).sin()).abs().max() < 1e-7
+    assert (want.cos - freqs[0].cos()).abs().max() < 2e-4  # half an ulp of f5-tts' angle 2815 in float32
+    assert (want.cos[:256] - freqs[0, :256].cos()).abs().max() < 1e-5
+
+
+def test_step_frames_are_bounded_by_the_rotary_table(tiny_artifacts, tiny_bundle):
+    """N beyond the table cannot reach the step graph: the runtime's buckets (the manifest's, the
+    table's source) refuse or chunk longer requests; the torch graph refuses it by name, and the
+    ONNX graph fails rather than computing garbage."""
+    from f5build.export import example_inputs
+    from f5build.graphs import StepGraph, export_attention
+
+    buckets = load_manifest(tiny_artifacts).buckets
+    assert buckets.choose(MAX_FRAMES).frames == MAX_FRAMES
+    with pytest.raises(NoBucketError, match="exceed the largest bucket"):
+        buckets.choose(MAX_FRAMES + 1)
+
+    step = StepGraph(tiny_bundle.dit, 64).eval()
+    ok = example_inputs(tiny_bundle, batch=1, frames=64)["step"]
+    long = example_inputs(tiny_bundle, batch=1, frames=65)["step"]
+    with pytest.raises(RuntimeError, match="inside export_attention"):
+        step(*ok.values())
+    with export_attention(tiny_bundle.dit), torch.no_grad():
+        assert step(*ok.values()).shape == (1, 64, 100)
+        with pytest.raises(ValueError, match="65 frames; its rotary table holds 64"):
+            step(*long.values())
+
+    over = example_inputs(tiny_bundle, batch=1, frames=MAX_FRAMES + 1)
+    tc, tu = session(tiny_artifacts / "text_encoder.onnx").run(
+        None, {k: v.numpy() for k, v in over["text_encoder"].items()}
+    )
+    feed = {k: v.numpy() for k, v in over["step"].items()} | {"text_cond": tc, "text_uncond": tu}
+    with pytest.raises(Exception, match="(?i)broadcast|dimension|shape"):
+        session(tiny_artifacts / "step.onnx").run(None, feed)
 
 
 def test_bucket_invariance(tiny_artifacts, tiny_bundle):

@@ -56,6 +56,35 @@ RECIPE = ROOT / "config" / "precision.yaml"
 _ONNX_DTYPES = {1: "float32", 6: "int32", 7: "int64", 9: "bool", 10: "float16"}
 
 
+@dataclass(frozen=True)
+class OnnxLimits:
+    """What one TensorRT release's ONNX parser (onnx-tensorrt) reads."""
+
+    tensorrt: str  # major.minor
+    min_opset: int  # default-domain (ai.onnx) opset range its importers cover
+    max_opset: int
+    max_ir_version: int  # IR version of the onnx release the parser is built against
+    domains: frozenset[str]  # opset domains whose nodes it imports ("" and "ai.onnx" are the default one)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "domains": sorted(self.domains)}
+
+
+# ONNX limits per target TensorRT (major.minor); add a row for a newer target.
+# 10.3 (JetPack 6.1/6.2): onnx-tensorrt's docs/operators.md for 10.x says "TensorRT 10.0 supports
+# operators in the inclusive range of opset 9 to opset 20" (release/10.0-GA, 10.1-GA); its README says
+# "TensorRT 10.1 supports ONNX release 1.16.0" and .gitmodules pins third_party/onnx to v1.16.0; its
+# docs/Changelog.md lists no ONNX submodule change for 10.2-10.5 ("TensorRT 10.6 GA: Updated ONNX
+# submodule version to 1.17.0"), so 10.3 parses with onnx 1.16.0, whose IR version is 10 (onnx's
+# docs/Versioning.md and onnx.helper.VERSION_TABLE: ('1.16.0', IR 10, opset 21)). onnx 1.16 defines
+# opset 21, but the parser's importers stop at 20 (TOOLCHAIN.md: JetPack 6's TensorRT 10.3 parses
+# opset <= 20). Nodes of other domains (com.microsoft, ai.onnx.ml) are not TensorRT layers.
+ONNX_LIMITS: dict[str, OnnxLimits] = {
+    "10.3": OnnxLimits("10.3", min_opset=9, max_opset=20, max_ir_version=10, domains=frozenset({"", "ai.onnx"})),
+}
+DEFAULT_TRT_TARGET = "10.3"  # JetPack 6 (Jetson AGX Orin)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("compile (TensorRT engines)")
     g.add_argument(
@@ -64,6 +93,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma list of deployment precisions to build (default: the recipe's `deployments.default`)",
     )
     g.add_argument("--trt-recipe", type=Path, default=RECIPE, help="recipe with the `deployments` table (YAML)")
+    g.add_argument(
+        "--trt-target",
+        default=DEFAULT_TRT_TARGET,
+        choices=sorted(ONNX_LIMITS),
+        help=f"TensorRT release (major.minor) whose ONNX parser the graphs must suit (default {DEFAULT_TRT_TARGET}, JetPack 6)",
+    )
     g.add_argument("--trt-opt-level", type=int, default=3, help="builder optimization level 0-5 (default 3)")
     g.add_argument(
         "--trt-workspace-gib", type=float, default=4.0, help="workspace pool limit in GiB (0: TensorRT's default)"
@@ -130,10 +165,18 @@ Dim = int | str | None
 
 @dataclass(frozen=True)
 class GraphIO:
-    """An ONNX graph's inputs {name: (dims, dtype)} and outputs {name: dtype}; dims are ints or symbols."""
+    """An ONNX graph's inputs {name: (dims, dtype)} and outputs {name: dtype}; dims are ints or symbols.
+
+    With what the parser checks: IR version, opset imports {domain: version} and the domains its
+    nodes use (subgraphs and local functions included); None where not read (hand-made GraphIO).
+    """
 
     inputs: dict[str, tuple[tuple[Dim, ...], str]]
     outputs: dict[str, str]
+    ir_version: int | None = None
+    opsets: dict[str, int] | None = None
+    node_domains: frozenset[str] | None = None
+    function_domains: frozenset[str] = frozenset()
 
 
 def read_graph_io(onnx_path: str | os.PathLike[str]) -> GraphIO:
@@ -152,9 +195,69 @@ def read_graph_io(onnx_path: str | os.PathLike[str]) -> GraphIO:
         code = int(vi.type.tensor_type.elem_type)
         return _ONNX_DTYPES.get(code, f"onnx-type-{code}")
 
+    def domains(nodes: Any) -> set[str]:
+        out: set[str] = set()
+        for node in nodes:
+            out.add(node.domain)
+            for attr in node.attribute:
+                for g in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                    out |= domains(g.node)
+        return out
+
+    used = domains(model.graph.node)
+    for fn in model.functions:
+        used |= domains(fn.node)
     initializers = {i.name for i in model.graph.initializer}
     inputs = {vi.name: (dims(vi), dtype(vi)) for vi in model.graph.input if vi.name not in initializers}
-    return GraphIO(inputs, {vi.name: dtype(vi) for vi in model.graph.output})
+    return GraphIO(
+        inputs,
+        {vi.name: dtype(vi) for vi in model.graph.output},
+        ir_version=int(model.ir_version),
+        opsets={o.domain: int(o.version) for o in model.opset_import},
+        node_domains=frozenset(used),
+        function_domains=frozenset(fn.domain for fn in model.functions),
+    )
+
+
+def onnx_limits(target: str) -> OnnxLimits:
+    """The ONNX limits of a TensorRT release, by major.minor ("10.3" or "10.3.0.30")."""
+    key = ".".join(str(target).split(".")[:2])
+    if key not in ONNX_LIMITS:
+        raise ValueError(
+            f"no ONNX limits known for TensorRT {target} (known: {', '.join(sorted(ONNX_LIMITS))}); "
+            "add its row to f5build.compile.ONNX_LIMITS"
+        )
+    return ONNX_LIMITS[key]
+
+
+def check_onnx_version(io: GraphIO, limits: OnnxLimits, rel: str) -> None:
+    """Refuse an ONNX file the target TensorRT's parser cannot read: IR version, default-domain opset,
+    node domains it has no importers for (an opset import no node uses is harmless)."""
+    where = f"{rel}: TensorRT {limits.tensorrt}'s ONNX parser"
+    if io.ir_version is None or io.opsets is None or io.node_domains is None:
+        raise ValueError(f"{rel}: IR version and opsets not read; use read_graph_io")
+    if io.ir_version > limits.max_ir_version:
+        raise ValueError(
+            f"{where} reads IR version <= {limits.max_ir_version}, the file has IR version {io.ir_version}; "
+            f"write it with ir_version <= {limits.max_ir_version} (onnx.helper.make_model(..., ir_version=...)) or target a newer TensorRT"
+        )
+    default = [v for d, v in io.opsets.items() if d in ("", "ai.onnx")]
+    if not default:
+        if io.node_domains & {"", "ai.onnx"}:
+            raise ValueError(f"{rel}: nodes of the default ONNX domain but no ai.onnx opset import")
+    else:
+        opset = max(default)
+        if not limits.min_opset <= opset <= limits.max_opset:
+            raise ValueError(
+                f"{where} supports opset {limits.min_opset} to {limits.max_opset}, the file has opset {opset}; "
+                f"export or quantize it at an opset in that range (export's --opset, default 17)"
+            )
+    unknown = sorted(io.node_domains - limits.domains - io.function_domains)
+    if unknown:
+        raise ValueError(
+            f"{where} does not know the opset domain(s) {unknown} its nodes use "
+            f"(it imports {sorted({d or 'ai.onnx' for d in limits.domains})} and local functions)"
+        )
 
 
 def check_graph_io(graph: str, io: GraphIO, buckets: BucketTable, mel_dim: int, text_dim: int, rel: str) -> None:
@@ -245,16 +348,23 @@ def onnx_sources(manifest: Manifest, deployments: Sequence[Deployment]) -> list[
 
 
 def make_plan(
-    manifest: Manifest, options: BuildOptions, graph_io: Mapping[str, GraphIO], deployments: Sequence[Deployment]
+    manifest: Manifest,
+    options: BuildOptions,
+    graph_io: Mapping[str, GraphIO],
+    deployments: Sequence[Deployment],
+    trt_target: str = DEFAULT_TRT_TARGET,
 ) -> dict[str, Any]:
     """The whole build as data: deployments, engines, their ONNX sources and hashes, profiles.
 
-    `graph_io` maps ONNX rel path -> its I/O (from `read_graph_io`), so this stays pure.
+    `graph_io` maps ONNX rel path -> its I/O (from `read_graph_io`), so this stays pure. Every ONNX
+    must suit the ONNX parser of TensorRT `trt_target` (major.minor); the plan records the limits.
     """
     buckets = manifest.buckets
     mel_dim, text_dim = model_dims(manifest)
+    limits = onnx_limits(trt_target)
     engines = []
     for graph, precision, rel, sha in onnx_sources(manifest, deployments):
+        check_onnx_version(graph_io[rel], limits, rel)
         engines.append(
             {
                 "graph": graph,
@@ -272,6 +382,7 @@ def make_plan(
         "model": {"mel_dim": mel_dim, "text_dim": text_dim},
         "options": asdict(options),
         "deployments": {d.name: d.to_dict() for d in deployments},
+        "onnx_checked_for": limits.to_dict(),
         "timing_cache": TIMING_CACHE,
         "engines": engines,
     }
@@ -439,6 +550,17 @@ def build_plan(root: Path, plan: Mapping[str, Any], trt: Any, target: Target, fo
     record_deployments(root, plan)
 
 
+def check_plan_target(plan: Mapping[str, Any], target: Target) -> None:
+    """The ONNX files were checked for one TensorRT's parser: building on another needs a new plan."""
+    checked = str((plan.get("onnx_checked_for") or {}).get("tensorrt", ""))
+    here = ".".join(target.tensorrt.split(".")[:2])
+    if checked != here:
+        raise ManifestError(
+            f"{PLAN_NAME} was checked for TensorRT {checked or '?'}'s ONNX parser, this device has TensorRT "
+            f"{target.tensorrt}: re-run `f5build compile --trt-target {here}` on the build machine"
+        )
+
+
 def load_plan(root: Path, manifest: Manifest) -> dict[str, Any]:
     """engines/build_plan.json, checked against the manifest (the ONNX files must be the planned ones)."""
     path = root / PLAN_NAME
@@ -484,7 +606,7 @@ def run(args: argparse.Namespace) -> int:
         _note_bucket_file(args, manifest.buckets)
         sources = onnx_sources(manifest, deployments)
         graph_io = {rel: read_graph_io(manifest.verify(rel)) for _, _, rel, _ in sources}
-        plan = make_plan(manifest, options, graph_io, deployments)
+        plan = make_plan(manifest, options, graph_io, deployments, str(getattr(args, "trt_target", DEFAULT_TRT_TARGET)))
         plan_path, script_path = write_plan(root, plan)
         print(f"plan: {plan_summary(plan)} -> {plan_path} and {script_path}")
 
@@ -497,6 +619,7 @@ def run(args: argparse.Namespace) -> int:
                 return 2
         record_stage(root, plan, "planned", time.perf_counter() - t0, target)
         return 0
+    check_plan_target(plan, target)
     build_plan(root, plan, trt, target, bool(args.trt_force))
     record_stage(root, plan, "built", time.perf_counter() - t0, target)
     return 0

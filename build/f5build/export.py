@@ -73,7 +73,10 @@ def example_inputs(bundle: ModelBundle, batch: int, frames: int, seed: int = 0) 
     return {"text_encoder": {"text_ids": ids, "mask": mask}, "step": step, "vocoder": {"mel": mel}}
 
 
-def graph_modules(bundle: ModelBundle) -> dict[str, tuple[nn.Module, tuple[str, ...], tuple[str, ...], dict[str, Any]]]:
+def graph_modules(
+    bundle: ModelBundle, max_frames: int
+) -> dict[str, tuple[nn.Module, tuple[str, ...], tuple[str, ...], dict[str, Any]]]:
+    """The graphs to export; `max_frames` (the bucket table's largest N) sizes the step's rotary table."""
     b, n, f = "batch", "frames", "mel_frames"
     return {
         "text_encoder": (
@@ -83,7 +86,7 @@ def graph_modules(bundle: ModelBundle) -> dict[str, tuple[nn.Module, tuple[str, 
             {"text_ids": {0: b, 1: n}, "mask": {0: b, 1: n}, "text_cond": {0: b, 1: n}, "text_uncond": {0: b, 1: n}},
         ),
         "step": (
-            StepGraph(bundle.dit).eval(),
+            StepGraph(bundle.dit, max_frames).eval(),
             STEP_INPUTS,
             STEP_OUTPUTS,
             {
@@ -213,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     decode_err = vocos_decode_parity(bundle, checks["vocoder"]["mel"])
     log(f"vocoder graph vs Vocos.decode ({vocoder_spec(bundle.vocos).padding} padding): max abs {decode_err:.2e}")
     with export_attention(bundle.dit):
-        for name, (module, names_in, names_out, axes) in graph_modules(bundle).items():
+        for name, (module, names_in, names_out, axes) in graph_modules(bundle, buckets.max_frames).items():
             t0 = time.perf_counter()
             log(f"exporting {name} (opset {args.opset}) …")
             export_graph(module, examples[name], names_in, names_out, axes, root / f"{name}.onnx", args.opset)
@@ -248,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
         data.setdefault("stages", {})["export"] = {
             "inputs_sha256": fp,
             "opset": args.opset,
+            "rotary_table_frames": buckets.max_frames,  # the step graph's largest N (its cos/sin table)
             "parity_max_abs": parity,
             "vocoder_vs_vocos_decode_max_abs": decode_err,
             "seconds": seconds,

@@ -10,7 +10,9 @@ export or that must see the bucket's padding mask:
 * StepGraph: one Euler step of CFM.sample's CFG-guided ODE: cond/uncond batch-concat exactly as
   DiT.forward(cfg_infer=True), one DiT pass, v = v_c + (v_c - v_u) * cfg, x + dt * v. Attention keys
   beyond each row's length are masked, so padding never changes the real frames (f5-tts' own B=1 path
-  has no padding at all; ours is equal to it in every bucket).
+  has no padding at all; ours is equal to it in every bucket). The rotary embedding's cos/sin are a
+  constant table for the bucket table's largest frame count, sliced to N in the graph (see
+  RotaryTable), instead of x_transformers' per-step Range + Einsum + Cos/Sin.
 * VocoderGraph: Vocos.decode with the ISTFT written as a real-valued DFT basis (window folded in)
   + conv_transpose1d overlap-add + window-envelope division: torch.istft does not export. The trim
   follows the head's padding ("center": (F-1)*hop samples, "same": F*hop; see VocoderSpec).
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -81,12 +83,84 @@ def masked_convnext_v2(block: nn.Module, x: torch.Tensor, valid: torch.Tensor) -
     return residual + block.pwconv2(h)
 
 
-class StepGraph(nn.Module):
-    """One CFG-guided Euler step: (x, cond, text_cond, text_uncond, mask, t, dt, cfg) -> x_next."""
+class RotaryTable(NamedTuple):
+    """x_transformers' rotary cos/sin for positions 0..N-1: (N, rot_dim) each, pairs interleaved.
 
-    def __init__(self, dit: nn.Module) -> None:
+    What `RotaryEmbedding.forward_from_seq_len(N)` gives as angles, `apply_rotary_pos_emb` takes the
+    cos and sin of, per layer and per step; here they are the table's first N rows. `rot_dim` and
+    `head_dim` are Python ints (static in the trace): rot_dim < head_dim rotates the first channels only.
+    """
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    rot_dim: int
+    head_dim: int
+
+
+def rotary_table(rotary: nn.Module, frames: int, head_dim: int) -> RotaryTable:
+    """cos/sin of x_transformers' rotary angles for positions 0..frames-1, made in float64, stored float32.
+
+    The angles are f5-tts' own: position * the module's float32 `inv_freq` buffer / its interpolation
+    factor, each pair of channels sharing one frequency (x_transformers' `(d r)` interleave). f5-tts
+    rounds position * inv_freq to float32 before the cos (half an ulp of the angle: 1.2e-4 at
+    position 2815); in float64 only the final cast rounds (half an ulp of cos/sin, <= 3e-8), so the
+    table is at least as exact as the per-step computation, and nothing of it runs on the device.
+    """
+    if getattr(rotary, "scale", None) is not None:
+        raise ValueError(
+            "the DiT's rotary embedding uses xpos scaling (use_xpos=True), whose scale depends on N; "
+            "F5-TTS never does and the step graph's rotary table does not support it"
+        )
+    if frames <= 0:
+        raise ValueError(f"rotary table needs a positive frame count, got {frames}")
+    inv_freq = rotary.inv_freq.detach().to(device="cpu", dtype=torch.float64)
+    pos = torch.arange(frames, dtype=torch.float64)
+    angles = torch.outer(pos, inv_freq) / float(rotary.interpolation_factor)
+    angles = torch.stack((angles, angles), dim=-1).reshape(frames, -1)
+    rot_dim = int(angles.shape[-1])
+    if rot_dim > head_dim:
+        raise ValueError(f"rotary embedding of {rot_dim} channels for attention heads of {head_dim}")
+    return RotaryTable(angles.cos().to(torch.float32), angles.sin().to(torch.float32), rot_dim, int(head_dim))
+
+
+def apply_rotary_table(t: torch.Tensor, rope: RotaryTable) -> torch.Tensor:
+    """x_transformers' apply_rotary_pos_emb(t, freqs, 1.0) with freqs.cos()/freqs.sin() read from `rope`.
+
+    t (B, heads, N, d); the first rot_dim channels are rotated (partial rotary as GPT-J), the rest kept.
+    Same products in the same order as x_transformers (its `* scale` is a multiply by 1.0), so equal
+    cos/sin give bit-equal results.
+    """
+    from x_transformers.x_transformers import rotate_half
+
+    if rope.rot_dim == rope.head_dim:
+        return t * rope.cos + rotate_half(t) * rope.sin
+    head, tail = t[..., : rope.rot_dim], t[..., rope.rot_dim :]
+    return torch.cat((head * rope.cos + rotate_half(head) * rope.sin, tail), dim=-1)
+
+
+class StepGraph(nn.Module):
+    """One CFG-guided Euler step: (x, cond, text_cond, text_uncond, mask, t, dt, cfg) -> x_next.
+
+    `max_frames` is the largest N the graph is ever run at (the bucket table's largest frame count):
+    the rotary cos/sin are a constant (max_frames, rot_dim) table sliced to N per call (in ONNX a
+    Slice of the initializer with the end read from x's shape), not computed per step. N beyond
+    the table cannot occur: the runtime's bucket table is the one exported with (requests longer
+    than its largest bucket are chunked or refused with NoBucketError); the eager module refuses it.
+    Runs under `export_attention(dit)`, whose processor applies the table.
+    """
+
+    def __init__(self, dit: nn.Module, max_frames: int) -> None:
         super().__init__()
         self.dit = dit
+        self.max_frames = int(max_frames)
+        attn = dit.transformer_blocks[0].attn
+        table = rotary_table(dit.rotary_embed, self.max_frames, attn.inner_dim // attn.heads)
+        self.rot_dim, self.head_dim = table.rot_dim, table.head_dim
+        self.register_buffer("rope_cos", table.cos)  # named initializers of the ONNX graph
+        self.register_buffer("rope_sin", table.sin)
+
+    def rope(self, n: int) -> RotaryTable:
+        return RotaryTable(self.rope_cos[:n], self.rope_sin[:n], self.rot_dim, self.head_dim)
 
     def forward(
         self,
@@ -100,13 +174,21 @@ class StepGraph(nn.Module):
         cfg: torch.Tensor,
     ) -> torch.Tensor:
         dit = self.dit
+        if not torch.jit.is_tracing():  # python checks; the trace sees N as a tensor
+            if x.shape[1] > self.max_frames:
+                raise ValueError(
+                    f"step graph called with {x.shape[1]} frames; its rotary table holds {self.max_frames} "
+                    "(the bucket table's largest frame count): re-export with larger buckets"
+                )
+            if not all(isinstance(b.attn.processor, ExportAttnProcessor) for b in dit.transformer_blocks):
+                raise RuntimeError("StepGraph must run inside export_attention(dit) (its rotary table needs it)")
         temb = dit.time_embed(t)
         x_c = dit.input_embed(x, cond, text_cond, drop_audio_cond=False, audio_mask=mask)
         x_u = dit.input_embed(x, cond, text_uncond, drop_audio_cond=True, audio_mask=mask)
         h = torch.cat((x_c, x_u), dim=0)
         t2 = torch.cat((temb, temb), dim=0)
         m2 = torch.cat((mask, mask), dim=0)
-        rope = dit.rotary_embed.forward_from_seq_len(x.shape[1])
+        rope = self.rope(x.shape[1])
         residual = h
         for block in dit.transformer_blocks:
             h = block(h, t2, mask=m2, rope=rope)
@@ -124,7 +206,8 @@ class ExportAttnProcessor:
     Same projections, q/k norms, rotary embedding (partial heads too) and output masking, but the
     key mask is a (B, 1, 1, N) additive bias (0 / -inf) on explicit scores instead of SDPA's boolean
     mask, which the exporter expands to (B, heads, N, N) with NaN guards around it (that alone took
-    over half of the step's time in ONNX Runtime).
+    over half of the step's time in ONNX Runtime). The rotary embedding comes as StepGraph's
+    RotaryTable (precomputed cos/sin); x_transformers' (freqs, xpos_scale) is still accepted.
     """
 
     def __init__(self, pe_attn_head: int | None) -> None:
@@ -145,14 +228,19 @@ class ExportAttnProcessor:
         if attn.k_norm is not None:
             k = attn.k_norm(k)
         if rope is not None:
-            freqs, xpos_scale = rope
-            q_scale, k_scale = (xpos_scale, xpos_scale**-1.0) if xpos_scale is not None else (1.0, 1.0)
             pn = self.pe_attn_head
-            if pn is None:
-                q, k = apply_rotary_pos_emb(q, freqs, q_scale), apply_rotary_pos_emb(k, freqs, k_scale)
+            if isinstance(rope, RotaryTable):
+                rot_q = rot_k = lambda y: apply_rotary_table(y, rope)
             else:
-                q = torch.cat((apply_rotary_pos_emb(q[:, :pn], freqs, q_scale), q[:, pn:]), dim=1)
-                k = torch.cat((apply_rotary_pos_emb(k[:, :pn], freqs, k_scale), k[:, pn:]), dim=1)
+                freqs, xpos_scale = rope
+                q_scale, k_scale = (xpos_scale, xpos_scale**-1.0) if xpos_scale is not None else (1.0, 1.0)
+                rot_q = lambda y: apply_rotary_pos_emb(y, freqs, q_scale)  # noqa: E731
+                rot_k = lambda y: apply_rotary_pos_emb(y, freqs, k_scale)  # noqa: E731
+            if pn is None:
+                q, k = rot_q(q), rot_k(k)
+            else:
+                q = torch.cat((rot_q(q[:, :pn]), q[:, pn:]), dim=1)
+                k = torch.cat((rot_k(k[:, :pn]), k[:, pn:]), dim=1)
         # Scale q, not the (B, heads, N, N) scores: one pass less over the largest tensor of the
         # step, and smaller products inside the score matmul when it runs in FP16.
         scores = torch.matmul(q * (d**-0.5), k.transpose(-1, -2))
