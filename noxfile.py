@@ -1,6 +1,6 @@
 """f5-aot build pipeline and checks. Every stage is a session; `nox -s pipeline` runs them in order.
 
-    nox -s pipeline                      # export -> calibrate -> quantize -> compile -> validate (tiny model)
+    nox -s pipeline                      # export -> calibrate -> quantize -> compile -> validate -> cost (tiny)
     nox -s export -- --model f5tts-v1-base
     nox -s tests                         # the test suite (CPU only)
 
@@ -134,6 +134,12 @@ def compile(session: nox.Session) -> None:
 def validate(session: nox.Session) -> None:
     """Polygraphy comparisons of every precision vs FP32, end-to-end audio metrics, gates -> reports/."""
     _stage(session, "validate")
+
+
+@nox.session(venv_backend="none")
+def cost(session: nox.Session) -> None:
+    """FLOPs by precision from the ONNX graphs and a projected Jetson AGX Orin RTF -> reports/cost.*"""
+    _stage(session, "cost")
 
 
 @nox.session(venv_backend="none")

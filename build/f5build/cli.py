@@ -21,8 +21,9 @@ STAGES: dict[str, str] = {
     "compile": "f5build.compile",
     "validate": "f5build.validate",
     "bench": "f5build.bench",
+    "cost": "f5build.cost",
 }
-PIPELINE = ("export", "calibrate", "quantize", "compile", "validate")
+PIPELINE = ("export", "calibrate", "quantize", "compile", "validate", "cost")
 ROOT = Path(__file__).resolve().parents[2]
 
 
