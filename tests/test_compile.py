@@ -483,3 +483,17 @@ def test_building_a_plan_checked_for_another_tensorrt_is_refused() -> None:
         ManifestError, match=r"checked for TensorRT 10\.3's ONNX parser, this device has TensorRT 10\.7\.0\.23"
     ):
         comp.check_plan_target(plan, comp.Target("10.7.0.23", "12.8", "H200", "9.0"))
+
+
+def test_tensorrt_older_than_10_plans_only_and_names_jetpack(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = types.ModuleType("tensorrt")
+    fake.Builder = object
+    fake.__version__ = "8.6.2.3"  # JetPack 6.0
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    art = make_artifacts(tmp_path)
+    assert comp.run(stage_args(art)) == 0
+    assert "TensorRT 8.6.2.3 is too old" in capsys.readouterr().out
+    assert load_manifest(art).data["stages"]["compile"]["status"] == "planned"
+    assert comp.run(stage_args(art, "--trt-from-plan")) == 2  # on the device: a refusal, not a build
