@@ -555,9 +555,12 @@ def check_plan_target(plan: Mapping[str, Any], target: Target) -> None:
     checked = str((plan.get("onnx_checked_for") or {}).get("tensorrt", ""))
     here = ".".join(target.tensorrt.split(".")[:2])
     if checked != here:
+        fix = f"re-run `f5build compile --trt-target {here}` on the build machine"
+        if here not in ONNX_LIMITS:
+            fix = f"add TensorRT {here}'s parser limits to f5build.compile.ONNX_LIMITS, then {fix}"
         raise ManifestError(
             f"{PLAN_NAME} was checked for TensorRT {checked or '?'}'s ONNX parser, this device has TensorRT "
-            f"{target.tensorrt}: re-run `f5build compile --trt-target {here}` on the build machine"
+            f"{target.tensorrt}: {fix}"
         )
 
 
