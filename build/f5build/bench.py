@@ -1,244 +1,312 @@
-"""Benchmark: f5-tts' own PyTorch inference vs f5rt (ONNX Runtime) on the same weights.
+"""Benchmark: f5-tts' own PyTorch inference vs every f5rt precision on ONNX Runtime, same weights.
 
-Each side runs in its own process (so peak RSS is its own), with the same thread count, NFE, voice,
-texts and durations (fixed, so both generate exactly the same number of frames: about 2, 5 and 12 s
-of audio). Reports latency, RTF, load time and peak RSS to reports/bench.{md,json,png}.
+Each (side, repeat) runs in a fresh process (f5build.bench_workers), with the same thread count,
+NFE, voice, texts and fixed durations, so every side generates exactly the same frames. Runs are
+interleaved (PyTorch, f5rt fp32, f5rt cpu-int8, PyTorch, ...) so a noisy neighbour slows every
+side alike rather than one; the report gives medians over the repeats, per-text min / median / max
+speed ratios, each side's peak RSS (VmHWM of its own process) beside the bare interpreter's, the
+CPU (model, ISA flags that decide INT8 speed) and the load average around the run. Artifacts that
+are missing are exported first in a separate process, never in a measuring one.
 
-    nox -s bench                                  # f5tts-v1-base, NFE 16, 2 threads
-    nox -s bench -- --model tiny --bench-nfe 32   # quick look on the tiny model
+    nox -s bench                                   # f5tts-v1-base, NFE 16, 2 threads, 3 repeats
+    nox -s bench -- --baseline reports/bench.json  # fail when a ratio drops > 15 % below it
+    nox -s bench -- --model tiny --bench-repeat 1  # quick look
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from f5build.bench_workers import TEXTS
 from f5build.cli import ROOT, artifacts_dir
-from f5build.common import log, peak_rss_mb, tool_versions
+from f5build.common import log, tool_versions
 from f5rt._fs import atomic_path, atomic_write_bytes, atomic_write_json
 
-REF_TEXT = "This is the reference voice, speaking clearly."
-REF_SECONDS = 3.0
-TEXTS = (  # (generated seconds, text): durations are fixed so both sides do identical work
-    (2.0, "Thanks for the follow!"),
-    (5.0, "欢迎来到直播间，今天我们来聊聊新游戏。"),
-    (12.0, "Okay chat, here is the plan for tonight: first we finish the boss fight, then we read your messages."),
-)
+TORCH = "f5-tts (PyTorch)"
+ORT_PRECISIONS = ("fp32", "cpu-fp32", "cpu-int8")  # what ONNX Runtime runs as a deployment on a CPU
+BASELINE_TOLERANCE = 0.15
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bench-nfe", type=int, default=16, help="ODE steps (default 16)")
-    p.add_argument("--bench-threads", type=int, default=2, help="CPU threads for both sides (default 2)")
-    p.add_argument("--bench-repeat", type=int, default=1, help="timed runs per text (default 1)")
+    p.add_argument("--bench-threads", type=int, default=2, help="CPU threads for every side (default 2)")
+    p.add_argument("--bench-repeat", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
+    p.add_argument(
+        "--bench-precisions",
+        default="",
+        help=f"comma list of f5rt precisions (default: those built of {ORT_PRECISIONS})",
+    )
     p.add_argument("--bench-reports", type=Path, default=ROOT / "reports", help="where bench.md/json/png go")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help=f"earlier bench.json: fail when any speed ratio is more than {BASELINE_TOLERANCE:.0%} below it",
+    )
 
 
-def reference_audio() -> Any:
-    """A 3 s, 24 kHz speech-like reference (harmonic bursts with pauses), the same on both sides."""
-    import numpy as np
+@dataclass
+class Side:
+    """One benchmarked side: its repeats' runs and readings, and their medians."""
 
-    sr = 24000
-    t = np.arange(int(REF_SECONDS * sr)) / sr
-    phase = 2 * np.pi * np.cumsum(120 + 30 * np.sin(2 * np.pi * 0.7 * t)) / sr
-    x = sum(np.sin(k * phase) / k for k in range(1, 8)) * (np.sin(2 * np.pi * 1.3 * t) > -0.3)
-    return (x / np.sqrt(np.mean(x**2)) * 0.08).astype(np.float32)
+    name: str
+    rounds: list[dict[str, Any]] = field(default_factory=list)
 
+    def latency(self, text: int) -> float:
+        return statistics.median(r["runs"][text]["latency_s"] for r in self.rounds)
 
-def _worker_torch(spec: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
-    import torch
+    @property
+    def total_s(self) -> float:
+        return sum(self.latency(i) for i in range(len(TEXTS)))
 
-    torch.set_num_threads(spec["threads"])
-    from f5_tts.infer.utils_infer import infer_batch_process
+    @property
+    def peak_rss_mb(self) -> float:
+        return max(r["peak_rss_mb"] for r in self.rounds)
 
-    from f5build.load import f5_reference_sampler, load_model
+    @property
+    def load_s(self) -> float:
+        return statistics.median(r["load_s"] for r in self.rounds)
 
-    t0 = time.perf_counter()
-    bundle = load_model(spec["model"], seed=spec["seed"])
-    model = f5_reference_sampler(bundle, Path(spec["artifacts"]) / "vocab.txt")
-    load_s = time.perf_counter() - t0
-    wave = torch.from_numpy(reference_audio())[None]
-
-    def synth(text: str, gen_s: float, nfe: int) -> np.ndarray:
-        out, _, _ = next(
-            infer_batch_process(
-                (wave, 24000),
-                REF_TEXT + " ",
-                [text],
-                model,
-                bundle.vocos,
-                nfe_step=nfe,
-                cfg_strength=2.0,
-                sway_sampling_coef=-1.0,
-                fix_duration=REF_SECONDS + gen_s,
-                device="cpu",
-                progress=None,
-            )
-        )
-        return np.asarray(out)
-
-    return _timed(synth, load_s, spec)
+    def audio_s(self, text: int) -> float:
+        return float(self.rounds[0]["runs"][text]["audio_s"])
 
 
-def _worker_f5rt(spec: dict[str, Any]) -> dict[str, Any]:
-    import numpy as np
+@dataclass(frozen=True)
+class Ratio:
+    """PyTorch's latency over a side's (speed-up; > 1 is faster), total and per text."""
 
-    from f5rt.synthesizer import SynthesisOptions, Synthesizer
-    from f5rt.voices import Voice
+    total: float
+    per_text: tuple[float, ...]
 
-    t0 = time.perf_counter()
-    synth_ = Synthesizer(spec["artifacts"], backend="onnxruntime", threads=spec["threads"])
-    load_s = time.perf_counter() - t0
-    ref = reference_audio()
-    voice = Voice("bench", REF_TEXT + " ", ref, float(np.sqrt(np.mean(ref.astype(np.float64) ** 2))), "")
+    @property
+    def min(self) -> float:
+        return min(self.per_text)
 
-    def synth(text: str, gen_s: float, nfe: int) -> np.ndarray:
-        opts = SynthesisOptions(nfe=nfe, seed=0, fix_duration=REF_SECONDS + gen_s)
-        return synth_.synthesize(text, voice, opts).audio
+    @property
+    def median(self) -> float:
+        return statistics.median(self.per_text)
 
-    out = _timed(synth, load_s, spec)
-    out["imports_torch"] = "torch" in sys.modules
-    return out
-
-
-def _timed(synth: Any, load_s: float, spec: dict[str, Any]) -> dict[str, Any]:
-    synth(TEXTS[0][1], 0.5, 2)  # warm-up: first-call allocations are not part of the steady state
-    rows = []
-    for gen_s, text in TEXTS:
-        for _ in range(spec["repeat"]):
-            t0 = time.perf_counter()
-            audio = synth(text, gen_s, spec["nfe"])
-            latency = time.perf_counter() - t0
-            seconds = len(audio) / 24000
-            rows.append(
-                {
-                    "text": text,
-                    "target_s": gen_s,
-                    "audio_s": round(seconds, 3),
-                    "latency_s": round(latency, 3),
-                    "rtf": round(latency / seconds, 4),
-                }
-            )
-    return {"load_s": round(load_s, 2), "peak_rss_mb": round(peak_rss_mb()), "runs": rows}
+    @property
+    def max(self) -> float:
+        return max(self.per_text)
 
 
-def _spawn(side: str, spec: dict[str, Any]) -> dict[str, Any]:
-    log(f"running {side} …")
+def speed_ratio(torch: Side, side: Side) -> Ratio:
+    per = tuple(torch.latency(i) / side.latency(i) for i in range(len(TEXTS)))
+    return Ratio(torch.total_s / side.total_s, per)
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model, logical CPUs usable here, and the ISA flags that decide ONNX Runtime's kernels."""
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name") and model == "unknown":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    return {
+        "model": model,
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "isa": [f for f in wanted if f in flags],
+    }
+
+
+def spawn(side: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one measuring worker in a fresh interpreter; its last stdout line is the JSON result."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec.get("threads", 1)), "PYTHONHASHSEED": "0"}
     proc = subprocess.run(
-        [sys.executable, "-m", "f5build.bench", "--worker", side, json.dumps(spec)],
+        [sys.executable, "-m", "f5build.bench_workers", side, json.dumps(spec)],
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, "OMP_NUM_THREADS": str(spec["threads"])},
+        env=env,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"bench worker '{side}' failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def _plot(result: dict[str, Any], path: Path) -> None:
+def check_baseline(ratios: dict[str, Ratio], baseline: dict[str, Any]) -> list[str]:
+    """Regressions against an earlier bench.json: every ratio must stay within the tolerance of it."""
+    bad = []
+    for name, ratio in ratios.items():
+        old = (baseline.get("ratios") or {}).get(name)
+        if not old:
+            continue
+        pairs = [("total", ratio.total, old["total"])]
+        pairs += [(f"text {i}", r, o) for i, (r, o) in enumerate(zip(ratio.per_text, old["per_text"], strict=False))]
+        for what, now, before in pairs:
+            if now < before * (1 - BASELINE_TOLERANCE):
+                bad.append(
+                    f"{name} {what}: {now:.2f}x, baseline {before:.2f}x (more than {BASELINE_TOLERANCE:.0%} below)"
+                )
+    return bad
+
+
+def _plot(sides: dict[str, Side], title: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    width = 0.38
-    for k, side in enumerate(("f5-tts (PyTorch)", "f5rt (ONNX Runtime)")):
-        runs = result["sides"][side]["runs"]
-        xs = [i + (k - 0.5) * width for i in range(len(runs))]
-        ax.bar(xs, [r["rtf"] for r in runs], width, label=side)
-    ax.set_xticks(range(len(result["sides"]["f5rt (ONNX Runtime)"]["runs"])))
-    ax.set_xticklabels([f"{r['audio_s']:.0f} s" for r in result["sides"]["f5rt (ONNX Runtime)"]["runs"]])
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.8 / len(sides)
+    for k, side in enumerate(sides.values()):
+        xs = [i + (k - (len(sides) - 1) / 2) * width for i in range(len(TEXTS))]
+        rtf = [side.latency(i) / side.audio_s(i) for i in range(len(TEXTS))]
+        lo = [rtf[i] - min(r["runs"][i]["latency_s"] for r in side.rounds) / side.audio_s(i) for i in range(len(TEXTS))]
+        hi = [max(r["runs"][i]["latency_s"] for r in side.rounds) / side.audio_s(i) - rtf[i] for i in range(len(TEXTS))]
+        ax.bar(xs, rtf, width, yerr=[lo, hi], capsize=3, label=side.name)
+    first = next(iter(sides.values()))
+    ax.set_xticks(range(len(TEXTS)), [f"{first.audio_s(i):.0f} s" for i in range(len(TEXTS))])
     ax.set_ylabel("real-time factor (lower is faster)")
-    ax.set_title(f"{result['model']}, NFE {result['nfe']}, {result['threads']} threads")
-    ax.legend()
+    ax.set_title(title + " (median, bars: min-max over repeats)", fontsize=9)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
 
 
-def _markdown(r: dict[str, Any]) -> str:
-    torch_side, rt_side = r["sides"]["f5-tts (PyTorch)"], r["sides"]["f5rt (ONNX Runtime)"]
-    lines = [
+def markdown(r: dict[str, Any], sides: dict[str, Side], ratios: dict[str, Ratio]) -> str:
+    torch = sides[TORCH]
+    cpu = r["cpu"]
+    L = [
         f"# Benchmark: f5-tts PyTorch vs f5rt ({r['model']})",
         "",
         f"NFE {r['nfe']}, {r['threads']} CPU threads, same seeded weights, voice and fixed durations; "
-        f"{r['repeat']} timed run(s) per text after a warm-up. `nox -s bench` ({r['date']}).",
+        f"{r['repeat']} interleaved rounds, each side in a fresh process per round, medians. `nox -s bench` ({r['date']}).",
+        f"CPU: {cpu['model']} ({cpu['cpus']} usable), ISA {', '.join(cpu['isa']) or 'none detected'}. "
+        f"Load average before / after: {r['loadavg'][0]} / {r['loadavg'][1]}.",
         "",
-        "| audio | f5-tts latency | f5rt latency | f5-tts RTF | f5rt RTF | speed-up |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| audio | " + " | ".join(f"{n} latency" for n in sides) + " |",
+        "|---:|" + "---:|" * len(sides),
     ]
-    for a, b in zip(torch_side["runs"], rt_side["runs"], strict=True):
-        lines.append(
-            f"| {b['audio_s']:.2f} s | {a['latency_s']:.2f} s | {b['latency_s']:.2f} s | {a['rtf']:.3f} | {b['rtf']:.3f} | {a['latency_s'] / b['latency_s']:.2f}x |"
+    for i in range(len(TEXTS)):
+        L.append(f"| {torch.audio_s(i):.2f} s | " + " | ".join(f"{s.latency(i):.2f} s" for s in sides.values()) + " |")
+    L += [
+        "",
+        "| side | total latency | speed-up (total) | per text min / median / max | RTF (total) | peak RSS | vs PyTorch | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    audio = sum(torch.audio_s(i) for i in range(len(TEXTS)))
+    for name, s in sides.items():
+        ra = ratios.get(name)
+        sp = f"**{ra.total:.2f}x**" if ra else "1.00x"
+        per = f"{ra.min:.2f} / {ra.median:.2f} / {ra.max:.2f}" if ra else "–"
+        L.append(
+            f"| {name} | {s.total_s:.1f} s | {sp} | {per} | {s.total_s / audio:.3f} | {s.peak_rss_mb:.0f} MB | "
+            f"{s.peak_rss_mb / torch.peak_rss_mb:.2f} | {s.load_s:.1f} s |"
         )
-    lines += [
+    L += [
         "",
-        "| | f5-tts (PyTorch) | f5rt (ONNX Runtime) |",
-        "|---|---:|---:|",
-        f"| load | {torch_side['load_s']:.1f} s | {rt_side['load_s']:.1f} s |",
-        f"| peak RSS | {torch_side['peak_rss_mb']} MB | {rt_side['peak_rss_mb']} MB |",
-        f"| total latency | {r['torch_total_s']:.1f} s | {r['f5rt_total_s']:.1f} s |",
-        "",
-        f"**Speed ratio (total latency): {r['speedup']:.2f}x** (goal >= 1.3x); memory ratio f5rt/f5-tts: "
-        f"{r['memory_ratio']:.2f} (goal <= 1.0). f5rt imported torch: {rt_side.get('imports_torch')}.",
+        f"Peak RSS is each worker's VmHWM; a bare interpreter reads {r['idle_rss_mb']:.0f} MB. "
+        f"f5rt imported torch: {any(rd.get('imports_torch') for n, s in sides.items() if n != TORCH for rd in s.rounds)}.",
         "",
         "![RTF per text](bench.png)",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(L)
+
+
+def _export_if_missing(args: argparse.Namespace, root: Path) -> None:
+    """Export in a child process: the bench's own process never holds a model (or its peak)."""
+    if (root / "manifest.json").is_file():
+        return
+    log(f"{root}: no artifacts; exporting {args.model} first (separate process)")
+    cmd = [sys.executable, "-m", "f5build", "export", "--model", args.model, "--seed", str(args.seed)]
+    if subprocess.run(cmd, check=False).returncode != 0:
+        raise RuntimeError(f"export of {args.model} failed; run `nox -s export -- --model {args.model}`")
 
 
 def run(args: argparse.Namespace) -> int:
     root = artifacts_dir(args)
-    if not (root / "manifest.json").is_file():
-        from f5build import export
+    _export_if_missing(args, root)
+    from f5rt.manifest import load_manifest
 
-        args.opset, args.force = getattr(args, "opset", 17), False
-        if export.run(args) != 0:
-            return 1
+    have = load_manifest(root).precisions("step")
+    wanted = [p.strip() for p in args.bench_precisions.split(",") if p.strip()] or [
+        p for p in ORT_PRECISIONS if p in have
+    ]
+    missing = [p for p in wanted if p not in have]
+    if missing:
+        raise ValueError(f"--bench-precisions {missing}: not built in {root} (have {have}); run `nox -s quantize`")
+    if args.bench_repeat < 1:
+        raise ValueError(f"--bench-repeat must be >= 1, got {args.bench_repeat}")
     spec = {
         "model": args.model,
         "seed": args.seed,
         "artifacts": str(root),
         "nfe": args.bench_nfe,
         "threads": args.bench_threads,
-        "repeat": args.bench_repeat,
     }
-    sides = {"f5-tts (PyTorch)": _spawn("torch", spec), "f5rt (ONNX Runtime)": _spawn("f5rt", spec)}
-    t_torch = sum(x["latency_s"] for x in sides["f5-tts (PyTorch)"]["runs"])
-    t_rt = sum(x["latency_s"] for x in sides["f5rt (ONNX Runtime)"]["runs"])
+    sides = {TORCH: Side(TORCH), **{f"f5rt {p}": Side(f"f5rt {p}") for p in wanted}}
+    load_before = os.getloadavg()[0]
+    idle = spawn("idle", spec)["peak_rss_mb"]
+    for k in range(args.bench_repeat):
+        for name, side in sides.items():
+            log(f"round {k + 1}/{args.bench_repeat}: {name} …")
+            if name == TORCH:
+                side.rounds.append(spawn("torch", spec))
+            else:
+                side.rounds.append(spawn("f5rt", {**spec, "precision": name.removeprefix("f5rt ")}))
+            log(
+                f"  {side.rounds[-1]['runs'][-1]['latency_s']:.1f} s on the longest text, peak {side.rounds[-1]['peak_rss_mb']:.0f} MB"
+            )
+    torch = sides[TORCH]
+    ratios = {n: speed_ratio(torch, s) for n, s in sides.items() if n != TORCH}
     result = {
         "model": root.name,
         "nfe": args.bench_nfe,
         "threads": args.bench_threads,
         "repeat": args.bench_repeat,
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "sides": sides,
-        "torch_total_s": t_torch,
-        "f5rt_total_s": t_rt,
-        "speedup": t_torch / t_rt,
-        "memory_ratio": sides["f5rt (ONNX Runtime)"]["peak_rss_mb"] / sides["f5-tts (PyTorch)"]["peak_rss_mb"],
-        "tools": tool_versions(),
+        "cpu": cpu_info(),
+        "loadavg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "idle_rss_mb": idle,
+        "texts": [{"target_s": g, "text": t} for g, t in TEXTS],
+        "sides": {
+            n: {
+                **asdict(s),
+                "median_latency_s": [s.latency(i) for i in range(len(TEXTS))],
+                "total_s": s.total_s,
+                "peak_rss_mb": s.peak_rss_mb,
+                "load_s": s.load_s,
+            }
+            for n, s in sides.items()
+        },  # fmt: skip
+        "ratios": {
+            n: {"total": r.total, "per_text": list(r.per_text), "min": r.min, "median": r.median, "max": r.max}
+            for n, r in ratios.items()
+        },  # fmt: skip
+        "memory_ratio": {n: s.peak_rss_mb / torch.peak_rss_mb for n, s in sides.items() if n != TORCH},
+        "tools": tool_versions(("torch", "onnxruntime", "f5-tts", "numpy")),
     }
     out = Path(args.bench_reports)
     out.mkdir(parents=True, exist_ok=True)
+    regressions = check_baseline(ratios, json.loads(Path(args.baseline).read_text())) if args.baseline else []
+    result["baseline"] = {"file": str(args.baseline) if args.baseline else None, "regressions": regressions}
     atomic_write_json(out / "bench.json", result)
-    _plot(result, out / "bench.png")
-    atomic_write_bytes(out / "bench.md", _markdown(result).encode("utf-8"))
-    log(f"speed-up {result['speedup']:.2f}x, memory ratio {result['memory_ratio']:.2f}; wrote {out / 'bench.md'}")
-    return 0
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
-        fn = {"torch": _worker_torch, "f5rt": _worker_f5rt}[sys.argv[2]]
-        print(json.dumps(fn(json.loads(sys.argv[3]))))
-    else:
-        raise SystemExit("usage: python -m f5build.bench --worker torch|f5rt SPEC_JSON (use `python -m f5build bench`)")
+    _plot(sides, f"{result['model']}, NFE {args.bench_nfe}, {args.bench_threads} threads", out / "bench.png")
+    atomic_write_bytes(out / "bench.md", markdown(result, sides, ratios).encode("utf-8"))
+    for n, r in ratios.items():
+        log(
+            f"{n}: {r.total:.2f}x PyTorch (per text {r.min:.2f}-{r.max:.2f}x), peak RSS {result['memory_ratio'][n]:.2f}x"
+        )
+    log(f"wrote {out / 'bench.md'}")
+    for line in regressions:
+        log(f"bench: regression: {line}")
+    return 1 if regressions else 0

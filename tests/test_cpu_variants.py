@@ -1,0 +1,222 @@
+"""The CPU (ONNX Runtime-only) step variants: fused attention, dynamic INT8, their placement check,
+the backend's row-by-row run of padded batches, and `auto` precision on a CPU.
+
+Numbers are against the plain FP32 graph the TensorRT engines are built from (itself equal to
+f5-tts to ~1e-7, tests/test_export.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+pytest.importorskip("modelopt.onnx.quantization", reason="nvidia-modelopt is not installed")
+
+from test_quantize import build_quantized  # shares the session's quantized artifacts
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory: pytest.TempPathFactory, tiny_artifacts: Path) -> Path:
+    return build_quantized(tmp_path_factory, tiny_artifacts)
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _feed(b: int, n: int, pad: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mask = np.ones((b, n), dtype=bool)
+    if pad:
+        mask[1:, n - pad :] = False
+    return {
+        "x": rng.standard_normal((b, n, 100)).astype(np.float32),
+        "cond": rng.standard_normal((b, n, 100)).astype(np.float32),
+        "text_cond": rng.standard_normal((b, n, 64)).astype(np.float32),
+        "text_uncond": rng.standard_normal((b, n, 64)).astype(np.float32),
+        "mask": mask,
+        "t": np.full((b,), 0.4, np.float32),
+        "dt": np.full((b,), 0.05, np.float32),
+        "cfg": np.full((b,), 2.0, np.float32),
+    }
+
+
+def _velocity(feed: dict[str, np.ndarray], x_next: np.ndarray) -> np.ndarray:
+    return (x_next.astype(np.float64) - feed["x"]) / feed["dt"][:, None, None]
+
+
+def _snr_db(ref: np.ndarray, out: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(ref**2) / max(np.sum((ref - out) ** 2), 1e-300)))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_attention_equals_the_explicit_graph(tiny_artifacts: Path, tmp_path: Path, masked: bool) -> None:
+    from f5build.ort_attention import attention_ops, fuse_attention
+
+    model, count = fuse_attention(onnx.load(str(tiny_artifacts / "step.onnx")), heads=2, masked=masked)
+    assert count == 2  # the tiny DiT's two blocks
+    assert attention_ops(model) == {"fused": 2, "form": "masked" if masked else "unmasked", "softmax_left": 0}
+    onnx.save(model, str(tmp_path / "fused.onnx"))
+    ref, fused = _session(tiny_artifacts / "step.onnx"), _session(tmp_path / "fused.onnx")
+    feed = _feed(1, 200, 0)
+    a, b = ref.run(None, feed)[0], fused.run(None, feed)[0]
+    assert np.abs(a - b).max() < 1e-5
+    padded = _feed(2, 160, 40)
+    a, b = ref.run(None, padded)[0], fused.run(None, padded)[0]
+    valid = padded["mask"]
+    if masked:  # the key padding mask keeps padded keys out: exact for any batch
+        assert np.abs(a - b)[valid].max() < 1e-5
+    else:  # no mask: padded keys leak into row 1's valid frames, which is why the backend splits rows
+        assert np.abs(a - b)[1][valid[1]].max() > 1e-3
+        assert np.abs(a - b)[0].max() < 1e-5
+
+
+def test_fuse_attention_refuses_a_graph_without_attention(tiny_artifacts: Path) -> None:
+    from f5build.ort_attention import fuse_attention
+
+    with pytest.raises(ValueError, match="no explicit attention"):
+        fuse_attention(onnx.load(str(tiny_artifacts / "vocoder.onnx")), heads=2, masked=False)
+    with pytest.raises(ValueError, match="heads must be positive"):
+        fuse_attention(onnx.load(str(tiny_artifacts / "step.onnx")), heads=0, masked=False)
+
+
+def test_cpu_variants_recorded_and_accurate(quantized: Path) -> None:
+    from f5rt.manifest import load_manifest
+
+    m = load_manifest(quantized)
+    for prec in ("cpu-fp32", "cpu-int8"):
+        meta = m.files[f"step.{prec}.onnx"]
+        assert (meta["precision"], meta["stage"], meta["attention"]) == (prec, "quantize", "unmasked")
+        assert meta["external_data"] == [f"step.{prec}.onnx.data"]
+        m.verify(f"step.{prec}.onnx")
+    stage = m.data["stages"]["quantize"]["placement"]["step.cpu-int8.onnx"]
+    assert stage["ok"] and stage["method"] == "onnxruntime.quantize_dynamic"
+    assert stage["quantized"].get("MatMulInteger", 0) > 0
+    ref = _session(quantized / "step.onnx")
+    feed = _feed(1, 240, 0, seed=3)
+    v_ref = _velocity(feed, ref.run(None, feed)[0])
+    v32 = _velocity(feed, _session(quantized / "step.cpu-fp32.onnx").run(None, feed)[0])
+    v8 = _velocity(feed, _session(quantized / "step.cpu-int8.onnx").run(None, feed)[0])
+    assert _snr_db(v_ref, v32) > 80
+    assert 20 < _snr_db(v_ref, v8) < 80  # really quantized, and still close
+
+
+def test_cpu_int8_keeps_the_recipe_fp32_nodes(quantized: Path) -> None:
+    from f5build.cpu_variant import excluded_nodes
+    from f5build.placement import load_recipe
+
+    rule = load_recipe(Path(__file__).resolve().parents[1] / "config" / "precision.yaml").graphs["step"].cpu
+    assert rule is not None
+    src = onnx.load(str(quantized / "step.onnx"))
+    keep = excluded_nodes(src, rule)
+    assert any("/time_embed/" in k for k in keep) and any("/proj_out/" in k for k in keep)
+    got = onnx.load(str(quantized / "step.cpu-int8.onnx"), load_external_data=False)
+    ops = {n.name: n.op_type for n in got.graph.node}
+    for k in keep:  # a Gemm comes back from ORT's quantizer as <name>_MatMul + <name>_Add, in FP32
+        assert ops.get(k) in ("MatMul", "Gemm") or ops.get(f"{k}_MatMul") == "MatMul", k
+    for n in got.graph.node:  # nothing else quantized in the attention (both operands activations)
+        if n.op_type == "MatMulInteger":
+            assert "/attn/MatMul" not in n.name
+
+
+def test_cpu_placement_check_refuses_violations(quantized: Path, tmp_path: Path) -> None:
+    from f5build.cpu_variant import check_cpu_placement
+    from f5build.placement import CpuRule, load_recipe
+
+    rule = load_recipe(Path(__file__).resolve().parents[1] / "config" / "precision.yaml").graphs["step"].cpu
+    assert rule is not None
+    src = onnx.load(str(quantized / "step.onnx"))
+    int8 = onnx.load(str(quantized / "step.cpu-int8.onnx"))
+    fp32 = onnx.load(str(quantized / "step.cpu-fp32.onnx"))
+    assert check_cpu_placement(int8, src, rule, "cpu-int8", "step").ok
+    assert check_cpu_placement(fp32, src, rule, "cpu-fp32", "step").ok
+    # a node the recipe keeps FP32 that was quantized: the int8 graph against a stricter rule
+    stricter = CpuRule(rule.op_types, (*rule.exclude, ".*/ff/"), rule.attention)
+    rep = check_cpu_placement(int8, src, stricter, "cpu-int8", "step")
+    assert not rep.ok and any("keeps it FP32" in e for e in rep.errors)
+    # a weight node left FP32 the recipe quantizes: the fp32 graph presented as cpu-int8
+    rep = check_cpu_placement(fp32, src, rule, "cpu-int8", "step")
+    assert not rep.ok and any("left FP32" in e for e in rep.errors)
+    # quantized ops in cpu-fp32
+    rep = check_cpu_placement(int8, src, rule, "cpu-fp32", "step")
+    assert not rep.ok and any("quantized op" in e for e in rep.errors)
+    # attention not fused, or fused in the other form
+    rep = check_cpu_placement(src, src, rule, "cpu-fp32", "step")
+    assert not rep.ok and any("Softmax left" in e for e in rep.errors)
+    masked = CpuRule(rule.op_types, rule.exclude, "masked")
+    rep = check_cpu_placement(fp32, src, masked, "cpu-fp32", "step")
+    assert not rep.ok and any("attention form" in e for e in rep.errors)
+
+
+def test_backend_runs_a_padded_batch_row_by_row(quantized: Path) -> None:
+    from f5rt.backends.base import HostText, SampleJob
+    from f5rt.backends.onnxruntime import OnnxRuntimeBackend
+    from f5rt.buckets import Bucket
+    from f5rt.manifest import load_manifest
+
+    m = load_manifest(quantized)
+    plain = OnnxRuntimeBackend(m, precision="fp32", threads=1)
+    fused = OnnxRuntimeBackend(m, precision="cpu-fp32", threads=1)
+    assert not plain.unmasked_attention and fused.unmasked_attention
+    assert fused.graphs == {"text_encoder": "fp32", "step": "cpu-fp32", "vocoder": "fp32"}
+    f = _feed(2, 192, 50, seed=5)
+    t = np.linspace(0, 1, 5, dtype=np.float32)
+    job = SampleJob(
+        Bucket(192, 2),
+        f["x"],
+        f["cond"],
+        HostText(f["text_cond"], f["text_uncond"]),
+        f["mask"],
+        t[:-1],
+        np.diff(t),
+        f["cfg"],
+    )
+    a, b = plain.sample(job), fused.sample(job)
+    assert np.abs(a - b)[f["mask"]].max() < 1e-4  # every row's real frames as the masked graph gives them
+    assert np.array_equal(b[1, ~f["mask"][1]], f["x"][1, ~f["mask"][1]])  # padding untouched
+    bad = f["mask"].copy()
+    bad[1, 3] = False  # not a prefix
+    with pytest.raises(ValueError, match="prefix"):
+        fused.sample(SampleJob(Bucket(192, 2), f["x"], f["cond"], job.text, bad, t[:-1], np.diff(t), f["cfg"]))
+
+
+def test_auto_precision_needs_a_validated_build(quantized: Path, tmp_path: Path) -> None:
+    from f5rt.backends import make_backend
+    from f5rt.manifest import load_manifest
+    from f5rt.precision import cpu_auto, validated
+
+    root = Path(shutil.copytree(quantized, tmp_path / "tiny"))
+    data = json.loads((root / "manifest.json").read_text())
+    data.setdefault("stages", {}).pop("validate", None)
+    (root / "manifest.json").write_text(json.dumps(data))
+    m = load_manifest(root)
+    assert cpu_auto(m) == "fp32" and not validated(m, "cpu-int8")  # built, never validated
+    files = {
+        r: m.files[r]["sha256"]
+        for r in ("step.cpu-int8.onnx", "step.cpu-int8.onnx.data", "text_encoder.onnx", "vocoder.onnx")
+    }
+    data["stages"]["validate"] = {"precisions": {"cpu-int8": {"passed": True, "gates": 5, "files": files}}}
+    (root / "manifest.json").write_text(json.dumps(data))
+    m = load_manifest(root)
+    assert cpu_auto(m) == "cpu-int8"
+    backend = make_backend("onnxruntime", m, precision="auto", threads=1)
+    assert backend.precision == "cpu-int8"
+    backend.close()
+    data["stages"]["validate"]["precisions"]["cpu-int8"]["passed"] = False  # a failed gate
+    (root / "manifest.json").write_text(json.dumps(data))
+    assert cpu_auto(load_manifest(root)) == "fp32"
+    data["stages"]["validate"]["precisions"]["cpu-int8"].update(
+        passed=True, files={**files, "step.cpu-int8.onnx": "0" * 64}
+    )
+    (root / "manifest.json").write_text(json.dumps(data))  # passed, but for another file
+    assert cpu_auto(load_manifest(root)) == "fp32"
+    with pytest.raises(ValueError, match="ONNX Runtime graph"):
+        make_backend("tensorrt", load_manifest(root), precision="cpu-int8")
