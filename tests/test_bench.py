@@ -77,3 +77,11 @@ def test_cpu_info_names_the_cpu() -> None:
     info = cpu_info()
     assert info["cpus"] >= 1 and isinstance(info["isa"], list)
     json.dumps(info)
+
+
+def test_default_sides_are_the_cpu_deployments_built() -> None:
+    from f5build.bench import default_precisions
+
+    assert default_precisions(["fp32", "fp16", "int8", "cpu-fp32", "cpu-int8"]) == ["cpu-fp32", "cpu-int8"]
+    assert default_precisions(["fp32", "cpu-int8"]) == ["fp32", "cpu-int8"]
+    assert default_precisions(["fp32"]) == ["fp32"]

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("modelopt.onnx.quantization", reason="nvidia-modelopt is not installed")
 
-from test_quantize import build_quantized  # shares the session's quantized artifacts
+from test_quantize import _BUILT, build_quantized  # shares the session's quantized artifacts
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +220,42 @@ def test_auto_precision_needs_a_validated_build(quantized: Path, tmp_path: Path)
     assert cpu_auto(load_manifest(root)) == "fp32"
     with pytest.raises(ValueError, match="ONNX Runtime graph"):
         make_backend("tensorrt", load_manifest(root), precision="cpu-int8")
+
+
+def test_validate_compares_cpu_variants_row_by_row_and_records_verdicts(quantized: Path, tmp_path: Path) -> None:
+    from f5build.cli import main
+    from f5rt.manifest import load_manifest
+    from f5rt.precision import cpu_auto
+
+    root = Path(shutil.copytree(quantized, tmp_path / "a" / "tiny"))
+    args = ["validate", "--model", "tiny", "--artifacts-root", str(root.parent), "--val-reports", str(tmp_path / "r")]
+    args += ["--val-voices", str(_BUILT["voices"]), "--val-precisions", "cpu-fp32,cpu-int8"]
+    assert main([*args, "--val-e2e-lines", "1", "--val-e2e-nfe", "8"]) == 0
+    rep = json.loads((tmp_path / "r" / "accuracy.json").read_text())
+    step = rep["graphs"]["step"]
+    z = np.load(root / "calibration" / "step.npz")
+    held = [i for i in range(len(z["meta_split"])) if z["meta_split"][i] == 1]
+    real_rows = sum(int((z[f"s{i:05d}.mask"].sum(axis=1) > 0).sum()) for i in held)
+    assert len(step["cpu-int8"]["rows"]) == real_rows  # one comparison per real row
+    assert all(r["frames"] <= int(r["bucket"][1:].split("_")[0]) for r in step["cpu-int8"]["rows"])
+    assert min(r["snr_db"] for r in step["cpu-fp32"]["rows"]) > 80
+    assert {"e2e.cpu-int8.min_mel_snr_db", "step.cpu-int8.min_snr_db"} <= {g["gate"] for g in rep["gates"]}
+    m = load_manifest(root)
+    verdict = m.data["stages"]["validate"]["precisions"]["cpu-int8"]
+    assert verdict["passed"] and verdict["files"]["step.cpu-int8.onnx"] == m.files["step.cpu-int8.onnx"]["sha256"]
+    assert cpu_auto(m) == "cpu-int8"
+    strict = tmp_path / "gates.yaml"  # a gate it cannot pass: validate fails and auto falls back
+    strict.write_text("graphs:\n  step:\n    cpu-int8:\n      min_snr_db: 200.0\n")
+    assert main([*args, "--val-no-e2e", "--val-gates", str(strict)]) == 1
+    assert cpu_auto(load_manifest(root)) == "fp32"  # cpu-fp32 had no gate this time: not validated either
+
+
+def test_exact_rows_splits_a_padded_call() -> None:
+    from f5build.validate import exact_rows
+
+    f = _feed(3, 50, 20)
+    f["mask"][2] = False  # an empty row is dropped
+    rows = exact_rows(f)
+    assert [r["x"].shape for r in rows] == [(1, 50, 100), (1, 30, 100)]
+    assert all(r["mask"].all() for r in rows) and rows[1]["t"].shape == (1,)
+    np.testing.assert_array_equal(rows[1]["cond"][0], f["cond"][1, :30])

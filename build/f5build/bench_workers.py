@@ -26,8 +26,8 @@ REF_TEXT = "This is the reference voice, speaking clearly."
 REF_SECONDS = 3.0
 TEXTS = (  # (generated seconds, text): durations are fixed so every side does identical work
     (2.0, "Thanks for the follow!"),
-    (5.0, "欢迎来到直播间，今天我们来聊聊新游戏。"),
-    (9.0, "Okay chat, here is the plan for tonight: first the boss fight, then your messages."),
+    (4.0, "欢迎来到直播间，今天我们来聊聊新游戏。"),
+    (7.0, "Okay chat, here is the plan for tonight: first the boss fight, then your messages."),
 )
 
 

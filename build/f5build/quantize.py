@@ -26,55 +26,50 @@ unchanged graphs, calibration data, recipe and tools is a no-op.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from f5build.cli import ROOT, artifacts_dir
+from f5build.cli import add_shared, artifacts_dir
 from f5build.common import log, peak_rss_mb, source_hash, tool_versions
-from f5build.placement import (
-    PRECISIONS,
-    GraphRecipe,
-    PlacementReport,
-    Recipe,
-    check_placement,
-    load_recipe,
-    unmatched_patterns,
+from f5build.modelopt_calls import (
+    autocast_fp16,
+    calibration_reader,
+    quantize_int8,
+    save_model,
+    smoke_run,
 )
+from f5build.placement import PlacementReport, check_placement
 from f5build.qdq_rewrite import rewrite_qdq
+from f5build.quantize_cpu import build_cpu
+from f5build.recipe import CALIB_METHODS, CPU_PRECISIONS, PRECISIONS, Recipe, load_recipe, unmatched_patterns
+from f5build.recordings import RecordedSamples, calibration_file, crop_feed
 from f5rt._fs import sha256_json
 from f5rt.errors import ManifestError
 from f5rt.manifest import Manifest, file_entry, load_manifest, update_manifest
 
 QUANT_TOOLS = ("onnx", "onnxruntime", "nvidia-modelopt", "onnx-graphsurgeon", "onnxconverter-common")
-FP16_DATA_MAX = 512.0  # autocast keeps nodes whose |values| exceed this in FP32 (ModelOpt's default)
 # autocast's data_max check runs the graph with every tensor marked as an output and keeps them all:
 # ~10 GB per 128-frame sample for the full-size DiT (the stage was OOM-killed at 21 GB). Above this
 # size the check is skipped by default and FP16 safety rests on the recipe's keep-FP32 rules plus
 # validate's gates; --quant-ref-samples N forces it.
 REF_CHECK_MAX_MB = 256
 DEFAULT_REF_SAMPLES = 2
-EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with margin
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("quantize (ModelOpt INT8 Q/DQ + FP16)")
-    g.add_argument(
-        "--quant-recipe", type=Path, default=ROOT / "config" / "precision.yaml", help="precision recipe (YAML)"
-    )
+    add_shared(g, "quant", "recipe")
     g.add_argument("--quant-variants", default="", help="comma list of precisions to build (default: the recipe's)")
     g.add_argument("--quant-graphs", default="", help="comma list of graphs (default: every graph with variants)")
-    g.add_argument("--quant-method", choices=("max", "entropy"), help="override the recipe's calibration method")
+    g.add_argument("--quant-method", choices=CALIB_METHODS, help="override the recipe's calibration method")
     g.add_argument("--quant-samples", type=int, help="calibrate on at most N recorded samples per graph")
     g.add_argument(
         "--quant-ref-samples",
@@ -85,231 +80,71 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--quant-ref-frames", type=int, default=128, help="frames of each overflow-check sample (crops of real inputs)"
     )
-    g.add_argument("--quant-force", action="store_true", help="rebuild even when up to date")
+    add_shared(g, "quant", "force", force="rebuild even when up to date")
 
 
-# -- calibration data ------------------------------------------------------------------------------
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in str(text or "").split(",") if x.strip())
 
 
-class RecordedSamples:
-    """Recorded graph inputs from the calibrate stage's .npz (one feed dict per recorded call).
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """One quantize run. Empty `graphs` / `variants`: all the recipe has (and a full run drops the
+    variants the recipe no longer lists). `method` None: the recipe's calibration method."""
 
-    Layout (written by f5build.calibrate): `meta_split` (0 = calibration, 1 = held out), `meta_*`
-    per-sample metadata, and `s{i:05d}.{input}` arrays. Arrays are read lazily, one sample at a time.
-    """
+    root: Path
+    recipe: Path
+    graphs: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ()
+    method: str | None = None
+    samples: int | None = None
+    ref_samples: int | None = None
+    ref_frames: int = 128
+    force: bool = False
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._z = np.load(self.path, allow_pickle=False)
-        self.meta = {k[5:]: self._z[k] for k in self._z.files if k.startswith("meta_")}
-        self.inputs = [str(x) for x in self._z["inputs"]] if "inputs" in self._z.files else []
-        self.count = int(len(self.meta.get("split", [])))
+    def __post_init__(self) -> None:
+        if self.method is not None and self.method not in CALIB_METHODS:
+            raise ValueError(f"--quant-method: expected one of {', '.join(CALIB_METHODS)}, got {self.method!r}")
+        for name, v in (("samples", self.samples), ("ref-samples", self.ref_samples)):
+            if v is not None and v < 0:
+                raise ValueError(f"--quant-{name}: must be >= 0, got {v}")
+        if self.ref_frames < 1:
+            raise ValueError(f"--quant-ref-frames: must be positive, got {self.ref_frames}")
 
-    def indices(self, split: int | None = None, limit: int | None = None) -> list[int]:
-        idx = [i for i in range(self.count) if split is None or int(self.meta["split"][i]) == split]
-        if limit is not None and 0 < limit < len(idx):
-            pick = np.linspace(0, len(idx) - 1, limit).round().astype(int)
-            idx = [idx[i] for i in sorted(set(pick.tolist()))]
-        return idx
+    @property
+    def full(self) -> bool:
+        return not self.graphs and not self.variants
 
-    def feed(self, i: int) -> dict[str, np.ndarray]:
-        return {name: self._z[f"s{i:05d}.{name}"] for name in self.inputs}
-
-    def close(self) -> None:
-        self._z.close()
-
-
-def crop_feed(feed: dict[str, np.ndarray], frames: int) -> dict[str, np.ndarray]:
-    """The first `frames` frames of a recorded feed (rows keep their real start).
-
-    Activation magnitudes hardly depend on the sequence length, memory does (quadratically in the
-    attention maps), so the FP16 overflow check runs on crops. The vocoder's mel (B, C, F) is
-    cropped on its last axis.
-    """
-    out = {}
-    for name, a in feed.items():
-        if name in ("x", "cond", "text_cond", "text_uncond", "mask", "text_ids") and a.ndim >= 2:
-            out[name] = a[:, :frames]
-        elif name == "mel":
-            out[name] = a[..., :frames]
-        else:
-            out[name] = a
-    if "mask" in out:
-        out["mask"] = out["mask"].copy()
-        out["mask"][:, 0] = True  # a row needs at least one valid frame
-    return out
-
-
-def _reader(samples: RecordedSamples, idx: list[int]) -> Any:
-    """An onnxruntime CalibrationDataReader over recorded samples (feeds of different shapes are fine)."""
-    from onnxruntime.quantization.calibrate import CalibrationDataReader
-
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.pos = 0
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            if self.pos >= len(idx):
-                return None
-            self.pos += 1
-            return samples.feed(idx[self.pos - 1])
-
-        def get_first(self) -> dict[str, np.ndarray]:
-            return samples.feed(idx[0])
-
-        def rewind(self) -> None:
-            self.pos = 0
-
-        def __len__(self) -> int:
-            return len(idx)
-
-    return Reader()
-
-
-def calibration_file(manifest: Manifest, graph: str) -> Path | None:
-    for rel, meta in manifest.files.items():
-        if meta.get("kind") == "calibration" and meta.get("graph") == graph:
-            return manifest.verify(rel)
-    return None
-
-
-# -- ModelOpt calls --------------------------------------------------------------------------------
-
-
-class _DropNvml(logging.Filter):
-    """ModelOpt logs an ERROR when it cannot count GPUs through NVML; on a CPU box that is expected."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "NVML" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[io.StringIO]:
-    """ModelOpt, ORT's quantizer and shape inference are chatty: keep errors, drop the rest."""
-    buf = io.StringIO()
-    names = (
-        "",
-        "modelopt",
-        "modelopt.onnx",
-        "modelopt.onnx.autocast",
-        "onnxruntime",
-        "onnxruntime.tools.symbolic_shape_infer",
-    )
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    drop = _DropNvml()
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-        lg.addFilter(drop)
-        for h in lg.handlers:
-            h.addFilter(drop)
-    try:
-        with contextlib.redirect_stdout(buf):
-            yield buf
-    finally:
-        for lg, lv in zip(loggers, levels, strict=True):
-            lg.setLevel(lv)
-            lg.removeFilter(drop)
-            for h in lg.handlers:
-                h.removeFilter(drop)
-
-
-def autocast_fp16(src: Path, recipe: GraphRecipe, ref_dir: Path | None, extra_fp32: list[str]) -> Any:
-    """FP16 everywhere except the recipe's keep-FP32 rules (and autocast's own overflow findings)."""
-    from modelopt.onnx.autocast import convert_to_mixed_precision
-
-    assert recipe.fp16 is not None
-    with _quiet():
-        return convert_to_mixed_precision(
-            onnx_path=str(src),
-            low_precision_type="fp16",
-            keep_io_types=True,
-            op_types_to_exclude=recipe.keep_fp32_op_types(),
-            nodes_to_exclude=[*recipe.keep_fp32_nodes(), *extra_fp32],
-            data_max=FP16_DATA_MAX if ref_dir is not None else np.inf,
-            calibration_data=str(ref_dir) if ref_dir is not None else None,
-            providers=["cpu"],
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> QuantizeOptions:
+        return cls(
+            root=artifacts_dir(args),
+            recipe=Path(args.quant_recipe),
+            graphs=_csv(args.quant_graphs),
+            variants=_csv(args.quant_variants),
+            method=args.quant_method,
+            samples=args.quant_samples,
+            ref_samples=args.quant_ref_samples,
+            ref_frames=int(args.quant_ref_frames),
+            force=bool(args.quant_force),
         )
 
 
-def quantize_int8(
-    src: Path, out: Path, recipe: GraphRecipe, reader: Any, method: str, extra_exclude: list[str]
-) -> None:
-    from modelopt.onnx.quantization import quantize
-
-    assert recipe.int8 is not None
-    with _quiet():
-        quantize(
-            onnx_path=str(src),
-            quantize_mode="int8",
-            calibration_data_reader=reader,
-            calibration_method=method,
-            calibration_eps=["cpu"],
-            op_types_to_quantize=list(recipe.int8.op_types),
-            nodes_to_exclude=[*recipe.int8.exclude, *extra_exclude],
-            high_precision_dtype="fp32",
-            output_path=str(out),
-            log_level="ERROR",
-        )
-    if not out.is_file():
-        raise RuntimeError(f"ModelOpt wrote no model for {src.name} (no node selected for quantization?)")
+Options = QuantizeOptions
 
 
-def _escape_names(names: list[str]) -> list[str]:
-    import re
-
-    return [re.escape(n) + "$" for n in names]
-
-
-def save_model(model: Any, path: Path) -> list[str]:
-    """Save beside `path` (fsynced); graphs over protobuf's limit get `<name>.data`. Returns extra files.
-
-    Written into the stage's temp folder inside artifacts/<name>, then moved over the old files with
-    os.replace after the smoke run, so a reader never sees a half-written graph.
-    """
-    import onnx
-
-    extras: list[str] = []
-    if model.ByteSize() > EXTERNAL_DATA_BYTES:
-        extras.append(path.name + ".data")
-        onnx.save_model(model, str(path), save_as_external_data=True, location=extras[0])
-    else:
-        onnx.save(model, str(path))
-    for name in [path.name, *extras]:
-        with open(path.parent / name, "rb+") as f:
-            os.fsync(f.fileno())
-    return extras
-
-
-def smoke_run(path: Path, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """One ONNX Runtime run: a graph that does not load or gives non-finite output is not recorded."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    outs = sess.run(None, feed)
-    for o, meta in zip(outs, sess.get_outputs(), strict=True):
-        if np.issubdtype(np.asarray(o).dtype, np.floating) and not np.all(np.isfinite(o)):
-            raise ValueError(f"{path.name}: output {meta.name} is not finite on a recorded input")
-    return outs
-
-
-# -- the stage -------------------------------------------------------------------------------------
-
-
-def _wanted(arg: str, allowed: tuple[str, ...], what: str) -> list[str]:
-    items = [x.strip() for x in arg.split(",") if x.strip()]
+def _wanted(items: Sequence[str], allowed: tuple[str, ...], what: str) -> list[str]:
+    items = list(items)
     bad = [x for x in items if x not in allowed]
     if bad:
         raise ValueError(f"--quant-{what}: unknown {bad} (choose from {', '.join(allowed)})")
     return items
 
 
-def plan(recipe: Recipe, graphs_arg: str = "", variants_arg: str = "") -> list[tuple[str, str]]:
-    """(graph, precision) pairs to build, in a fixed order."""
-    graphs = _wanted(graphs_arg, tuple(recipe.graphs), "graphs") or list(recipe.graphs)
-    variants = _wanted(variants_arg, PRECISIONS, "variants")
+def plan(recipe: Recipe, graphs: Sequence[str] = (), variants: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """(graph, precision) pairs to build, in a fixed order (empty: every graph / variant of the recipe)."""
+    graphs = _wanted(graphs, tuple(recipe.graphs), "graphs") or list(recipe.graphs)
+    variants = _wanted(variants, PRECISIONS, "variants")
     out = []
     for g in graphs:
         for v in recipe.graphs[g].variants:
@@ -325,8 +160,9 @@ def fingerprint(
     recipe: Recipe,
     method: str,
     calib: Path | None,
-    args: argparse.Namespace,
+    opts: QuantizeOptions,
 ) -> str:
+    """Everything a variant depends on: source graph, recording, recipe, method, build code, tools."""
     gr = recipe.graphs[graph]
     return sha256_json(
         {
@@ -336,12 +172,13 @@ def fingerprint(
                 "int8": gr.int8.__dict__ if gr.int8 else None,
                 "fp16": gr.fp16.__dict__ if gr.fp16 else None,
                 "attention": gr.attention.__dict__,
+                **({"cpu": gr.cpu.__dict__} if precision in CPU_PRECISIONS and gr.cpu else {}),
             },
             "method": method if precision == "int8" else None,
-            "samples": args.quant_samples if precision == "int8" else None,
-            "ref_samples": [args.quant_ref_samples, args.quant_ref_frames],
+            "samples": opts.samples if precision == "int8" else None,
+            "ref_samples": [opts.ref_samples, opts.ref_frames],
             "precision": precision,
-            "code": source_hash("quantize", "placement", "qdq_rewrite"),
+            "code": source_hash(),
             "tools": tool_versions(QUANT_TOOLS),
         }
     )
@@ -365,7 +202,7 @@ def build_variant(
     precision: str,
     recipe: Recipe,
     method: str,
-    args: argparse.Namespace,
+    opts: QuantizeOptions,
 ) -> tuple[PlacementReport, list[str], dict[str, Any]]:
     """Make <graph>.<precision>.onnx; returns the placement report, extra files and stage info."""
     import onnx
@@ -378,7 +215,7 @@ def build_variant(
     samples = RecordedSamples(calib)
     info: dict[str, Any] = {}
     try:
-        cal_idx = samples.indices(split=0, limit=args.quant_samples)
+        cal_idx = samples.indices(split=0, limit=opts.samples)
         if not cal_idx:
             raise ManifestError(f"{calib}: no calibration samples (split 0); re-run `nox -s calibrate`")
         check_idx = samples.indices(split=1)[:1] or cal_idx[:1]
@@ -392,7 +229,7 @@ def build_variant(
             pats.append(gr.attention.nodes)
         stale = unmatched_patterns(names, pats)
         if stale:
-            raise ValueError(f"{args.quant_recipe}: pattern(s) {stale} match no node of {graph}.onnx (stale recipe?)")
+            raise ValueError(f"{opts.recipe}: pattern(s) {stale} match no node of {graph}.onnx (stale recipe?)")
 
         with tempfile.TemporaryDirectory(dir=root, prefix=f".quant-{graph}-{precision}-") as tmp_s:
             tmp = Path(tmp_s)
@@ -406,7 +243,7 @@ def build_variant(
             ref_dir.mkdir()
             # autocast's overflow check keeps every intermediate tensor of every reference sample in
             # memory (8 GB per N=384 sample for the full DiT): give it short crops of real inputs
-            n_ref = args.quant_ref_samples
+            n_ref = opts.ref_samples
             if n_ref is None:
                 big = src.stat().st_size > REF_CHECK_MAX_MB * 1e6
                 n_ref = 0 if big else DEFAULT_REF_SAMPLES
@@ -415,13 +252,13 @@ def build_variant(
             spread = samples.indices(split=0, limit=n_ref) if n_ref > 0 else []
             info["overflow_check_samples"] = len(spread)
             for j, i in enumerate(spread):
-                np.savez(ref_dir / f"{j:03d}.npz", **crop_feed(samples.feed(i), args.quant_ref_frames))  # type: ignore[arg-type]
+                np.savez(ref_dir / f"{j:03d}.npz", **crop_feed(samples.feed(i), opts.ref_frames))  # type: ignore[arg-type]
             ref = ref_dir if any(ref_dir.iterdir()) else None
             t0 = time.perf_counter()
             if precision == "int8":
                 qpath = tmp / f"{graph}.q.onnx"
                 log(f"  {graph}.int8: ModelOpt INT8 calibration ({method}) on {len(cal_idx)} recorded samples …")
-                quantize_int8(link, qpath, gr, _reader(samples, cal_idx), method, [])
+                quantize_int8(link, qpath, gr, calibration_reader(samples, cal_idx), method, [])
                 info["calibration_seconds"] = round(time.perf_counter() - t0, 1)
                 log(f"  {graph}.int8: calibrated in {info['calibration_seconds']:.1f} s; FP16 autocast …")
                 model = autocast_fp16(qpath, gr, ref, [])
@@ -442,7 +279,7 @@ def build_variant(
             if not report.ok:
                 for e in report.errors[:20]:
                     log(f"    placement: {e}")
-                raise ValueError(f"{graph}.{precision}: Q/DQ / precision placement violates {args.quant_recipe}")
+                raise ValueError(f"{graph}.{precision}: Q/DQ / precision placement violates {opts.recipe}")
             out = root / f"{graph}.{precision}.onnx"
             extras = save_model(model, tmp / out.name)
             del model
@@ -454,13 +291,13 @@ def build_variant(
     return report, extras, info
 
 
-def run(args: argparse.Namespace) -> int:
+def run(opts: QuantizeOptions) -> int:
     t_start = time.perf_counter()
-    root = artifacts_dir(args)
+    root = opts.root
     manifest = load_manifest(root)
-    recipe = load_recipe(args.quant_recipe)
-    method = args.quant_method or recipe.calibration.method
-    todo = plan(recipe, args.quant_graphs, args.quant_variants)
+    recipe = load_recipe(opts.recipe)
+    method = opts.method or recipe.calibration.method
+    todo = plan(recipe, opts.graphs, opts.variants)
     if not todo:
         log("the recipe lists no variants: nothing to do")
         return 0
@@ -468,13 +305,16 @@ def run(args: argparse.Namespace) -> int:
     built: dict[str, tuple[str, str, str, list[str]]] = {}
     for graph, precision in todo:
         rel = f"{graph}.{precision}.onnx"
-        calib = calibration_file(manifest, graph)
-        fp = fingerprint(manifest, graph, precision, recipe, method, calib, args)
-        if not args.quant_force and _up_to_date(manifest, rel, fp):
+        calib = None if precision in CPU_PRECISIONS else calibration_file(manifest, graph)
+        fp = fingerprint(manifest, graph, precision, recipe, method, calib, opts)
+        if not opts.force and _up_to_date(manifest, rel, fp):
             log(f"{rel}: up to date (inputs unchanged)")
             continue
         log(f"building {rel}")
-        report, extras, info = build_variant(root, manifest, graph, precision, recipe, method, args)
+        if precision in CPU_PRECISIONS:
+            report, extras, info = build_cpu(root, manifest, graph, precision, recipe)
+        else:
+            report, extras, info = build_variant(root, manifest, graph, precision, recipe, method, opts)
         reports[rel] = {**report.to_dict(), **info}
         built[rel] = (graph, precision, fp, extras)
         log(f"  wrote {rel} ({(root / rel).stat().st_size / 1e6:.1f} MB, peak RSS {peak_rss_mb():.0f} MB)")
@@ -498,8 +338,10 @@ def run(args: argparse.Namespace) -> int:
                 stage="quantize",
                 inputs_sha256=fp,
                 **({"external_data": extras} if extras else {}),
+                # ONNX Runtime-only graphs: how their attention runs (the backend reads it)
+                **({"attention": reports[rel]["attention"]["form"]} if "attention" in reports[rel] else {}),
             )
-        if not args.quant_graphs and not args.quant_variants:  # a full run drops variants the recipe no longer has
+        if opts.full:  # a full run drops variants the recipe no longer has
             for rel in [r for r, m in files.items() if m.get("stage") == "quantize" and m.get("kind") == "onnx"]:
                 if rel not in wanted:
                     for extra in files[rel].get("external_data", []):
@@ -508,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
         stage = data.setdefault("stages", {}).setdefault("quantize", {})
         stage.update(
             {
-                "recipe": str(args.quant_recipe),
+                "recipe": str(opts.recipe),
                 "recipe_sha256": recipe.quant_sha256,
                 "method": method,
                 "seconds": seconds,

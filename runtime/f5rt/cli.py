@@ -37,8 +37,15 @@ def _synth_options(args: argparse.Namespace):  # -> SynthesisOptions (imported l
 def _add_engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts", required=True, type=Path, help="artifacts folder (holds manifest.json)")
     p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
-    p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8 (a variant the build made)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        help="auto | fp32 | fp16 | int8 (TensorRT deployments) | cpu-fp32 | cpu-int8 (ONNX Runtime); "
+        "auto: the most reduced TensorRT deployment, or cpu-int8 on ONNX Runtime when validate passed it, else fp32",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for ONNX Runtime (default: the CPUs this process may use)"
+    )
 
 
 def _add_voice(p: argparse.ArgumentParser) -> None:
@@ -89,7 +96,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     rtf = result.timings["total"] / max(result.seconds, 1e-9)
     print(
         f"{args.out}: {result.seconds:.2f} s of audio, {len(result.chunks)} chunk(s), seed {result.seed}, "
-        f"{result.timings['total']:.2f} s (RTF {rtf:.3f}) on {synth.backend_name}/{args.precision}"
+        f"{result.timings['total']:.2f} s (RTF {rtf:.3f}) on {synth.backend_name}/{synth.precision}"
     )
     return 0
 
@@ -99,6 +106,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from f5rt.backends.trt.backend import unavailable_reason
     from f5rt.jetson import read_jetson_clocks
     from f5rt.manifest import load_manifest
+    from f5rt.precision import cpu_auto, trt_auto, validated
 
     m = load_manifest(args.artifacts)
     trt_reason = unavailable_reason()
@@ -117,6 +125,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         },
         "vocoder": m.data.get("vocoder"),
         "deployments": m.data.get("deployments", {}),
+        "auto_precision": {"onnxruntime": cpu_auto(m), "tensorrt": trt_auto(m)},
+        "validated": {p: validated(m, p) for p in m.precisions("step") if p != "fp32"},
         "backends": {"onnxruntime": ort_available(), "tensorrt": trt},
         "tensorrt_unavailable": trt_reason,
         "jetson": None if clocks is None else {**asdict(clocks), "clocks_locked": clocks.locked},
@@ -138,6 +148,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     for name, graphs in info["deployments"].items():
         print(f"deployment  {name}: " + ", ".join(f"{g} {p}" for g, p in graphs.items()))
     print("backends    " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in info["backends"].items()))
+    checked = ", ".join(f"{p} {'passed' if ok else 'not passed'}" for p, ok in info["validated"].items()) or "none"
+    print(f"precision   auto = {info['auto_precision']['onnxruntime']} on ONNX Runtime; validate gates: {checked}")
     if trt_reason:
         print(f"tensorrt    {trt_reason}")
     if clocks is not None:

@@ -7,6 +7,7 @@ import logging
 from f5rt.backends.base import Backend, HostText, SampleJob, TextEmbeddings
 from f5rt.errors import BackendUnavailable
 from f5rt.manifest import Manifest
+from f5rt.precision import AUTO, CPU_PRECISIONS, trt_auto
 
 __all__ = ["Backend", "HostText", "SampleJob", "TextEmbeddings", "make_backend", "BACKENDS"]
 
@@ -14,8 +15,12 @@ BACKENDS = ("auto", "onnxruntime", "tensorrt")
 log = logging.getLogger(__name__)
 
 
-def make_backend(name: str, manifest: Manifest, precision: str = "fp32", threads: int | None = None) -> Backend:
+def make_backend(name: str, manifest: Manifest, precision: str = AUTO, threads: int | None = None) -> Backend:
     """Open `name` over `manifest`; `auto` takes TensorRT when its engines and a GPU are there, else ONNX Runtime.
+
+    Precision `auto` (f5rt.precision) is the most reduced TensorRT deployment compiled, or on ONNX
+    Runtime cpu-int8 when the build made and validated it, else FP32. A CPU precision (cpu-fp32,
+    cpu-int8) is ONNX Runtime's only: `auto` goes straight there, `tensorrt` refuses it.
 
     `tensorrt` raises BackendUnavailable saying what is missing (TensorRT, a driver for the installed
     cuda-python, a GPU, engines); `auto` logs that reason at WARNING and falls back, so a Jetson that
@@ -23,11 +28,13 @@ def make_backend(name: str, manifest: Manifest, precision: str = "fp32", threads
     """
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
-    if name in ("auto", "tensorrt"):
+    if name == "tensorrt" and precision in CPU_PRECISIONS:
+        raise ValueError(f"precision {precision!r} is an ONNX Runtime graph; use --backend onnxruntime (or auto)")
+    if name in ("auto", "tensorrt") and precision not in CPU_PRECISIONS:
         try:
             from f5rt.backends.trt.backend import TensorRTBackend
 
-            return TensorRTBackend(manifest, precision=precision)
+            return TensorRTBackend(manifest, precision=trt_auto(manifest) if precision == AUTO else precision)
         except BackendUnavailable as e:
             if name == "tensorrt":
                 raise
