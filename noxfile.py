@@ -3,17 +3,22 @@
     nox -s pipeline                      # export -> calibrate -> quantize -> compile -> validate -> cost (tiny)
     nox -s export -- --model f5tts-v1-base
     nox -s tests                         # the test suite (CPU only)
+    nox -s runtime                       # the runtime alone on Python 3.10, no torch
 
 All build stages and the tests share one virtualenv (.nox/f5-env: torch pinned to the CPU wheel,
-f5-tts without its CUDA extras), made once and reused while its requirement list is unchanged, so a
-second run starts in seconds. Options after `--` go to the stage (`python -m f5build <stage> --help`).
+f5-tts without its CUDA extras), made once and reused while its requirement lists (dependency groups
+and extras in build/ and runtime/pyproject.toml) are unchanged, so a second run starts in seconds.
+Options after `--` go to the stage (`python -m f5build <stage> --help`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import nox
 
@@ -24,64 +29,36 @@ nox.options.sessions = ["lint", "tests"]
 ROOT = Path(__file__).parent
 ENV_DIR = ROOT / ".nox" / "f5-env"
 
-# torch==2.13.0 resolves to the local CPU wheel; any unpinned torch pulls a multi-GB CUDA build.
-BUILD_DEPS = [
-    "torch==2.13.0",
-    "torchaudio==2.11.0",
-    "numpy",
-    "scipy",
-    "einops",
-    "pyyaml",
-    "huggingface-hub",
-    "x-transformers",
-    "torchdiffeq",
-    "librosa",
-    "rjieba",
-    "pypinyin",
-    "tqdm",
-    "safetensors",
-    "onnx~=1.21.0",
-    "onnxruntime==1.32.0",
-    "onnxscript",
-    "onnx-graphsurgeon",
-    "polygraphy",
-    "soundfile",
-    "matplotlib",
-    # INT8 Q/DQ and FP16 with NVIDIA ModelOpt, without its [onnx] extra: that extra pulls
-    # onnxruntime-gpu (which replaces the CPU onnxruntime) and cupy. This set is what it needs here.
-    "nvidia-modelopt==0.47.0",
-    "lief",
-    "onnxconverter-common~=1.16.0",
-    "onnxslim",
-    "ml_dtypes",
-    # end-to-end speech metrics of the validate stage
-    "pesq",
-    "pystoi",
+BUILD_TOML = nox.project.load_toml(ROOT / "build" / "pyproject.toml")
+RUNTIME_TOML = nox.project.load_toml(ROOT / "runtime" / "pyproject.toml")
+
+
+def _extras(pyproject: dict[str, Any], *names: str) -> list[str]:
+    """The requirements of `[project.optional-dependencies]` extras, so an extra is declared once."""
+    extras = pyproject["project"]["optional-dependencies"]
+    missing = [n for n in names if n not in extras]
+    if missing:
+        raise KeyError(f"{missing} not in [project.optional-dependencies] of {pyproject['project']['name']}")
+    return [req for n in names for req in extras[n]]
+
+
+# Every list lives in build/pyproject.toml or runtime/pyproject.toml, next to the comments that say
+# why (the torch pin, f5-tts installed bare, ...). The shared env holds the build (group `build`),
+# the runtime with the extras its tests reach, and both test groups.
+SHARED_DEPS = [
+    *nox.project.dependency_groups(BUILD_TOML, "build", "test"),
+    *RUNTIME_TOML["project"]["dependencies"],
+    *_extras(RUNTIME_TOML, "serve", "aac"),
+    *nox.project.dependency_groups(RUNTIME_TOML, "test"),
 ]
-# f5-tts' own requirements pull a CUDA torch and gradio: install it bare, its real needs are above.
-NO_DEPS = ["f5-tts==1.1.22", "vocos==0.1.0", "encodec==0.1.1"]
-# Only the tests need these: f5-tts' trainer and inference modules import them at module level, and
-# the tests compare against f5-tts' own code paths.
-TEST_DEPS = [
-    "pytest",
-    "pytest-timeout",
-    "pydub",
-    "transformers",
-    "wandb",
-    "accelerate",
-    "ema_pytorch",
-    "datasets",
-    "unidecode",
-    "httpx",
-    "cuda-python",
-]
-SERVE_DEPS = ["fastapi", "uvicorn", "python-multipart"]
+# Installed with --no-deps (see the group's comment in build/pyproject.toml).
+NO_DEPS = list(nox.project.dependency_groups(BUILD_TOML, "no-deps"))
 LOCAL = ["-e", "./runtime", "-e", "./build"]
 
 
 def _env(session: nox.Session, *extra: str) -> Path:
     """Create or refresh the shared build venv; return its python. Skips pip when nothing changed."""
-    reqs = [*BUILD_DEPS, *SERVE_DEPS, *TEST_DEPS, "|", *NO_DEPS, "|", *sorted(extra)]
+    reqs = [*SHARED_DEPS, "|", *NO_DEPS, "|", *sorted(extra)]
     stamp = hashlib.sha256("\n".join(reqs).encode()).hexdigest()
     py = ENV_DIR / "bin" / "python"
     stamp_file = ENV_DIR / ".requirements.sha256"
@@ -90,7 +67,7 @@ def _env(session: nox.Session, *extra: str) -> Path:
     if not py.exists():
         session.run(sys.executable, "-m", "venv", str(ENV_DIR), external=True)
     pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    session.run(*pip, *BUILD_DEPS, *SERVE_DEPS, *TEST_DEPS, *extra, external=True)
+    session.run(*pip, *SHARED_DEPS, *extra, external=True)
     session.run(*pip, "--no-deps", *NO_DEPS, external=True)
     session.run(*pip, "--no-deps", *LOCAL, external=True)
     # torchaudio 2.11's compiled extension does not load with torch 2.13; without it torchaudio
@@ -144,10 +121,19 @@ def cost(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def bench(session: nox.Session) -> None:
-    """f5-tts PyTorch vs f5rt on the full-size architecture (default), NFE 16, 2 threads -> reports/bench.*"""
+    """f5-tts PyTorch vs every f5rt CPU precision on f5tts-v1-base, NFE 16, 2 threads, 3 interleaved
+    rounds -> reports/bench.{md,json,png}. Makes the model's FP32 graphs and CPU variants first (each a
+    no-op when up to date), in their own processes. `-- --model tiny` for a quick look; other options
+    (`--baseline reports/bench.json`, `--bench-repeat N`) go to the bench."""
     py = _env(session)
-    args = session.posargs or ["--model", "f5tts-v1-base"]
-    session.run(str(py), "-m", "f5build", "bench", *args, external=True)
+    args = list(session.posargs)
+    model = args[args.index("--model") + 1] if "--model" in args else "f5tts-v1-base"
+    if "--model" not in args:
+        args = ["--model", model, *args]
+    run = ("-m", "f5build")
+    session.run(str(py), *run, "export", "--model", model, external=True)
+    session.run(str(py), *run, "quantize", "--model", model, "--quant-variants", "cpu-fp32,cpu-int8", external=True)
+    session.run(str(py), *run, "bench", *args, external=True)
 
 
 @nox.session(venv_backend="none")
@@ -194,10 +180,65 @@ def tests(session: nox.Session) -> None:
     session.run(str(py), "-m", "pytest", *args, external=True, env={"PYTHONHASHSEED": "0"})
 
 
+def _python310() -> str:
+    """JetPack 6's Python for `runtime`: pyenv's 3.10 where present (its `python3.10` shim on PATH is
+    inactive while another version is global, so nox cannot find it by name), else `python3.10`."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    found = sorted(
+        root.glob("versions/3.10.*/bin/python3.10"), key=lambda p: [int(n) for n in re.findall(r"\d+", p.parts[-3])]
+    )
+    return str(found[-1]) if found else "3.10"
+
+
+# The runtime's tests: they need only f5rt, its [onnxruntime,serve] extras, the test tools and the
+# tiny artifacts. Tests in them that compare against torch / f5-tts skip there (importorskip).
+RUNTIME_TESTS = [
+    "tests/test_runtime_env.py",
+    "tests/test_runtime_units.py",
+    "tests/test_audio.py",
+    "tests/test_server.py",
+    "tests/test_server_bad_input.py",
+    "tests/test_server_auth.py",
+    "tests/test_openai_sdk.py",
+    "tests/test_encoders.py",
+    "tests/test_batching.py",
+    "tests/test_triton_repository.py",
+    "tests/test_trt_planning.py",
+    "tests/test_cuda_gpu.py",
+]
+# Build-side packages that must not be importable where the runtime is deployed.
+NOT_IN_RUNTIME = ["torch", "torchaudio", "f5_tts", "f5build", "onnx"]
+
+
+@nox.session(python=_python310())
+def runtime(session: nox.Session) -> None:
+    """The runtime alone on Python 3.10 (JetPack 6): only ./runtime[onnxruntime,serve] and the test
+    tools, then the runtime's tests on the tiny model. Fails if torch, f5-tts or f5build can be
+    imported there.
+
+    The tests' artifacts are a plain export (as `nox -s tests` makes for itself), exported by the
+    shared env into .nox/runtime-artifacts when missing: delete that folder to export afresh."""
+    artifacts = ROOT / ".nox" / "runtime-artifacts" / "tiny"
+    if not (artifacts / "manifest.json").exists():
+        root = ["--model", "tiny", "--artifacts-root", str(artifacts.parent)]
+        session.run(str(_env(session)), "-m", "f5build", "export", *root, external=True)
+    session.install("./runtime[onnxruntime,serve]", *nox.project.dependency_groups(RUNTIME_TOML, "test"))
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util as u, sys; bad = [m for m in sys.argv[1:] if u.find_spec(m)];"
+        " sys.exit(f'the runtime env must not have {bad}: check runtime/pyproject.toml' if bad else 0)",
+        *NOT_IN_RUNTIME,
+    )
+    args = session.posargs or ["-q", "-ra", *RUNTIME_TESTS]
+    env = {"PYTHONHASHSEED": "0", "F5RT_TEST_ARTIFACTS": str(artifacts), "F5RT_RUNTIME_ONLY": "1"}
+    session.run("python", "-m", "pytest", *args, env=env)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff over everything; the runtime is checked as Python 3.10 code (JetPack 6)."""
-    session.install("ruff")
+    session.install(*nox.project.dependency_groups(BUILD_TOML, "lint"))
     session.run("ruff", "check", "build", "tests", "noxfile.py")
     session.run("ruff", "check", "--target-version", "py310", "runtime")
     session.run("ruff", "format", "--check", "--diff", "runtime", "build", "tests", "noxfile.py")
@@ -210,7 +251,7 @@ def typecheck(session: nox.Session) -> None:
     No tensorrt-stubs here: the published ones do not parse, and installing them into a runtime
     environment makes `import tensorrt` succeed as an empty namespace. TensorRT types are Any.
     """
-    session.install("mypy", "numpy", "onnx~=1.21.0", "types-PyYAML")
+    session.install(*nox.project.dependency_groups(BUILD_TOML, "typecheck"))
     session.run(
         "mypy",
         "--python-version",
@@ -220,6 +261,35 @@ def typecheck(session: nox.Session) -> None:
         "runtime/f5rt/backends/trt",
         "runtime/f5rt/jetson.py",
         "build/f5build/compile.py",
+        "build/f5build/onnx_check.py",
+        "build/f5build/trt_plan.py",
         "build/f5build/trt_build.py",
         env={"MYPYPATH": "runtime:build"},
     )
+
+
+@nox.session(venv_backend="none")
+def triton(session: nox.Session) -> None:
+    """Triton Inference Server: write artifacts/tiny/triton, test it on a real tritonserver (the
+    nvidia-pytriton wheel's), then a bounded load test, 1 vs 2 instances -> reports/triton_load.{md,json}."""
+    py = _env(session)
+    if not (ROOT / "artifacts" / "tiny" / "manifest.json").exists():
+        session.run(str(py), "-m", "f5build", "export", external=True)
+    session.run(str(py), "-m", "f5build", "triton", external=True)
+    # Its own venv: nvidia-pytriton (tritonserver, its Python backend and one stub per Python version)
+    # needs numpy < 2, which the shared env's torch stack does not want. Reused while this list holds.
+    reqs = ["nvidia-pytriton>=0.7", "numpy<2", "tritonclient[http,grpc]", "pytest", "pytest-timeout"]
+    env_dir = ROOT / ".nox" / "triton"
+    tpy = env_dir / "bin" / "python"
+    runtime_reqs = [*RUNTIME_TOML["project"]["dependencies"], *_extras(RUNTIME_TOML, "onnxruntime")]
+    stamp = hashlib.sha256("\n".join([*reqs, "-e ./runtime[onnxruntime]", *runtime_reqs]).encode()).hexdigest()
+    stamp_file = env_dir / ".requirements.sha256"
+    if not (tpy.exists() and stamp_file.exists() and stamp_file.read_text() == stamp):
+        if not tpy.exists():
+            session.run(sys.executable, "-m", "venv", str(env_dir), external=True)
+        pip = [str(tpy), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        session.run(*pip, *reqs, "-e", "./runtime[onnxruntime]", external=True)
+        stamp_file.write_text(stamp)
+    env = {"PYTHONHASHSEED": "0"}
+    session.run(str(tpy), "-m", "pytest", "-q", "-ra", "tests/triton_serving", *session.posargs, external=True, env=env)
+    session.run(str(tpy), "tests/triton_serving/load_report.py", "--out", "reports/triton_load", external=True, env=env)

@@ -6,6 +6,8 @@ of 0.16 M, with weights made from a fixed seed, so f5-tts' own code gives the re
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +25,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """artifacts/tiny made by the real export stage (FP32 ONNX + manifest) into a temp folder."""
+    """artifacts/tiny made by the real export stage (FP32 ONNX + manifest) into a temp folder.
+
+    `nox -s runtime` has no f5build: it exports in the shared env first and names the result in
+    F5RT_TEST_ARTIFACTS, which is copied here so no test can alter the shared folder."""
+    root = tmp_path_factory.mktemp("artifacts")
+    made = os.environ.get("F5RT_TEST_ARTIFACTS")
+    if made:
+        return Path(shutil.copytree(made, root / "tiny"))
     from f5build.cli import main
 
-    root = tmp_path_factory.mktemp("artifacts")
     assert main(["export", "--model", "tiny", "--artifacts-root", str(root)]) == 0
     return root / "tiny"
 

@@ -128,11 +128,14 @@ def make_artifacts(
     return art
 
 
-def stage_args(art: Path, *extra: str) -> argparse.Namespace:
+def stage_args(art: Path, *extra: str) -> comp.CompileOptions:
+    """The stage's options as the command line builds them (f5build.cli converts once, at the boundary)."""
     p = argparse.ArgumentParser()
     add_common(p)
     comp.add_arguments(p)
-    return p.parse_args(["--artifacts-root", str(art.parent), "--name", art.name, *extra])
+    return comp.CompileOptions.from_args(
+        p.parse_args(["--artifacts-root", str(art.parent), "--name", art.name, *extra])
+    )
 
 
 def config_buckets() -> BucketTable:

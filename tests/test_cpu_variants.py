@@ -95,6 +95,7 @@ def test_cpu_variants_recorded_and_accurate(quantized: Path) -> None:
     for prec in ("cpu-fp32", "cpu-int8"):
         meta = m.files[f"step.{prec}.onnx"]
         assert (meta["precision"], meta["stage"], meta["attention"]) == (prec, "quantize", "unmasked")
+        assert meta.get("rows_independent", True) is (prec == "cpu-fp32")
         assert meta["external_data"] == [f"step.{prec}.onnx.data"]
         m.verify(f"step.{prec}.onnx")
     stage = m.data["stages"]["quantize"]["placement"]["step.cpu-int8.onnx"]
@@ -182,6 +183,19 @@ def test_backend_runs_a_padded_batch_row_by_row(quantized: Path) -> None:
     a, b = plain.sample(job), fused.sample(job)
     assert np.abs(a - b)[f["mask"]].max() < 1e-4  # every row's real frames as the masked graph gives them
     assert np.array_equal(b[1, ~f["mask"][1]], f["x"][1, ~f["mask"][1]])  # padding untouched
+    int8 = OnnxRuntimeBackend(m, precision="cpu-int8", threads=1)
+    assert not int8.rows_independent  # per-call activation scales
+    full = _feed(2, 160, 0, seed=7)
+    job8 = SampleJob(
+        Bucket(160, 2), full["x"], full["cond"], HostText(full["text_cond"], full["text_uncond"]), full["mask"],
+        t[:-1], np.diff(t), full["cfg"],
+    )  # fmt: skip
+    both = int8.sample(job8)
+    one = SampleJob(
+        Bucket(160, 1), full["x"][1:], full["cond"][1:], HostText(full["text_cond"][1:], full["text_uncond"][1:]),
+        full["mask"][1:], t[:-1], np.diff(t), full["cfg"][1:],
+    )  # fmt: skip
+    np.testing.assert_array_equal(both[1:], int8.sample(one))  # a row sounds the same however batched
     bad = f["mask"].copy()
     bad[1, 3] = False  # not a prefix
     with pytest.raises(ValueError, match="prefix"):

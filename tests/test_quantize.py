@@ -364,7 +364,7 @@ def test_quantize_rerun_is_noop_and_recorded(quantized: Path) -> None:
         meta = m.files[f"step.{prec}.onnx"]
         assert (meta["graph"], meta["precision"], meta["kind"], meta["stage"]) == ("step", prec, "onnx", "quantize")
         m.verify(f"step.{prec}.onnx")
-    assert m.precisions("step") == ["fp32", "fp16", "int8"]
+    assert m.precisions("step") == ["fp32", "fp16", "int8", "cpu-fp32", "cpu-int8"]
     assert m.precisions("text_encoder") == ["fp32"]
     before = {p.name: p.stat().st_mtime_ns for p in quantized.glob("*.onnx")}
     assert main(["quantize", "--model", "tiny", "--artifacts-root", str(quantized.parent)]) == 0

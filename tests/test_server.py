@@ -146,17 +146,14 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 
 
 class Spy:
-    """Wraps the real synthesizer: records what ran, can hold warm-up or a stream step on a gate."""
+    """Wraps the real synthesizer: records every engine call's rows, can hold warm-up on a gate."""
 
     def __init__(self, synth: Synthesizer) -> None:
         self._synth = synth
         self.texts: list[str] = []
         self.batches: list[int] = []
         self.warmup_gate: threading.Event | None = None
-        self.stream_gate: threading.Event | None = None
-        self.pulled = 0
-        self.stream_closed = threading.Event()
-        self.stream_exhausted = False
+        self.after_run: Any = None  # called once on the worker after the next engine call
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._synth, name)
@@ -176,22 +173,16 @@ class Spy:
         self.batches.append(len(items))
         return self._synth.synthesize_batch(items)
 
-    def stream(self, text: str, voice: Any, options: Any, first_chunk_chars: int | None = None) -> Iterator[Any]:
-        inner = self._synth.stream(text, voice, options, first_chunk_chars)
+    def run_chunks(self, works: list[Any], timings: Any = None) -> Any:
+        """The batcher's engine call: one row per chunk (of whole requests and streams alike)."""
+        self.texts += [w.plan.text for w in works]
+        self.batches.append(len(works))
         try:
-            while True:
-                if self.pulled == 1 and self.stream_gate is not None:
-                    assert self.stream_gate.wait(WAIT_S)
-                try:
-                    piece = next(inner)
-                except StopIteration:
-                    self.stream_exhausted = True
-                    return
-                self.pulled += 1
-                yield piece
+            return self._synth.run_chunks(works, timings)
         finally:
-            inner.close()
-            self.stream_closed.set()
+            hook, self.after_run = self.after_run, None
+            if hook is not None:
+                hook()
 
 
 @contextlib.contextmanager
@@ -345,7 +336,7 @@ def test_speech_accepts_openai_voice_object_and_reports_bad_format(server: tuple
     b = speech(client, input="Hi.", voice="quick", seed=1, response_format="pcm", instructions="cheerful").content
     assert a == b and len(a) > 0
     r = client.post(
-        "/v1/audio/speech", json={"model": "tts-1", "input": "Hi.", "voice": "quick", "response_format": "mp3"}
+        "/v1/audio/speech", json={"model": "tts-1", "input": "Hi.", "voice": "quick", "response_format": "wma"}
     )
     assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_format"
 
@@ -496,7 +487,7 @@ def test_metrics_count_requests_latency_ttfa_rtf(server: tuple[TestClient, Any])
     assert metric_value(m, "f5rt_time_to_first_audio_seconds_count", route="/v1/audio/speech") == 1
     assert metric_value(m, "f5rt_real_time_factor_count", route="/api/tts") == 1
     assert metric_value(m, "f5rt_audio_seconds_total", route="/api/tts") > 0
-    assert metric_value(m, "f5rt_batch_size_count") == 1
+    assert metric_value(m, "f5rt_batch_size_count") == 2  # engine calls: the request's and the stream's
     assert "# TYPE f5rt_queue_depth gauge" in m and "# TYPE f5rt_request_latency_seconds histogram" in m
     # Histogram buckets are cumulative and end in +Inf == _count.
     assert metric_value(m, "f5rt_request_latency_seconds_bucket", route="/api/tts", le="+Inf") == 1
@@ -539,10 +530,8 @@ def test_disconnect_cancels_queued_and_streaming_work(synth: Synthesizer, voices
     spy = Spy(synth)
     app = create_app(spy, VoiceStore(voices), Limits(first_chunk_chars=12), default_voice="quick", defaults=FAST)
     metrics = app.state.metrics
-    n_pieces = sum(
-        1 for _ in synth.stream(TWO_CHUNKS, VoiceStore(voices).get("quick"), SynthesisOptions(nfe=NFE, seed=2), 12)
-    )
-    assert n_pieces >= 3
+    chunks = synth.plan_request(TWO_CHUNKS, VoiceStore(voices).get("quick"), SynthesisOptions(nfe=NFE), 12).chunks
+    assert len(chunks) == 2
     with live_server(app) as url:
         # /api/tts: the client gives up while its request is queued; the worker must never run it.
         app.state.batcher.pause()
@@ -553,16 +542,18 @@ def test_disconnect_cancels_queued_and_streaming_work(synth: Synthesizer, voices
         assert httpx.post(f"{url}/api/tts", json={"text": "Hi.", "nfe_step": NFE}, timeout=WAIT_S).status_code == 200
         assert spy.texts == ["Hi."]
 
-        # A stream: read the first piece, hang up; the stream must be closed without running to the end.
-        spy.stream_gate = threading.Event()
-        body = {"input": TWO_CHUNKS, "voice": "quick", "seed": 2, "response_format": "pcm"}
+        # A stream: read the first piece, hang up; its queued second chunk must be dropped unrun.
+        spy.after_run = app.state.batcher.pause  # hold the worker once the first piece is computed
+        body = {"model": "f5-tts", "input": TWO_CHUNKS, "voice": "quick", "seed": 2, "response_format": "pcm"}
         with httpx.Client(timeout=WAIT_S) as c, c.stream("POST", f"{url}/v1/audio/speech", json=body) as r:
             assert r.status_code == 200
-            assert next(r.iter_raw())  # first audio arrives while the next step is held
+            assert next(r.iter_raw())  # first audio arrives while the second chunk is queued
+            assert app.state.batcher.queue_depth == 1
         wait_until(lambda: metrics.requests.value(route="/v1/audio/speech", status="499") == 1, "the server to notice")
-        spy.stream_gate.set()
-        assert spy.stream_closed.wait(WAIT_S)
-        assert not spy.stream_exhausted and spy.pulled < n_pieces
+        wait_until(lambda: app.state.batcher.queue_depth == 0, "the stream's queued row to be dropped")
+        app.state.batcher.resume()
+        assert httpx.post(f"{url}/api/tts", json={"text": "Bye.", "nfe_step": NFE}, timeout=WAIT_S).status_code == 200
+        assert spy.texts == ["Hi.", chunks[0], "Bye."]  # the second chunk never ran
         assert httpx.get(f"{url}/api/health", timeout=WAIT_S).status_code == 200
         assert app.state.batcher.inflight == 0
 

@@ -120,7 +120,8 @@ RAW_CASES = [
 @pytest.mark.parametrize(("body", "status", "code"), [c[1:] for c in RAW_CASES], ids=[c[0] for c in RAW_CASES])
 @pytest.mark.parametrize("path", ["/api/tts", "/v1/audio/speech"])
 def test_malformed_json_is_refused(client: TestClient, path: str, body: bytes, status: int, code: str) -> None:
-    if path == "/v1/audio/speech":
+    if path == "/v1/audio/speech":  # the same defect in a body that is otherwise complete (model, voice, input)
+        body = body.replace(b'{"text"', b'{"model": "tts-1", "voice": "alice", "input"', 1)
         body = body.replace(b'"text"', b'"input"').replace(b'"voice_id"', b'"voice"')
         body = body.replace(b'"cfg_strength"', b'"speed"')
     assert_error(client.post(path, content=body, headers=JSON), status, code)
@@ -174,21 +175,30 @@ def test_bad_tts_fields_are_refused(client: TestClient, body: dict[str, Any], st
     assert_error(client.post("/api/tts", content=json.dumps(body).encode(), headers=JSON), status, code)
 
 
+def _speech(**fields: Any) -> dict[str, Any]:
+    """A valid OpenAI body (model, input, voice) with `fields` changed; a None value drops the field."""
+    body = {"model": "tts-1", "input": "hi", "voice": "alice", **fields}
+    return {k: v for k, v in body.items() if v is not None}
+
+
 SPEECH_CASES = [
-    ("missing_input", {"model": "tts-1", "voice": "alice"}, 400, "missing_field"),
+    ("missing_input", _speech(input=None), 400, "missing_field"),
+    ("missing_model", _speech(model=None), 400, "missing_field"),  # OpenAI requires model, input, voice
+    ("missing_voice", _speech(voice=None), 400, "missing_field"),
     ("unknown_field", {"input": "hi", "stream": True}, 400, "unknown_field"),
-    ("mp3", {"input": "hi", "response_format": "mp3"}, 400, "unsupported_format"),
-    ("opus", {"input": "hi", "response_format": "opus"}, 400, "unsupported_format"),
-    ("bad_stream_format", {"input": "hi", "stream_format": "chunked"}, 400, "invalid_value"),
-    ("voice_list", {"input": "hi", "voice": ["alice"]}, 400, "invalid_type"),
-    ("voice_object_number", {"input": "hi", "voice": {"id": 5}}, 400, "invalid_type"),
-    ("voice_object_extra", {"input": "hi", "voice": {"id": "alice", "name": "x"}}, 400, "unknown_field"),
-    ("voice_traversal", {"input": "hi", "voice": "../../outside"}, 400, "invalid_voice_id"),
-    ("voice_unknown", {"input": "hi", "voice": "alloy"}, 404, "voice_not_found"),
-    ("model_number", {"input": "hi", "model": 5}, 400, "invalid_type"),
-    ("speed_too_slow", {"input": "hi", "speed": 0.1}, 400, "out_of_range"),
-    ("input_control", {"input": "hi\u0007"}, 400, "invalid_text"),
-    ("input_too_long", {"input": "b" * 501}, 400, "text_too_long"),
+    ("unknown_format", _speech(response_format="wma"), 400, "unsupported_format"),
+    ("format_case", _speech(response_format="MP3"), 400, "unsupported_format"),
+    ("bad_stream_format", _speech(stream_format="chunked"), 400, "invalid_value"),
+    ("voice_list", _speech(voice=["alice"]), 400, "invalid_type"),
+    ("voice_object_number", _speech(voice={"id": 5}), 400, "invalid_type"),
+    ("voice_object_extra", _speech(voice={"id": "alice", "name": "x"}), 400, "unknown_field"),
+    ("voice_traversal", _speech(voice="../../outside"), 400, "invalid_voice_id"),
+    ("voice_unknown", _speech(voice="alloy"), 404, "voice_not_found"),
+    ("model_number", _speech(model=5), 400, "invalid_type"),
+    ("model_list", _speech(model=["tts-1"]), 400, "invalid_type"),
+    ("speed_too_slow", _speech(speed=0.1), 400, "out_of_range"),
+    ("input_control", _speech(input="hi\u0007"), 400, "invalid_text"),
+    ("input_too_long", _speech(input="b" * 501), 400, "text_too_long"),
 ]
 
 
@@ -332,10 +342,54 @@ def test_server_still_works_after_the_abuse(env: tuple[TestClient, Path]) -> Non
     client, root = env
     r = client.post("/api/tts", json={"text": "Still here,\nstill talking.", "seed": 1})
     assert r.status_code == 200 and r.json()["waveform_len"] > 0
-    r = client.post("/v1/audio/speech", json={"input": "Still here.", "voice": "bob", "response_format": "pcm"})
+    speech = {"model": "tts-1", "input": "Still here.", "voice": "bob", "response_format": "pcm"}
+    r = client.post("/v1/audio/speech", json=speech)
     assert r.status_code == 200 and len(r.content) > 0
     assert [v["voice_id"] for v in client.get("/api/voices").json()["voices"]] == ["alice", "bob"]
     assert (root / "outside" / "keep.txt").read_text(encoding="utf-8") == "must survive"
     metrics = client.get("/metrics").text
     assert 'f5rt_requests_total{route="/api/tts",status="400"}' in metrics
     assert 'route="other",status="404"' in metrics  # unknown paths share one label
+
+
+# ---------------------------------------------------------------------------------------------
+# one bounds table: what the API accepts, the engine runs
+# ---------------------------------------------------------------------------------------------
+
+
+def test_api_limits_sit_inside_the_engine_bounds() -> None:
+    """Every extreme the API accepts builds options the engine validates; limits wider than it are refused."""
+    import inspect
+
+    from f5rt.backends.trt.backend import TensorRTBackend
+    from f5rt.limits import ENGINE_BOUNDS, NFE_MAX
+    from f5rt.server.errors import ApiError
+    from f5rt.server.schemas import build_options
+
+    assert inspect.signature(TensorRTBackend.__init__).parameters["nfe_max"].default == NFE_MAX
+    assert ENGINE_BOUNDS["nfe"].hi == NFE_MAX == Limits().nfe_range[1]
+    limits = Limits()
+    field_of = {"speed": "speed_range", "nfe_step": "nfe_range", "cfg_strength": "cfg_range"}
+    field_of |= {"sway_sampling_coef": "sway_range", "target_rms": "target_rms_range"}
+    field_of |= {"cross_fade_duration": "cross_fade_range"}
+    for end in (0, 1):
+        fields = {f: getattr(limits, r)[end] for f, r in field_of.items()}
+        fields["fix_duration"] = limits.max_fix_duration_s if end else 1e-3
+        build_options(SynthesisOptions(), fields, limits).validate()
+    for field, rng in field_of.items():  # one step outside a range is refused with the range in the message
+        hi = getattr(limits, rng)[1]
+        with pytest.raises(ApiError, match=rf", {hi:g}\]") as e:
+            build_options(SynthesisOptions(), {field: hi + 1}, limits)
+        assert e.value.code == "out_of_range"
+    for wide in (
+        {"nfe_range": [4, NFE_MAX + 1]},
+        {"nfe_range": [0, 8]},
+        {"speed_range": [0.01, 4.0]},
+        {"target_rms_range": [0.0, 1.0]},  # 0 is outside the engine's (0, 1]
+        {"cfg_range": [0.0, 21.0]},
+        {"max_fix_duration_s": 601.0},
+    ):
+        with pytest.raises(ValueError, match="engine"):
+            Limits.from_dict(wide)
+    with pytest.raises(ValueError, match=r"nfe must be an integer in \[1, 64\]"):
+        SynthesisOptions(nfe=NFE_MAX + 1).validate()

@@ -260,7 +260,9 @@ def test_serve_on_tensorrt_batches_and_equals_onnxruntime(engines: Path, voices_
         for t in threads:
             t.join(150)
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
-    assert "f5rt_batch_size_sum 2" in metrics.replace(".0", "")
+    # every engine call held rows of both requests (none ran alone): batch-size histogram empty at 1
+    batch = dict(ln.rsplit(" ", 1) for ln in metrics.splitlines() if ln.startswith("f5rt_batch_size_"))
+    assert float(batch['f5rt_batch_size_bucket{le="1.0"}']) == 0 and float(batch["f5rt_batch_size_count"]) >= 1, batch
     store = VoiceStore(voices_dir)
     with Synthesizer(engines, backend="onnxruntime", threads=2) as ort:
         for i, text in enumerate(texts):

@@ -17,7 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (`nox -s runtime`): tomli, which pytest needs there, is the same parser
+    import tomli as tomllib
 
 from f5rt.backends.trt import arena, engines, profiles
 from f5rt.backends.trt import backend as trtb

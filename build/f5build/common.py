@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import resource
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from f5rt._fs import sha256_json
 from f5rt.buckets import BucketTable
 
 TOOLS = (
@@ -62,12 +64,28 @@ def read_buckets(path: Path) -> BucketTable:
         raise ValueError(f"{path}: {e}") from None
 
 
-def source_hash(*modules: str) -> str:
-    """Hash of the build's own source files, so a code change invalidates a stage's outputs."""
-    import hashlib
+def package_hash(directory: Path) -> str:
+    """sha256 over every .py file under `directory`: relative path and content, sorted by path.
 
+    Hashing a whole package rather than a list of module names means a renamed, added or removed
+    module changes the hash too (a list of names silently stops covering a renamed module).
+    """
+    directory = Path(directory)
+    files = sorted(p for p in directory.rglob("*.py") if "__pycache__" not in p.parts)
+    if not files:
+        raise FileNotFoundError(f"{directory}: no Python source to hash")
     h = hashlib.sha256()
-    here = Path(__file__).parent
-    for mod in sorted(modules):
-        h.update((here / f"{mod}.py").read_bytes())
+    for p in files:
+        rel = p.relative_to(directory).as_posix().encode("utf-8")
+        data = p.read_bytes()
+        h.update(len(rel).to_bytes(8, "little") + rel + len(data).to_bytes(8, "little") + data)
     return h.hexdigest()
+
+
+def source_hash(runtime: bool = False) -> str:
+    """Hash of the build's own source (the whole f5build package), so a code change invalidates a
+    stage's outputs; with `runtime`, of the f5rt package too (for stages that run the runtime)."""
+    import f5rt
+
+    h = package_hash(Path(__file__).parent)
+    return sha256_json([h, package_hash(Path(f5rt.__file__).parent)]) if runtime else h

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from f5build.cli import artifacts_dir
+from f5build.cli import ROOT, ModelSource, artifacts_dir
 from f5build.common import log, peak_rss_mb, read_buckets, source_hash, tool_versions
 from f5build.graphs import (
     STEP_INPUTS,
@@ -44,6 +45,30 @@ PARITY_TOL = 1e-4
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET}, max 20 for TensorRT 10.3)")
     p.add_argument("--force", action="store_true", help="export even if the artifacts are up to date")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """One export run: the model to load, the bucket table its graphs must serve, the opset."""
+
+    root: Path
+    source: ModelSource = field(default_factory=ModelSource)
+    buckets: Path = ROOT / "config" / "buckets.yaml"
+    opset: int = OPSET
+    force: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ExportOptions:
+        return cls(
+            root=artifacts_dir(args),
+            source=ModelSource.from_args(args),
+            buckets=Path(args.buckets),
+            opset=int(args.opset),
+            force=bool(args.force),
+        )
+
+
+Options = ExportOptions
 
 
 def example_inputs(bundle: ModelBundle, batch: int, frames: int, seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
@@ -167,7 +192,7 @@ def fingerprint(bundle: ModelBundle, buckets: dict[str, Any], opset: int) -> str
             "model": bundle.model_config(),
             "buckets": buckets,
             "opset": opset,
-            "code": source_hash("export", "graphs", "load", "vocos_config"),
+            "code": source_hash(),
             "tools": tool_versions(("torch", "onnx", "f5-tts", "vocos")),
         }
     )
@@ -186,23 +211,24 @@ def up_to_date(root: Path, fp: str) -> bool:
         return False
 
 
-def run(args: argparse.Namespace) -> int:
+def run(opts: ExportOptions) -> int:
     t_start = time.perf_counter()
-    root = artifacts_dir(args)
-    buckets = read_buckets(args.buckets)
-    log(f"loading model '{args.model}'")
+    root = opts.root
+    src = opts.source
+    buckets = read_buckets(opts.buckets)
+    log(f"loading model '{src.model}'")
     bundle = load_model(
-        args.model,
-        seed=args.seed,
-        vocab=args.vocab,
-        vocoder=args.vocoder,
-        model_config=args.model_config,
-        weights=args.weights,
+        src.model,
+        seed=src.seed,
+        vocab=src.vocab,
+        vocoder=src.vocoder,
+        model_config=src.model_config,
+        weights=src.weights,
     )
     n_params = sum(p.numel() for p in bundle.dit.parameters())
     log(f"DiT {n_params / 1e6:.1f} M parameters, Vocos {sum(p.numel() for p in bundle.vocos.parameters()) / 1e6:.1f} M")
-    fp = fingerprint(bundle, buckets.to_dict(), args.opset)
-    if not args.force and up_to_date(root, fp):
+    fp = fingerprint(bundle, buckets.to_dict(), opts.opset)
+    if not opts.force and up_to_date(root, fp):
         log(f"{root}: up to date (inputs unchanged), nothing to do")
         return 0
 
@@ -218,8 +244,8 @@ def run(args: argparse.Namespace) -> int:
     with export_attention(bundle.dit):
         for name, (module, names_in, names_out, axes) in graph_modules(bundle, buckets.max_frames).items():
             t0 = time.perf_counter()
-            log(f"exporting {name} (opset {args.opset}) …")
-            export_graph(module, examples[name], names_in, names_out, axes, root / f"{name}.onnx", args.opset)
+            log(f"exporting {name} (opset {opts.opset}) …")
+            export_graph(module, examples[name], names_in, names_out, axes, root / f"{name}.onnx", opts.opset)
             timings[name] = round(time.perf_counter() - t0, 2)
             log(
                 f"  {name}.onnx: {(root / f'{name}.onnx').stat().st_size / 1e6:.1f} MB in {timings[name]:.1f} s; checking with ONNX Runtime"
@@ -250,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
         data["files"] = files
         data.setdefault("stages", {})["export"] = {
             "inputs_sha256": fp,
-            "opset": args.opset,
+            "opset": opts.opset,
             "rotary_table_frames": buckets.max_frames,  # the step graph's largest N (its cos/sin table)
             "parity_max_abs": parity,
             "vocoder_vs_vocos_decode_max_abs": decode_err,

@@ -1,12 +1,16 @@
 """`python -m f5build.loadtest`: a bounded loopback load test of `f5rt serve`, batched vs unbatched.
 
-Starts the server in a subprocess on 127.0.0.1 (a free port), fires a fixed number of /api/tts
-requests at a fixed concurrency, once with dynamic batching (the configured window) and once without
-(window 0), then a smaller streaming run on /v1/audio/speech for time to first audio. Writes
-reports/load.md and reports/load.json: p50/p95 latency, TTFA, throughput, audio seconds per second and
-the mean batch size the server's own /metrics saw.
+Starts the server in a subprocess on 127.0.0.1 (a free port) and fires requests at a fixed
+concurrency: /api/tts with dynamic batching (the configured window) and without (window 0) for
+throughput; then, on one server, `--repeats` rounds of streams on /v1/audio/speech for time to first
+audio (TTFA): a lone stream (concurrency 1), a burst of streams (all `--concurrency` at once, closed
+loop), and a mixed burst (half streams, half /api/tts). Writes reports/load.md and reports/load.json:
+p50/p95 latency, TTFA, throughput, audio seconds per second, the mean engine-call batch the server's
+/metrics saw, and the load average at every round, because a shared machine is noisy: the headline
+figures are medians over the rounds, with their spread.
 
-    python -m f5build.loadtest --artifacts artifacts/tiny --voices DIR [--requests 200 --concurrency 16]
+    python -m f5build.loadtest --artifacts artifacts/tiny [--requests 200 --concurrency 16 --repeats 3]
+    python -m f5build.loadtest ... --before reports/load_before.json   # adds a before/after table
 
 Without --voices a synthetic reference voice is made in a temp folder (the tiny model does not care
 what it imitates). Nothing leaves the machine; every request has a timeout, so the run is bounded.
@@ -34,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from f5rt._fs import atomic_write_bytes, atomic_write_json
+from f5build.loadreport import headline, summarize_rounds, write_report
+from f5rt._fs import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,6 +63,7 @@ class Sample:
     ttfa_s: float
     audio_s: float
     error: str = ""
+    kind: str = "tts"  # "tts" (/api/tts, one JSON body) or "stream" (/v1/audio/speech, PCM as it comes)
 
 
 def free_port() -> int:
@@ -132,7 +138,10 @@ def server_process(args: argparse.Namespace, voices: Path, window_ms: float, log
 async def run_load(
     url: str, n: int, concurrency: int, mode: str, nfe: int, timeout: float
 ) -> tuple[list[Sample], float]:
-    """n requests, `concurrency` in flight at a time; returns the samples and the wall time."""
+    """n requests, `concurrency` in flight at a time; returns the samples and the wall time.
+
+    mode: "tts", "stream", or "mixed" (even requests stream, odd ones are /api/tts).
+    """
     import httpx
 
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -143,27 +152,28 @@ async def run_load(
     async def one(client: httpx.AsyncClient, i: int) -> Sample:
         text = TEXTS[i % len(TEXTS)]
         t0 = time.perf_counter()
+        kind = "stream" if mode == "stream" or (mode == "mixed" and i % 2 == 0) else "tts"
         try:
-            if mode == "tts":
+            if kind == "tts":
                 r = await client.post("/api/tts", json={"text": text, "seed": i, "nfe_step": nfe})
                 dt = time.perf_counter() - t0
                 if r.status_code != 200:
-                    return Sample(r.status_code, dt, math.nan, 0.0, r.text[:200])
+                    return Sample(r.status_code, dt, math.nan, 0.0, r.text[:200], kind)
                 body = r.json()
-                return Sample(200, dt, dt, body["waveform_len"] / body["sample_rate"])
+                return Sample(200, dt, dt, body["waveform_len"] / body["sample_rate"], kind=kind)
             payload = {"input": text, "voice": None, "seed": i, "response_format": "pcm", "model": "f5-tts"}
             async with client.stream("POST", "/v1/audio/speech", json=payload) as r:
                 if r.status_code != 200:
                     await r.aread()
-                    return Sample(r.status_code, time.perf_counter() - t0, math.nan, 0.0, r.text[:200])
+                    return Sample(r.status_code, time.perf_counter() - t0, math.nan, 0.0, r.text[:200], kind)
                 ttfa, nbytes = math.nan, 0
                 async for chunk in r.aiter_bytes():
                     if chunk and math.isnan(ttfa):
                         ttfa = time.perf_counter() - t0
                     nbytes += len(chunk)
-                return Sample(200, time.perf_counter() - t0, ttfa, nbytes / 2 / 24000)
+                return Sample(200, time.perf_counter() - t0, ttfa, nbytes / 2 / 24000, kind=kind)
         except httpx.HTTPError as e:
-            return Sample(0, time.perf_counter() - t0, math.nan, 0.0, f"{type(e).__name__}: {e}")
+            return Sample(0, time.perf_counter() - t0, math.nan, 0.0, f"{type(e).__name__}: {e}", kind)
 
     async def worker(client: httpx.AsyncClient) -> None:
         while True:
@@ -187,7 +197,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def batch_stats(metrics_text: str) -> tuple[float, float]:
-    """(requests batched, engine calls) so far, from the server's f5rt_batch_size histogram."""
+    """(rows batched, engine calls) so far, from the server's f5rt_batch_size histogram."""
     total = count = 0.0
     for line in metrics_text.splitlines():
         if line.startswith("f5rt_batch_size_sum"):
@@ -222,77 +232,51 @@ def summarize(samples: list[Sample], wall: float) -> dict[str, Any]:
     }
 
 
-def one_run(
-    args: argparse.Namespace, voices: Path, window_ms: float, mode: str, n: int, log_path: Path
-) -> dict[str, Any]:
+def measure(url: str, args: argparse.Namespace, mode: str, n: int, concurrency: int) -> dict[str, Any]:
+    """One measured round on a running server, with the engine calls it caused and the load around it."""
     import httpx
 
-    with server_process(args, voices, window_ms, log_path) as url:
-        asyncio.run(run_load(url, min(4, n), min(4, args.concurrency), mode, args.nfe, args.timeout))  # warm caches
-        before = batch_stats(httpx.get(f"{url}/metrics", timeout=10).text)
-        samples, wall = asyncio.run(run_load(url, n, args.concurrency, mode, args.nfe, args.timeout))
-        after = batch_stats(httpx.get(f"{url}/metrics", timeout=10).text)
+    load_before = os.getloadavg()[0]
+    before = batch_stats(httpx.get(f"{url}/metrics", timeout=10).text)
+    samples, wall = asyncio.run(run_load(url, n, concurrency, mode, args.nfe, args.timeout))
+    after = batch_stats(httpx.get(f"{url}/metrics", timeout=10).text)
     summary = summarize(samples, wall)
-    # The histogram is cumulative: subtract what the warm-up requests put in it.
-    batched, calls = after[0] - before[0], after[1] - before[1]
+    batched, calls = after[0] - before[0], after[1] - before[1]  # the histogram is cumulative
     summary["engine_calls"], summary["mean_batch"] = calls, (batched / calls if calls else math.nan)
-    summary.update(mode=mode, batch_window_ms=window_ms, max_batch=args.max_batch if window_ms > 0 else 1)
+    summary.update(mode=mode, concurrency=concurrency, load_avg_1m=[load_before, os.getloadavg()[0]])
+    if mode == "mixed":  # the streams' first audio among whole requests, and those requests' latency
+        streams = summarize([s for s in samples if s.kind == "stream"], wall)
+        whole = summarize([s for s in samples if s.kind == "tts"], wall)
+        summary.update(stream_ttfa_p50_s=streams["ttfa_p50_s"], stream_ttfa_p95_s=streams["ttfa_p95_s"])
+        summary.update(tts_latency_p50_s=whole["latency_p50_s"], tts_latency_p95_s=whole["latency_p95_s"])
+    print(
+        f"[loadtest] {mode} x{n} @{concurrency}: {summary['ok']}/{n} ok, {summary['throughput_rps']:.2f} req/s, "
+        f"TTFA p50 {summary['ttfa_p50_s']:.3f} s p95 {summary['ttfa_p95_s']:.3f} s, "
+        f"mean batch {summary['mean_batch']:.2f}, load {load_before:.1f}",
+        flush=True,
+    )
     return summary
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
-    if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.{digits}f}"
-    return str(v)
+def tts_run(args: argparse.Namespace, voices: Path, window_ms: float, log_path: Path) -> dict[str, Any]:
+    with server_process(args, voices, window_ms, log_path) as url:
+        asyncio.run(run_load(url, 4, 4, "tts", args.nfe, args.timeout))  # warm caches
+        summary = measure(url, args, "tts", args.requests, args.concurrency)
+    summary.update(batch_window_ms=window_ms, max_batch=args.max_batch if window_ms > 0 else 1)
+    return summary
 
 
-def write_report(report: dict[str, Any], out_dir: Path) -> None:
-    runs = report["runs"]
-    cols = [
-        ("run", None), ("requests", "requests"), ("ok", "ok"), ("errors", "errors"), ("req/s", "throughput_rps"),
-        ("audio s/s", "audio_s_per_s"), ("p50 s", "latency_p50_s"), ("p95 s", "latency_p95_s"),
-        ("TTFA p50 s", "ttfa_p50_s"), ("TTFA p95 s", "ttfa_p95_s"), ("mean batch", "mean_batch"),
-    ]  # fmt: skip
-    cfg = report["config"]
-    lines = [
-        "# Load test: f5rt serve (loopback)",
-        "",
-        f"Artifacts `{cfg['artifacts']}`, backend {cfg['backend']}, {cfg['requests']} /api/tts requests at "
-        f"concurrency {cfg['concurrency']}, nfe {cfg['nfe']}; batched = window {cfg['batch_window_ms']} ms, "
-        f"max batch {cfg['max_batch']}; unbatched = window 0. Host: {cfg['host']}.",
-        "",
-        "| " + " | ".join(c for c, _ in cols) + " |",
-        "|" + "---|" * len(cols),
-    ]
-    for name, r in runs.items():
-        cells = [name] + [
-            _fmt(r[k]) if not isinstance(r[k], dict) else (json.dumps(r[k]) if r[k] else "0") for _, k in cols[1:]
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"Batched / unbatched throughput: **{_fmt(report['speedup'], 2)}x**; "
-        f"p95 latency ratio: {_fmt(report['p95_ratio'], 2)}.",
-        "",
-        "TTFA for /api/tts is the whole latency (the response is one JSON body); the stream run measures "
-        "the first audio bytes of /v1/audio/speech (short first chunk).",
-    ]
-    for name, r in runs.items():
-        if r["first_errors"]:
-            lines.append(f"\nErrors in {name}: " + "; ".join(r["first_errors"]))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out_dir / "load.md", ("\n".join(lines) + "\n").encode("utf-8"))
-    atomic_write_json(out_dir / "load.json", _jsonable(report))
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return obj
+def stream_rounds(args: argparse.Namespace, voices: Path, log_path: Path) -> dict[str, list[dict[str, Any]]]:
+    """`--repeats` rounds of lone / burst / mixed on one server, interleaved so they share the noise."""
+    rounds: dict[str, list[dict[str, Any]]] = {"lone": [], "burst": [], "mixed": []}
+    with server_process(args, voices, args.batch_window_ms, log_path) as url:
+        asyncio.run(run_load(url, 4, 4, "stream", args.nfe, args.timeout))  # warm caches
+        for _ in range(args.repeats):
+            rounds["lone"].append(measure(url, args, "stream", args.lone_requests, 1))
+            rounds["burst"].append(measure(url, args, "stream", args.stream_requests, args.concurrency))
+            if args.mixed_requests > 0:
+                rounds["mixed"].append(measure(url, args, "mixed", args.mixed_requests, args.concurrency))
+    return rounds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,54 +285,62 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--voices", type=Path, help="voices folder (default: one synthetic voice in a temp folder)")
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--threads", type=int)
-    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--requests", type=int, default=200, help="/api/tts requests per throughput run (0: skip)")
     p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--stream-requests", type=int, default=48, help="streaming requests for TTFA (0: skip)")
+    p.add_argument("--stream-requests", type=int, default=48, help="streams per burst round (0: skip streams)")
+    p.add_argument("--lone-requests", type=int, default=8, help="streams per lone round (concurrency 1)")
+    p.add_argument("--mixed-requests", type=int, default=32, help="requests per mixed round (0: skip)")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of lone/burst/mixed (medians are reported)")
     p.add_argument("--nfe", type=int, default=16, help="NFE steps per request (EPSS schedule at 16)")
     p.add_argument("--batch-window-ms", type=float, default=50.0)
     p.add_argument("--max-batch", type=int, default=4)
-    p.add_argument("--timeout", type=float, default=120.0, help="per-request client timeout (s)")
+    p.add_argument("--timeout", type=float, default=300.0, help="per-request client timeout (s)")
     p.add_argument("--startup-timeout", type=float, default=180.0)
+    p.add_argument("--before", type=Path, help="a load.json of an earlier run (e.g. before a change) to compare with")
     p.add_argument("--out", type=Path, default=ROOT / "reports")
     args = p.parse_args(argv)
-    if args.requests < 1 or args.concurrency < 1:
-        p.error("--requests and --concurrency must be positive")
+    if args.requests < 0 or args.concurrency < 1 or args.repeats < 1 or args.lone_requests < 1:
+        p.error("--concurrency, --repeats and --lone-requests must be positive, --requests non-negative")
     if not (args.artifacts / "manifest.json").is_file():
         p.error(f"{args.artifacts} has no manifest.json (run `python -m f5build export` first)")
+    before = None
+    if args.before is not None:
+        try:
+            before = headline(json.loads(args.before.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as e:
+            p.error(f"--before {args.before}: {e}")
 
+    runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="f5-load-") as tmp:
         tmp_path = Path(tmp)
         voices = args.voices or make_voice_dir(tmp_path / "voices")
-        runs: dict[str, Any] = {}
-        plan = [("batched", args.batch_window_ms, "tts", args.requests), ("unbatched", 0.0, "tts", args.requests)]
+        if args.requests > 0:
+            for name, window in (("batched", args.batch_window_ms), ("unbatched", 0.0)):
+                runs[name] = tts_run(args, voices, window, tmp_path / f"{name}.log")
         if args.stream_requests > 0:
-            plan.append(("stream", args.batch_window_ms, "stream", args.stream_requests))
-        for name, window, mode, n in plan:
-            print(f"[loadtest] {name}: {n} requests, concurrency {args.concurrency}, window {window} ms", flush=True)
-            runs[name] = one_run(args, voices, window, mode, n, tmp_path / f"{name}.log")
-            r = runs[name]
-            print(
-                f"[loadtest] {name}: {r['ok']}/{r['requests']} ok, {r['throughput_rps']:.2f} req/s, "
-                f"p50 {r['latency_p50_s']:.3f} s, p95 {r['latency_p95_s']:.3f} s, mean batch {r['mean_batch']:.2f}",
-                flush=True,
-            )
-    b, u = runs["batched"], runs["unbatched"]
-    report = {
+            runs.update(stream_rounds(args, voices, tmp_path / "streams.log"))
+    report: dict[str, Any] = {
         "config": {
             "artifacts": str(args.artifacts), "backend": args.backend, "requests": args.requests,
             "concurrency": args.concurrency, "nfe": args.nfe, "batch_window_ms": args.batch_window_ms,
-            "max_batch": args.max_batch,
+            "max_batch": args.max_batch, "repeats": args.repeats, "stream_requests": args.stream_requests,
+            "lone_requests": args.lone_requests, "mixed_requests": args.mixed_requests,
             "host": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
         },
         "runs": runs,
-        "speedup": b["throughput_rps"] / u["throughput_rps"] if u["throughput_rps"] else math.nan,
-        "p95_ratio": b["latency_p95_s"] / u["latency_p95_s"] if u["latency_p95_s"] else math.nan,
     }  # fmt: skip
+    if "lone" in runs:
+        report["summary"] = summarize_rounds(runs)
+    report["headline"] = headline(report)
+    b, u = runs.get("batched"), runs.get("unbatched")
+    report["speedup"] = b["throughput_rps"] / u["throughput_rps"] if b and u and u["throughput_rps"] else math.nan
+    if before is not None:
+        report["before"], report["before_source"] = before, str(args.before)
     write_report(report, args.out)
     print(
-        f"[loadtest] wrote {args.out / 'load.md'} and load.json; batched/unbatched throughput {report['speedup']:.2f}x"
+        f"[loadtest] wrote {args.out / 'load.md'} and load.json; burst/lone TTFA {report['headline'].get('burst_over_lone', math.nan):.2f}x"
     )
-    failed = sum(r["requests"] - r["ok"] for r in runs.values())
+    failed = sum(x["requests"] - x["ok"] for r in runs.values() for x in (r if isinstance(r, list) else [r]))
     return 1 if failed else 0
 
 

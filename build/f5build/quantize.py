@@ -340,6 +340,9 @@ def run(opts: QuantizeOptions) -> int:
                 **({"external_data": extras} if extras else {}),
                 # ONNX Runtime-only graphs: how their attention runs (the backend reads it)
                 **({"attention": reports[rel]["attention"]["form"]} if "attention" in reports[rel] else {}),
+                # dynamic INT8 scales each activation over the whole call: a row's output depends on
+                # the rows batched with it, so the backend runs such a graph one row per call
+                **({"rows_independent": False} if reports[rel].get("method") == "onnxruntime.quantize_dynamic" else {}),
             )
         if opts.full:  # a full run drops variants the recipe no longer has
             for rel in [r for r, m in files.items() if m.get("stage") == "quantize" and m.get("kind") == "onnx"]:

@@ -1,82 +1,74 @@
-"""Dynamic batching: one worker thread owns the synthesizer and runs requests together when it can.
+"""Dynamic batching: one worker thread owns the synthesizer and runs chunk rows of many requests together.
 
 Why one thread: the engines (one CUDA graph per bucket, or one ONNX Runtime session) are a single
 device resource, so running two requests side by side only makes both slower; batching them into one
-engine call (B > 1) is where throughput comes from. The worker takes the oldest request, waits up to
-`batch_window_ms` (counted from that request's arrival, so a request that already waited waits no
-longer) for others that can share its sampling schedule, and hands the group to
-`synth.synthesize_batch`. Streams advance one text chunk per worker call, so a long stream never
-blocks short requests for more than one chunk.
+engine call (B > 1) is where throughput comes from.
 
-Every other thread only enqueues work and waits on a `concurrent.futures.Future`, which asyncio code
-awaits with `asyncio.wrap_future`, so the event loop never runs inference and /api/health answers
-while a batch is running.
+Why rows: a request is planned (on the worker) into one row per text chunk (f5rt.jobs), and the
+worker schedules rows, not requests. Whole requests (`submit`) and streams (`open_stream`) queue
+rows alike, so the next piece of a stream and the chunks of a whole request can share one engine
+call when they share a sampling schedule (`schedule_key`). Each call takes the row of highest
+priority (`Row.priority`: every stream's first piece, then the oldest job's earliest chunk) and adds
+compatible rows (same schedule, at most `max_batch` requests and the largest batch bucket). After
+`FIRST_PIECE_STREAK` first-piece calls in a row, the oldest other row gets the next call, so a steady
+flow of new streams cannot starve whole requests.
+
+- A first-piece call takes only other first pieces whose chunk fits the head's frame bucket, and on
+  fixed-shape engines other fitting rows in the batch bucket's padding (free there); anything more
+  would make the first audio wait for extra rows' compute.
+- Any other call takes compatible rows in priority order, waiting up to `batch_window_ms` (counted
+  from the head request's arrival, so a request that already waited waits no longer) for more.
+  First pieces never wait: a burst still batches, since rows queue while a call runs.
+
+A stream whose reader closes it (client disconnect) drops its queued rows; nothing more is computed
+for it. Every other thread only enqueues work and waits on a `concurrent.futures.Future`, which
+asyncio code awaits with `asyncio.wrap_future`, so the event loop never runs inference.
 
 Admission is bounded (`queue_size` requests queued or running, streams included); beyond it
-`acquire()` raises Overloaded and the server answers 503 with Retry-After. A request that waited past
-its deadline is failed with RequestTimeout instead of being run; a cancelled one is skipped.
+`acquire()` raises Overloaded and the server answers 503 with Retry-After. A request whose first row
+would start past its deadline is failed with RequestTimeout instead of being run; a cancelled one is
+skipped.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
+import itertools
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from f5rt.errors import Overloaded, RequestTimeout, ShuttingDown  # defined in errors.py, importable from here too
+from f5rt.jobs import Job, Row, StreamJob, WholeJob
 from f5rt.limits import Limits
 from f5rt.metrics import Metrics
 
 log = logging.getLogger("f5rt.batching")
 
+FIRST_PIECE_STREAK = 4
+"""First-piece calls in a row while other rows wait, before one call goes to the oldest other row:
+first audio goes first, but streams arriving without pause cannot starve whole requests and later
+pieces (they get at least every fifth call). A burst of up to 4 x the batch cap streams is unaffected."""
 
-class Overloaded(Exception):
-    """Too many requests admitted; retry after `retry_after` seconds."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"server busy: too many requests in flight, retry after {retry_after} s")
-        self.retry_after = retry_after
-
-
-class RequestTimeout(TimeoutError):
-    """A request waited longer than the request timeout before it could run."""
-
-
-class ShuttingDown(Exception):
-    """The batcher stopped before the request ran."""
+__all__ = ["Batcher", "Overloaded", "RequestTimeout", "ShuttingDown", "Slot", "StreamJob", "schedule_key"]
 
 
 def schedule_key(options: Any) -> tuple[Any, ...]:
     """Requests share one engine call only when they share the sampling schedule (t, dt per step).
 
     SampleJob holds one (nfe,) schedule for the whole batch; cfg is per row, so it does not split
-    batches. Everything that shapes the schedule goes in the key.
+    batches. Everything that shapes the schedule goes in the key (ChunkWork.schedule_key is the same).
     """
     return (
         getattr(options, "nfe", None),
         getattr(options, "sway", None),
         getattr(options, "use_epss", None),
     )
-
-
-@dataclass(eq=False)
-class _Work:
-    text: str
-    voice: Any
-    options: Any
-    enqueued: float
-    deadline: float
-    future: Future = field(default_factory=Future)
-
-    @property
-    def key(self) -> tuple[Any, ...]:
-        return schedule_key(self.options)
 
 
 @dataclass(eq=False)
@@ -99,50 +91,6 @@ class Slot:
             batcher._release()
 
 
-class StreamJob:
-    """A Synthesizer.stream iterator advanced on the worker thread, one chunk per `next_piece()`.
-
-    The iterator is created lazily on the worker and closed there too (a generator cannot be closed
-    from another thread while it runs), so `close()` only enqueues the close.
-    """
-
-    def __init__(self, batcher: Batcher, make: Callable[[], Iterator[Any]]) -> None:
-        self._batcher = batcher
-        self._make = make
-        self._it: Iterator[Any] | None = None
-        self._closed = False
-
-    def _step(self) -> Any:
-        if self._closed:
-            return None
-        if self._it is None:
-            self._it = self._make()
-        try:
-            return next(self._it)
-        except StopIteration:
-            self._closed = True
-            return None
-
-    def _close(self) -> None:
-        self._closed = True
-        it, self._it = self._it, None
-        close = getattr(it, "close", None)
-        if close is not None:
-            close()
-
-    def next_piece(self) -> Future:
-        """A future of the next float32 piece, or None when the stream is finished."""
-        return self._batcher.call(self._step)
-
-    def close(self) -> None:
-        """Cancel the rest of the stream: no further chunk is synthesized for it."""
-        if self._closed and self._it is None:
-            return
-        self._closed = True
-        with contextlib.suppress(ShuttingDown):  # the worker is gone, and the iterator with it
-            self._batcher.call(self._close)
-
-
 class Batcher:
     """The single inference worker (see the module docstring)."""
 
@@ -150,13 +98,16 @@ class Batcher:
         self.synth = synth
         self.limits = limits
         self.metrics = metrics
-        self._pending: collections.deque[_Work | _Call] = collections.deque()
+        self._inbox: collections.deque[Job | _Call] = collections.deque()  # not yet planned / run, FIFO
+        self._rows: list[Row] = []  # planned chunks waiting for an engine call
         self._cond = threading.Condition()
+        self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._paused = False
         self._inflight = 0
-        self._service_ema = 0.0  # seconds per worker call, for Retry-After
+        self._service_ema = 0.0  # seconds per engine call, for Retry-After
+        self._streak = 0  # first-piece calls in a row while other rows waited
         self.ready = False
         self.warmup_error: str | None = None
         self.batches_run = 0
@@ -172,14 +123,8 @@ class Batcher:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the current call; everything still queued fails with ShuttingDown."""
-        with self._cond:
-            self._stopping = True
-            pending, self._pending = list(self._pending), collections.deque()
-            self._cond.notify_all()
-        for item in pending:
-            if item.future.set_running_or_notify_cancel():
-                item.future.set_exception(ShuttingDown("server is shutting down"))
+        """Stop after the current engine call; everything still queued fails with ShuttingDown."""
+        self._abandon(ShuttingDown("server is shutting down"))
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -197,7 +142,8 @@ class Batcher:
 
     @property
     def queue_depth(self) -> int:
-        return len(self._pending)
+        """Requests not yet planned plus chunk rows waiting for an engine call."""
+        return len(self._inbox) + len(self._rows)
 
     @property
     def inflight(self) -> int:
@@ -223,27 +169,40 @@ class Batcher:
 
     def submit(self, text: str, voice: Any, options: Any, timeout: float | None = None) -> Future:
         """Queue one synthesis; the future resolves to its SynthesisResult (or its error)."""
-        now = time.monotonic()
-        work = _Work(text, voice, options, now, now + (timeout or self.limits.request_timeout_s))
-        self._enqueue(work)
-        return work.future
+        job = WholeJob(text, voice, options, None, *self._times(timeout))
+        self._enqueue(job)
+        return job.future
+
+    def open_stream(
+        self, text: str, voice: Any, options: Any, first_chunk_chars: int | None, timeout: float | None = None
+    ) -> StreamJob:
+        """Queue a stream; read it with `next_piece()`, and `close()` it when the reader goes away."""
+        job = StreamJob(text, voice, options, first_chunk_chars, *self._times(timeout), on_close=self._forget)
+        self._enqueue(job)
+        return job
 
     def call(self, fn: Callable[[], Any], timeout: float | None = None) -> Future:
-        """Run `fn` alone on the worker thread (stream steps, anything that touches the engines)."""
+        """Run `fn` alone on the worker thread (anything that touches the engines), in arrival order."""
         now = time.monotonic()
         job = _Call(fn, now, now + (timeout or self.limits.request_timeout_s))
         self._enqueue(job)
         return job.future
 
-    def open_stream(self, text: str, voice: Any, options: Any, first_chunk_chars: int | None) -> StreamJob:
-        return StreamJob(self, lambda: iter(self.synth.stream(text, voice, options, first_chunk_chars)))
+    def _times(self, timeout: float | None) -> tuple[float, float, int]:
+        now = time.monotonic()
+        return now, now + (timeout or self.limits.request_timeout_s), next(self._seq)
 
-    def _enqueue(self, item: _Work | _Call) -> None:
+    def _enqueue(self, item: Job | _Call) -> None:
         with self._cond:
             if self._stopping:
                 raise ShuttingDown("server is shutting down")
-            self._pending.append(item)
+            self._inbox.append(item)
             self._cond.notify_all()
+
+    def _forget(self, job: Job) -> None:
+        """Drop a job's queued rows (a closed stream, a failed request): they will not be computed."""
+        with self._cond:
+            self._rows = [r for r in self._rows if r.job is not job]
 
     # ---- the worker ------------------------------------------------------------------------
 
@@ -256,95 +215,186 @@ class Batcher:
             except Exception as e:  # the server reports it on /api/health and refuses requests
                 log.exception("warm-up failed")
                 self.warmup_error = f"{type(e).__name__}: {e}"
-                return self._drain(e)
+                return self._abandon(ShuttingDown(f"warm-up failed: {e}"))
         self.ready = True
         while True:
             with self._cond:
-                while (not self._pending or self._paused) and not self._stopping:
+                while not self._stopping and (self._paused or not (self._inbox or self._rows)):
                     self._cond.wait()
                 if self._stopping:
                     return
-                first = self._pending.popleft()
-            t0 = time.monotonic()
-            if isinstance(first, _Call):
-                self._run_call(first)
-            else:
-                self._run_group(self._collect(first))
-            dt = time.monotonic() - t0
-            self._service_ema = dt if self._service_ema == 0 else 0.8 * self._service_ema + 0.2 * dt
+                inbox, self._inbox = list(self._inbox), collections.deque()
+            if inbox:
+                self._admit(inbox)
+                continue
+            group, wait = self._pick()
+            if group:
+                self._run_rows(group)
+                continue
+            with self._cond:  # the head may wait for company: until the window closes or work arrives
+                if wait > 0 and not (self._inbox or self._stopping or self._paused):
+                    self._cond.wait(wait)
 
-    def _drain(self, error: Exception) -> None:
-        """Warm-up failed: fail whatever is queued now and later (the worker will never run it)."""
+    def _abandon(self, error: Exception) -> None:
+        """Stop taking work and fail whatever is queued now (a later enqueue raises ShuttingDown)."""
         with self._cond:
             self._stopping = True
-            pending, self._pending = list(self._pending), collections.deque()
-        for item in pending:
-            if item.future.set_running_or_notify_cancel():
-                item.future.set_exception(ShuttingDown(f"warm-up failed: {error}"))
+            inbox, self._inbox = list(self._inbox), collections.deque()
+            rows, self._rows = self._rows, []
+            self._cond.notify_all()
+        jobs = {id(item): item for item in [*inbox, *(r.job for r in rows)]}
+        for item in jobs.values():
+            self._refuse(item, error)
 
-    def _collect(self, first: _Work) -> list[_Work]:
-        """First plus compatible requests arriving within the window, up to max_batch."""
-        group = [first]
-        if not self.limits.batching:
-            return group
-        deadline = first.enqueued + self.limits.batch_window_ms / 1000.0
+    @staticmethod
+    def _refuse(item: Job | _Call, error: Exception) -> None:
+        if isinstance(item, _Call):
+            if item.future.set_running_or_notify_cancel():
+                item.future.set_exception(error)
+        else:
+            item.fail(error)
+
+    def _admit(self, items: list[Job | _Call]) -> None:
+        """Plan new jobs into rows and run calls, in arrival order (planning is cheap next to sampling)."""
+        for item in items:
+            if self._stopping:  # stop() came while an earlier item ran: it did not see these
+                self._refuse(item, ShuttingDown("server is shutting down"))
+                continue
+            if isinstance(item, _Call):
+                self._run_call(item)
+                continue
+            if item.dead:
+                continue
+            if time.monotonic() > item.deadline:
+                item.fail(RequestTimeout("request timed out in the queue"))
+                continue
+            try:
+                rows = item.prepare(self.synth)
+            except Exception as e:  # bad options or text: the request's own error
+                item.fail(e)
+                continue
+            with self._cond:
+                stopping = self._stopping
+                if not stopping and not item.dead:
+                    self._rows.extend(rows)
+            if stopping:
+                item.fail(ShuttingDown("server is shutting down"))
+
+    def _pick(self) -> tuple[list[Row], float]:
+        """The rows of the next engine call (taken off the queue), or ([], seconds to wait for more)."""
         with self._cond:
-            while len(group) < self.limits.max_batch:
-                for item in list(self._pending):
-                    if len(group) >= self.limits.max_batch:
-                        break
-                    if isinstance(item, _Work) and item.key == first.key:
-                        self._pending.remove(item)
-                        if not item.future.cancelled():
-                            group.append(item)
-                remaining = deadline - time.monotonic()
-                if len(group) >= self.limits.max_batch or remaining <= 0 or self._stopping:
-                    break
-                self._cond.wait(remaining)
+            self._rows = [r for r in self._rows if not r.job.dead]
+            if not self._rows:
+                return [], 0.0
+            head = min(self._rows, key=lambda r: r.priority)
+            firsts_waiting = head.first_piece
+            others = [r for r in self._rows if not r.first_piece] if firsts_waiting else []
+            if others and self._streak >= FIRST_PIECE_STREAK:
+                head = min(others, key=lambda r: r.priority)  # the oldest other row's turn
+            group = self._group(head)
+            if self.limits.batching and not firsts_waiting and len(group) < self._cap:
+                wait = head.job.enqueued + self.limits.batch_window_ms / 1000.0 - time.monotonic()
+                if wait > 0:
+                    return [], wait
+            taken = {id(r) for r in group}
+            self._rows = [r for r in self._rows if id(r) not in taken]
+            self._streak = self._streak + 1 if head.first_piece and others else 0
+            return group, 0.0
+
+    @property
+    def _cap(self) -> int:
+        """Rows per engine call: the synthesizer's largest batch bucket."""
+        return int(getattr(self.synth, "max_rows", self.limits.max_batch))
+
+    def _group(self, head: Row) -> list[Row]:
+        """Head plus the queued rows that may share its engine call (see the module docstring)."""
+        max_jobs = self.limits.max_batch if self.limits.batching else 1
+        key = head.work.schedule_key
+        group, jobs = [head], {id(head.job)}
+
+        def take(row: Row, limit: int) -> None:
+            if len(group) >= limit or row is head or row.work.schedule_key != key:
+                return
+            if id(row.job) not in jobs:
+                if len(jobs) >= max_jobs:
+                    return
+                jobs.add(id(row.job))
+            group.append(row)
+
+        queue = sorted(self._rows, key=lambda r: r.priority)
+        if not head.first_piece:
+            for row in queue:
+                take(row, self._cap)
+            return group
+        fits = [r for r in queue if r.work.bucket <= head.work.bucket]
+        for row in fits:
+            if row.first_piece:
+                take(row, self._cap)
+        padded = min(self._cap, int(getattr(self.synth, "padded_rows", lambda n: n)(len(group))))
+        for row in fits:  # rows that ride in the batch bucket's padding cost nothing (fixed shapes)
+            if not row.first_piece:
+                take(row, padded)
         return group
 
-    def _start(self, item: _Work | _Call) -> bool:
-        """Mark an item running; False if it was cancelled or its deadline passed (then it is failed)."""
-        if not item.future.set_running_or_notify_cancel():
-            return False
-        if time.monotonic() > item.deadline:
-            item.future.set_exception(RequestTimeout("request timed out in the queue"))
-            return False
-        return True
-
     def _run_call(self, job: _Call) -> None:
-        if not self._start(job):
+        if not job.future.set_running_or_notify_cancel():
+            return
+        if time.monotonic() > job.deadline:
+            job.future.set_exception(RequestTimeout("request timed out in the queue"))
             return
         try:
             job.future.set_result(job.fn())
         except BaseException as e:
             job.future.set_exception(e)
 
-    def _run_group(self, group: list[_Work]) -> None:
-        live = [w for w in group if self._start(w)]
-        if not live:
-            return
-        if self.metrics is not None:
-            self.metrics.batch_size.observe(len(live))
-        self.batches_run += 1
-        if len(live) == 1:
-            self._run_alone(live[0])
-            return
-        try:
-            results = self.synth.synthesize_batch([(w.text, w.voice, w.options) for w in live])
-            if len(results) != len(live):
-                raise RuntimeError(f"synthesize_batch returned {len(results)} results for {len(live)} requests")
-        except Exception:
-            # One bad request must not fail its neighbours: rerun each alone to pin the error on its owner.
-            log.warning("batch of %d failed; running its requests one by one", len(live), exc_info=True)
-            for w in live:
-                self._run_alone(w)
-            return
-        for w, r in zip(live, results, strict=True):
-            w.future.set_result(r)
+    def _run_rows(self, group: list[Row]) -> None:
+        """One engine call for the group's live rows; a request's first row checks its queue deadline."""
+        now = time.monotonic()
+        live = []
+        for row in group:
+            job = row.job
+            if job.dead:
+                continue
+            if not job.started:
+                if now > job.deadline:
+                    self._fail(job, RequestTimeout("request timed out in the queue"))
+                    continue
+                job.started = True
+            live.append(row)
+        if live:
+            self._engine_call(live)
 
-    def _run_alone(self, w: _Work) -> None:
+    def _engine_call(self, rows: list[Row]) -> None:
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(rows))
+        self.batches_run += 1
+        timings: dict[str, float] = {}
+        t0 = time.monotonic()
         try:
-            w.future.set_result(self.synth.synthesize(w.text, w.voice, w.options))
-        except BaseException as e:
-            w.future.set_exception(e)
+            waves = self.synth.run_chunks([r.work for r in rows], timings)
+            if len(waves) != len(rows):
+                raise RuntimeError(f"run_chunks returned {len(waves)} waves for {len(rows)} rows")
+        except Exception as e:
+            if len(rows) == 1:
+                self._fail(rows[0].job, e)
+                return
+            # One bad row must not fail its neighbours: rerun each alone to pin the error on its owner.
+            log.warning("engine call of %d rows failed; running them one by one", len(rows), exc_info=True)
+            for row in rows:
+                if not row.job.dead:
+                    self._engine_call([row])
+            return
+        dt = time.monotonic() - t0
+        self._service_ema = dt if self._service_ema == 0 else 0.8 * self._service_ema + 0.2 * dt
+        timings["engine"] = dt
+        for row, wave in zip(rows, waves, strict=True):
+            if row.job.dead:
+                continue  # closed or cancelled while it ran: the wave is dropped
+            try:
+                row.job.deliver(row.work.index, wave, timings)
+            except Exception as e:
+                self._fail(row.job, e)
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        job.fail(error)
+        self._forget(job)

@@ -8,6 +8,12 @@ Chunks of one request, and of many requests in `synthesize_batch`, run together 
 rows are independent (masked padding, per-row noise and cfg), so a request's audio does not depend
 on what it was batched with. Noise is standard normal from numpy's PCG64 seeded with
 SeedSequence([seed, chunk_index]); tests inject f5-tts' torch noise through `noise=`.
+
+Synthesis is two steps so a scheduler can interleave requests: `plan_request` (request -> chunk works,
+each with its schedule key and bucket) and `run_chunks` (works -> waves, one engine call per group
+of compatible works); `finish` (whole request) and `joiner` (stream) join the waves. `synthesize_batch`
+and `stream` run both steps in the calling thread; the server's batcher (f5rt.batching) queues works
+of many requests as rows and runs them in whichever groups keep first audio early.
 """
 
 from __future__ import annotations
@@ -57,29 +63,14 @@ class SynthesisOptions:
     use_epss: bool = True
 
     def validate(self) -> None:
-        def finite(name: str, v: object) -> float:
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not np.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
-            return float(v)
+        """Refuse values no backend can run, by the one table in f5rt.limits (the API's limits sit inside it)."""
+        from f5rt.limits import ENGINE_BOUNDS  # stdlib-only module; imported here to keep this class's edit local
 
-        if isinstance(self.nfe, bool) or not isinstance(self.nfe, (int, np.integer)) or not 1 <= self.nfe <= 1000:
-            raise ValueError(f"nfe must be an integer in [1, 1000], got {self.nfe!r}")
-        if not 0.0 <= finite("cfg", self.cfg) <= 20.0:
-            raise ValueError(f"cfg must be in [0, 20], got {self.cfg}")
-        if self.sway is not None and not -10.0 <= finite("sway", self.sway) <= 10.0:
-            raise ValueError(f"sway must be in [-10, 10], got {self.sway}")
-        if not 0.05 <= finite("speed", self.speed) <= 10.0:
-            raise ValueError(f"speed must be in [0.05, 10], got {self.speed}")
-        if not 0.0 < finite("target_rms", self.target_rms) <= 1.0:
-            raise ValueError(f"target_rms must be in (0, 1], got {self.target_rms}")
-        if not 0.0 <= finite("cross_fade", self.cross_fade) <= 2.0:
-            raise ValueError(f"cross_fade must be in [0, 2] s, got {self.cross_fade}")
-        if self.fix_duration is not None and not 0.0 < finite("fix_duration", self.fix_duration) <= 600.0:
-            raise ValueError(f"fix_duration must be in (0, 600] s, got {self.fix_duration}")
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed < 2**63
-        ):
-            raise ValueError(f"seed must be an integer in [0, 2^63), got {self.seed!r}")
+        for name, bound in ENGINE_BOUNDS.items():
+            value = getattr(self, name)
+            if value is None and name in ("sway", "fix_duration", "seed"):  # None: plain schedule / auto / random
+                continue
+            bound.check(name, value)
 
 
 @dataclass
@@ -95,9 +86,14 @@ class SynthesisResult:
         return float(self.audio.shape[0]) / self.sample_rate
 
 
-@dataclass
-class _Work:
-    """One chunk of one request: the unit the sampler batches."""
+@dataclass(frozen=True, eq=False)
+class ChunkWork:
+    """One chunk of one request: the unit the sampler batches (one row of an engine call).
+
+    `bucket` is the frame count of the smallest bucket that holds the chunk, so a scheduler can tell
+    which rows share an engine call without extra padding; rows share a call only when their
+    `schedule_key` (the (t, dt) schedule) is equal.
+    """
 
     item: int
     index: int
@@ -105,10 +101,28 @@ class _Work:
     voice: Voice
     opts: SynthesisOptions
     seed: int
+    bucket: int
 
     @property
     def schedule_key(self) -> tuple[int, float | None, bool]:
         return (self.opts.nfe, self.opts.sway, self.opts.use_epss)
+
+    @property
+    def frames(self) -> int:
+        return self.plan.frames
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    """A request cut into the chunk works that make it (planning step; see `Synthesizer.plan_request`)."""
+
+    works: tuple[ChunkWork, ...]
+    seed: int
+    opts: SynthesisOptions
+
+    @property
+    def chunks(self) -> list[str]:
+        return [w.plan.text for w in self.works]
 
 
 class Synthesizer:
@@ -191,17 +205,51 @@ class Synthesizer:
                 chunks = [head[0], *tail]
         return self._fit(voice, opts, chunks)
 
-    def _works(
-        self, item: int, text: str, voice: Voice, opts: SynthesisOptions, first: int | None
-    ) -> tuple[list[_Work], int]:
+    def plan_request(
+        self,
+        text: str,
+        voice: Voice,
+        options: SynthesisOptions | None = None,
+        first_chunk_chars: int | None = None,
+        item: int = 0,
+    ) -> RequestPlan:
+        """Validate and plan one request into chunk works; draws the seed when the options have none.
+
+        This is the planning half of synthesis: a scheduler (f5rt.batching) queues the works as rows,
+        runs them with `run_chunks` in whatever groups suit it, and joins the waves with `finish` (whole
+        requests) or `joiner` (streams). Rows are independent, so grouping never changes the audio.
+        """
+        opts = options or SynthesisOptions()
         opts.validate()
         seed = int(opts.seed) if opts.seed is not None else secrets.randbits(63)
-        plans = self.plan(text, voice, opts, first)
-        return [_Work(item, i, p, voice, opts, seed) for i, p in enumerate(plans)], seed
+        plans = self.plan(text, voice, opts, first_chunk_chars)
+        works = tuple(
+            ChunkWork(item, i, p, voice, opts, seed, self.buckets.choose(p.frames).frames) for i, p in enumerate(plans)
+        )
+        return RequestPlan(works, seed, opts)
+
+    @property
+    def max_rows(self) -> int:
+        """The most rows one engine call takes (the largest batch bucket)."""
+        return self.buckets.max_batch
+
+    def padded_rows(self, rows: int) -> int:
+        """Rows an engine call of `rows` rows costs: the batch bucket on fixed-shape engines, else `rows`.
+
+        A scheduler may fill the difference with other rows for free (they ride in padding).
+        """
+        if not getattr(self.backend, "fixed_shapes", True):
+            return rows
+        return self.buckets.choose(1, rows).batch
 
     # -- running --------------------------------------------------------------------------------
-    def _run(self, works: Sequence[_Work], timings: dict[str, float]) -> list[np.ndarray]:
-        """Sample and vocode every work, batching compatible ones; returns waveforms in order."""
+    def run_chunks(self, works: Sequence[ChunkWork], timings: dict[str, float] | None = None) -> list[np.ndarray]:
+        """Sample and vocode every work, batching compatible ones; returns one waveform per work, in order.
+
+        This is the run half of synthesis: works of one schedule key and at most `max_rows` of them
+        make exactly one engine call. Engine time is added to `timings` (text, sample, vocode).
+        """
+        timings = {} if timings is None else timings
         waves: list[np.ndarray | None] = [None] * len(works)
         groups: dict[tuple[int, float | None, bool], list[int]] = {}
         for i, w in enumerate(works):
@@ -216,7 +264,7 @@ class Synthesizer:
         return [w for w in waves if w is not None]
 
     def _run_batch(
-        self, works: list[_Work], t: np.ndarray, dt: np.ndarray, timings: dict[str, float]
+        self, works: list[ChunkWork], t: np.ndarray, dt: np.ndarray, timings: dict[str, float]
     ) -> list[np.ndarray]:
         longest = max(w.plan.frames for w in works)
         bucket = self.buckets.choose(longest, len(works))
@@ -271,11 +319,18 @@ class Synthesizer:
             timings[key] = timings.get(key, 0.0) + value
         return waves
 
-    def _finish(self, waves: list[np.ndarray], opts: SynthesisOptions) -> np.ndarray:
-        audio = A.cross_fade(waves, opts.cross_fade, self.sample_rate)
-        if opts.remove_silence:
+    def finish(self, plan: RequestPlan, waves: Sequence[np.ndarray], timings: dict[str, float]) -> SynthesisResult:
+        """Join a whole request's chunk waves (in chunk order) into its result."""
+        if len(waves) != len(plan.works):
+            raise ValueError(f"finish: {len(waves)} waves for {len(plan.works)} chunks")
+        audio = A.cross_fade(list(waves), plan.opts.cross_fade, self.sample_rate)
+        if plan.opts.remove_silence:
             audio = A.trim_silence(audio, self.sample_rate)
-        return audio.astype(np.float32)
+        return SynthesisResult(audio.astype(np.float32), self.sample_rate, plan.seed, plan.chunks, dict(timings))
+
+    def joiner(self, opts: SynthesisOptions) -> A.CrossFader:
+        """The incremental cross-fade a stream pushes its chunk waves through (equals `finish`'s join)."""
+        return A.CrossFader(opts.cross_fade, self.sample_rate)
 
     # -- public API -----------------------------------------------------------------------------
     def synthesize(
@@ -288,20 +343,17 @@ class Synthesizer:
     ) -> list[SynthesisResult]:
         """Run several requests together; each result equals synthesize() of that request alone."""
         t0 = time.perf_counter()
-        works: list[_Work] = []
-        seeds: list[int] = []
-        for i, (text, voice, opts) in enumerate(items):
-            w, seed = self._works(i, text, voice, opts, first_chunk_chars)
-            works.extend(w)
-            seeds.append(seed)
+        plans = [
+            self.plan_request(text, voice, opts, first_chunk_chars, i) for i, (text, voice, opts) in enumerate(items)
+        ]
+        works = [w for p in plans for w in p.works]
         timings: dict[str, float] = {}
-        waves = self._run(works, timings)
+        waves = self.run_chunks(works, timings)
         results = []
-        for i, (_text, _voice, opts) in enumerate(items):
-            mine = [wave for w, wave in zip(works, waves, strict=True) if w.item == i]
-            audio = self._finish(mine, opts)
-            chunks = [w.plan.text for w in works if w.item == i]
-            results.append(SynthesisResult(audio, self.sample_rate, seeds[i], chunks, dict(timings)))
+        start = 0
+        for p in plans:
+            results.append(self.finish(p, waves[start : start + len(p.works)], timings))
+            start += len(p.works)
         total = time.perf_counter() - t0
         for r in results:
             r.timings["total"] = total
@@ -314,16 +366,16 @@ class Synthesizer:
 
         The concatenation of all pieces equals synthesize(text, voice, options, first_chunk_chars)
         (without remove_silence, which needs the whole waveform). Closing the generator stops the work.
+        The server does not use this loop: its batcher schedules the same works as rows (f5rt.batching).
         """
-        opts = options or SynthesisOptions()
-        works, _seed = self._works(0, text, voice, opts, first_chunk_chars)
-        joiner = A.CrossFader(opts.cross_fade, self.sample_rate)
+        plan = self.plan_request(text, voice, options, first_chunk_chars)
+        joiner = self.joiner(plan.opts)
         timings: dict[str, float] = {}
-        pending = list(works)
+        pending = list(plan.works)
         while pending:
-            take = 1 if pending[0].index == 0 else self.buckets.max_batch  # first chunk alone: fast TTFA
+            take = 1 if pending[0].index == 0 else self.max_rows  # first chunk alone: fast TTFA
             group, pending = pending[:take], pending[take:]
-            for wave in self._run(group, timings):
+            for wave in self.run_chunks(group, timings):
                 piece = joiner.push(wave)
                 if len(piece):
                     yield piece
@@ -363,4 +415,4 @@ def _split_text(text: str) -> list[str]:
     return [p for p in (left, right) if p]
 
 
-__all__ = ["NoiseFn", "SynthesisOptions", "SynthesisResult", "Synthesizer", "default_noise"]
+__all__ = ["ChunkWork", "NoiseFn", "RequestPlan", "SynthesisOptions", "SynthesisResult", "Synthesizer", "default_noise"]

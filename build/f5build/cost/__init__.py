@@ -273,12 +273,10 @@ def compute(opts: CostOptions, device: Device = ORIN_AGX_64GB, log: Any = print)
     )  # fmt: skip
 
 
-def run(args: argparse.Namespace) -> int:
-    opts = CostOptions.from_args(args)
-    return run_options(opts)
+Options = CostOptions  # f5build.cli builds it once from the command line and calls run(options)
 
 
-def run_options(opts: CostOptions) -> int:
+def run(opts: CostOptions) -> int:
     from f5build.cost.report import write_reports
 
     report = compute(opts)

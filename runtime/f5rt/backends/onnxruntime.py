@@ -48,7 +48,9 @@ class OnnxRuntimeBackend:
 
     A step graph whose attention is `unmasked` (flash attention: no key mask) is exact only for rows
     without padded frames; a batch with padding runs row by row at each row's own length (padded
-    frames keep their initial noise: nothing reads them).
+    frames keep their initial noise: nothing reads them). A graph whose rows are not independent
+    (`rows_independent: false` in the manifest: dynamic INT8's per-call activation scales) always
+    runs row by row, so a row's audio never depends on what it was batched with.
     """
 
     name = "onnxruntime"
@@ -96,6 +98,9 @@ class OnnxRuntimeBackend:
             {},
         )
         self.unmasked_attention = entry.get("attention") == "unmasked"
+        # cpu-int8 scales activations per call (dynamic quantization): batched rows would change
+        # each other's audio, so every row runs alone and a request sounds the same however batched
+        self.rows_independent = entry.get("rows_independent", True) is not False
 
     def encode_text(self, text_ids: np.ndarray, mask: np.ndarray) -> HostText:
         cond, uncond = self._text.run(None, {"text_ids": text_ids.astype(np.int32, copy=False), "mask": mask})
@@ -104,7 +109,7 @@ class OnnxRuntimeBackend:
     def sample(self, job: SampleJob) -> np.ndarray:
         text_cond, text_uncond = job.text.host()
         cfg = job.cfg.astype(np.float32, copy=False)
-        if not self.unmasked_attention or job.mask.all():
+        if self.rows_independent and (not self.unmasked_attention or job.mask.all()):  # one call, whole batch
             return self._solve(job.x0, job.cond, text_cond, text_uncond, job.mask, cfg, job)
         x = job.x0.copy()
         for r in range(job.mask.shape[0]):

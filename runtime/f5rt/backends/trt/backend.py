@@ -58,6 +58,7 @@ from f5rt.backends.trt.profiles import choose_vocoder_profile, profile_shapes
 from f5rt.backends.trt.runner import BucketRunner
 from f5rt.buckets import Bucket
 from f5rt.errors import BackendUnavailable, ManifestError, NoBucketError
+from f5rt.limits import NFE_MAX
 from f5rt.manifest import Manifest, load_manifest
 
 if TYPE_CHECKING:  # checked against tensorrt-stubs where installed, Any otherwise
@@ -155,7 +156,7 @@ class TensorRTBackend:
         precision: str = "int8",
         *,
         nfe_warmup: Sequence[int] = (32,),
-        nfe_max: int = 64,
+        nfe_max: int = NFE_MAX,
         cuda_graphs: bool = True,
         device: int = 0,
     ) -> None:

@@ -1,0 +1,100 @@
+"""create_app: the FastAPI app, its batcher, metrics, auth and routes, wired around one ServerContext."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator
+from typing import Any
+
+from f5rt.batching import Batcher
+from f5rt.limits import Limits
+from f5rt.metrics import Metrics
+from f5rt.server import handlers
+from f5rt.server.auth import AuthConfig, AuthMiddleware
+from f5rt.server.context import MODEL_ID, ServerContext
+from f5rt.server.errors import install_handlers
+from f5rt.server.middleware import MetricsMiddleware
+from f5rt.server.speech import speech
+
+# (path, methods, handler): the whole API surface in one table.
+ROUTES = (
+    ("/api/tts", ["POST"], handlers.api_tts),
+    ("/v1/audio/speech", ["POST"], speech),
+    ("/v1/models", ["GET"], handlers.list_models),
+    ("/v1/models/{model_id}", ["GET"], handlers.get_model),
+    ("/api/voices", ["GET"], handlers.list_voices),
+    ("/api/voices/{voice_id}", ["POST", "PUT"], handlers.put_voice),
+    ("/api/voices/{voice_id}", ["DELETE"], handlers.delete_voice),
+    ("/api/health", ["GET"], handlers.health),
+    ("/metrics", ["GET"], handlers.metrics_endpoint),
+)
+
+
+def create_app(
+    synth: Any,
+    voices: Any,
+    limits: Limits | None = None,
+    *,
+    default_voice: str | None = None,
+    warmup: bool = True,
+    metrics: Metrics | None = None,
+    defaults: Any = None,
+    auth: AuthConfig | None = None,
+    model_id: str = MODEL_ID,
+) -> Any:
+    """The FastAPI app serving `synth` with the voices of `voices` (a VoiceStore).
+
+    defaults: the SynthesisOptions a request's absent fields take (default: f5-tts' own defaults);
+    /v1/audio/speech, which has no sampling fields, always uses them (with its speed and seed).
+    auth: API keys (default: none, every route open; `serve` allows that on loopback only).
+
+    The batcher starts (and warms the synthesizer up) in the app's lifespan; the app's state holds
+    app.state.ctx (the ServerContext) and, for tests and embedding, app.state.batcher / .metrics / .limits.
+    """
+    from fastapi import FastAPI
+
+    limits = limits or Limits()
+    metrics = metrics or Metrics()
+    if defaults is None:
+        from f5rt.synthesizer import SynthesisOptions
+
+        defaults = SynthesisOptions()
+    batcher = Batcher(synth, limits, metrics)
+    ctx = ServerContext(
+        synth=synth,
+        voices=voices,
+        limits=limits,
+        metrics=metrics,
+        batcher=batcher,
+        defaults=defaults,
+        auth=auth or AuthConfig(),
+        default_voice=default_voice,
+        model_id=model_id,
+    )
+    metrics.gauge("f5rt_queue_depth", "Requests and stream steps waiting for the worker.", lambda: batcher.queue_depth)
+    metrics.gauge("f5rt_inflight_requests", "Requests admitted (queued or running).", lambda: batcher.inflight)
+    metrics.gauge("f5rt_queue_capacity", "Requests admitted at most (limits.queue_size).", lambda: limits.queue_size)
+    metrics.gauge("f5rt_ready", "1 once warm-up has finished.", lambda: 1.0 if batcher.ready else 0.0)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        batcher.start(warmup=warmup)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(batcher.stop)
+
+    app = FastAPI(title="f5rt", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.ctx = ctx
+    app.state.batcher = batcher
+    app.state.metrics = metrics
+    app.state.limits = limits
+    # add_middleware wraps: the last added runs first. Metrics outermost, so auth refusals are counted.
+    app.add_middleware(AuthMiddleware, auth=ctx.auth)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_handlers(app, metrics)
+    for path, methods, handler in ROUTES:
+        app.add_route(path, functools.partial(handler, ctx), methods=methods)
+    return app
