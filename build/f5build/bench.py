@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from f5build.bench_workers import TEXTS
-from f5build.cli import ROOT, artifacts_dir
+from f5build.cli import ROOT, ModelSource, artifacts_dir
 from f5build.common import log, tool_versions
 from f5rt._fs import atomic_path, atomic_write_bytes, atomic_write_json
 
@@ -51,6 +51,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         help=f"earlier bench.json: fail when any speed ratio is more than {BASELINE_TOLERANCE:.0%} below it",
     )
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What one bench run measures (built once from the command line by `from_args`)."""
+
+    artifacts: Path
+    source: ModelSource
+    nfe: int = 16
+    threads: int = 2
+    repeat: int = 3
+    precisions: tuple[str, ...] = ()  # empty: default_precisions(what is built)
+    reports: Path = ROOT / "reports"
+    baseline: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.repeat < 1:
+            raise ValueError(f"--bench-repeat must be >= 1, got {self.repeat}")
+        if self.nfe < 1 or self.threads < 1:
+            raise ValueError(f"--bench-nfe and --bench-threads must be >= 1, got {self.nfe} and {self.threads}")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BenchOptions:
+        return cls(
+            artifacts=artifacts_dir(args),
+            source=ModelSource.from_args(args),
+            nfe=int(args.bench_nfe),
+            threads=int(args.bench_threads),
+            repeat=int(args.bench_repeat),
+            precisions=tuple(p.strip() for p in args.bench_precisions.split(",") if p.strip()),
+            reports=Path(args.bench_reports),
+            baseline=Path(args.baseline) if args.baseline else None,
+        )
+
+
+Options = BenchOptions
 
 
 @dataclass
@@ -233,55 +269,49 @@ def markdown(r: dict[str, Any], sides: dict[str, Side], ratios: dict[str, Ratio]
     return "\n".join(L)
 
 
-def _export_if_missing(args: argparse.Namespace, root: Path) -> None:
+def _export_if_missing(opts: BenchOptions) -> None:
     """Export in a child process: the bench's own process never holds a model (or its peak)."""
-    if (root / "manifest.json").is_file():
+    if (opts.artifacts / "manifest.json").is_file():
         return
-    log(f"{root}: no artifacts; exporting {args.model} first (separate process)")
-    cmd = [sys.executable, "-m", "f5build", "export", "--model", args.model, "--seed", str(args.seed)]
+    model = opts.source.model
+    log(f"{opts.artifacts}: no artifacts; exporting {model} first (separate process)")
+    cmd = [sys.executable, "-m", "f5build", "export", "--model", model, "--seed", str(opts.source.seed)]
+    cmd += ["--artifacts-root", str(opts.artifacts.parent), "--name", opts.artifacts.name]
     if subprocess.run(cmd, check=False).returncode != 0:
-        raise RuntimeError(f"export of {args.model} failed; run `nox -s export -- --model {args.model}`")
+        raise RuntimeError(f"export of {model} failed; run `nox -s export -- --model {model}`")
 
 
-def run(args: argparse.Namespace) -> int:
-    root = artifacts_dir(args)
-    _export_if_missing(args, root)
+def run(opts: BenchOptions) -> int:
+    root = opts.artifacts
+    _export_if_missing(opts)
     from f5rt.manifest import load_manifest
 
     have = load_manifest(root).precisions("step")
-    wanted = [p.strip() for p in args.bench_precisions.split(",") if p.strip()] or default_precisions(have)
+    wanted = list(opts.precisions) or default_precisions(have)
     missing = [p for p in wanted if p not in have]
     if missing:
         raise ValueError(f"--bench-precisions {missing}: not built in {root} (have {have}); run `nox -s quantize`")
-    if args.bench_repeat < 1:
-        raise ValueError(f"--bench-repeat must be >= 1, got {args.bench_repeat}")
-    spec = {
-        "model": args.model,
-        "seed": args.seed,
-        "artifacts": str(root),
-        "nfe": args.bench_nfe,
-        "threads": args.bench_threads,
-    }
+    spec = {"model": opts.source.model, "seed": opts.source.seed, "artifacts": str(root), "nfe": opts.nfe}
+    spec["threads"] = opts.threads
     sides = {TORCH: Side(TORCH), **{f"f5rt {p}": Side(f"f5rt {p}") for p in wanted}}
     load_before = os.getloadavg()[0]
     idle = spawn("idle", spec)["peak_rss_mb"]
-    for k in range(args.bench_repeat):
+    for k in range(opts.repeat):
         for name, side in sides.items():
-            log(f"round {k + 1}/{args.bench_repeat}: {name} …")
+            log(f"round {k + 1}/{opts.repeat}: {name} …")
             if name == TORCH:
                 side.rounds.append(spawn("torch", spec))
             else:
                 side.rounds.append(spawn("f5rt", {**spec, "precision": name.removeprefix("f5rt ")}))
-            log(
-                f"  {side.rounds[-1]['runs'][-1]['latency_s']:.1f} s on the longest text, peak {side.rounds[-1]['peak_rss_mb']:.0f} MB"
-            )
+            last = side.rounds[-1]
+            log(f"  {last['runs'][-1]['latency_s']:.1f} s on the longest text, peak {last['peak_rss_mb']:.0f} MB")
     torch = sides[TORCH]
     ratios = {n: speed_ratio(torch, s) for n, s in sides.items() if n != TORCH}
     result = {
         "model": root.name,
-        "nfe": args.bench_nfe,
-        "threads": args.bench_threads,
-        "repeat": args.bench_repeat,
+        "nfe": opts.nfe,
+        "threads": opts.threads,
+        "repeat": opts.repeat,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "cpu": cpu_info(),
         "loadavg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -304,12 +334,12 @@ def run(args: argparse.Namespace) -> int:
         "memory_ratio": {n: s.peak_rss_mb / torch.peak_rss_mb for n, s in sides.items() if n != TORCH},
         "tools": tool_versions(("torch", "onnxruntime", "f5-tts", "numpy")),
     }
-    out = Path(args.bench_reports)
+    out = opts.reports
     out.mkdir(parents=True, exist_ok=True)
-    regressions = check_baseline(ratios, json.loads(Path(args.baseline).read_text())) if args.baseline else []
-    result["baseline"] = {"file": str(args.baseline) if args.baseline else None, "regressions": regressions}
+    regressions = check_baseline(ratios, json.loads(opts.baseline.read_text())) if opts.baseline else []
+    result["baseline"] = {"file": str(opts.baseline) if opts.baseline else None, "regressions": regressions}
     atomic_write_json(out / "bench.json", result)
-    _plot(sides, f"{result['model']}, NFE {args.bench_nfe}, {args.bench_threads} threads", out / "bench.png")
+    _plot(sides, f"{result['model']}, NFE {opts.nfe}, {opts.threads} threads", out / "bench.png")
     atomic_write_bytes(out / "bench.md", markdown(result, sides, ratios).encode("utf-8"))
     for n, r in ratios.items():
         log(

@@ -102,7 +102,7 @@ def server_process(args: argparse.Namespace, voices: Path, window_ms: float, log
         "--artifacts", str(args.artifacts), "--voices", str(voices),
         "--host", "127.0.0.1", "--port", str(port),
         "--backend", args.backend, "--batch-window-ms", str(window_ms), "--max-batch", str(args.max_batch),
-        "--nfe", str(args.nfe), "--log-level", "warning",
+        "--nfe", str(args.nfe), "--log-level", "warning", "--precision", args.precision,
     ]  # fmt: skip
     if args.threads:
         cmd += ["--threads", str(args.threads)]
@@ -285,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--voices", type=Path, help="voices folder (default: one synthetic voice in a temp folder)")
     p.add_argument("--backend", default="onnxruntime")
     p.add_argument("--threads", type=int)
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="step graph variant (default fp32: the exported graph, so runs compare whatever else was built)",
+    )
     p.add_argument("--requests", type=int, default=200, help="/api/tts requests per throughput run (0: skip)")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--stream-requests", type=int, default=48, help="streams per burst round (0: skip streams)")
@@ -321,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             runs.update(stream_rounds(args, voices, tmp_path / "streams.log"))
     report: dict[str, Any] = {
         "config": {
-            "artifacts": str(args.artifacts), "backend": args.backend, "requests": args.requests,
+            "artifacts": str(args.artifacts), "backend": args.backend, "precision": args.precision,
+            "requests": args.requests,
             "concurrency": args.concurrency, "nfe": args.nfe, "batch_window_ms": args.batch_window_ms,
             "max_batch": args.max_batch, "repeats": args.repeats, "stream_requests": args.stream_requests,
             "lone_requests": args.lone_requests, "mixed_requests": args.mixed_requests,

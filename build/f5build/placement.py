@@ -26,10 +26,23 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from f5build.onnx_graph import (
+    METADATA_OPS,
+    PASSTHROUGH,
+    attention_matmuls,
+    consumers_of,
+    load_graph,
+    op_of,
+    producer,
+    scale_values,
+    tensor_dtypes,
+    through_casts_up,
+    weight_axis,
+)
 
 # The recipe lives in f5build.recipe; its names stay importable from here, where the tests and the
 # CPU-variant builder look for them.
@@ -75,161 +88,6 @@ __all__ = [
     "tensor_dtypes",
     "unmatched_patterns",
 ]
-
-_PASSTHROUGH = ("Cast",)  # follow a dequantized tensor through these to its real consumer
-_METADATA_OPS = ("Shape", "Size")  # consumers that read only the shape
-# Ops between an attention score MatMul and its Softmax, or between Softmax and the value MatMul.
-_ATTN_CHAIN = ("Cast", "Mul", "Div", "Add", "Where", "Pow", "Sub", "Transpose", "Reshape", "Identity")
-_BOOL_OPS = ("Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf")
-_INT64_OPS = ("Shape", "Size", "NonZero", "ArgMax", "ArgMin")
-
-
-def load_graph(model: Any) -> Any:
-    """A graphsurgeon graph from a path or ModelProto (weights are read lazily, never copied)."""
-    import onnx
-    import onnx_graphsurgeon as gs
-
-    if isinstance(model, (str, Path)):
-        model = onnx.load(str(model), load_external_data=True)
-    return gs.import_onnx(model)
-
-
-def _np_dtype(t: Any) -> np.dtype | None:
-    dt = getattr(t, "dtype", None)
-    if dt is None:
-        return None
-    try:
-        return np.dtype(dt)
-    except TypeError:
-        import onnx
-
-        try:  # graphsurgeon may keep an onnx enum for types numpy lacks
-            return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(int(dt)))
-        except (TypeError, ValueError, KeyError):
-            return None
-
-
-def tensor_dtypes(graph: Any) -> dict[str, np.dtype]:
-    """Element type of every tensor: declared (value_info, initializers) or propagated op by op."""
-    import onnx
-
-    out: dict[str, np.dtype] = {}
-    for name, t in graph.tensors().items():
-        declared = _np_dtype(t)
-        if declared is not None:
-            out[name] = declared
-    for node in graph.nodes:  # graph.nodes is topologically sorted after toposort()
-        known = [out.get(t.name) for t in node.inputs if t.name]
-        first_float = next((d for d in known if d is not None and d.kind == "f"), None)
-        first = next((d for d in known if d is not None), None)
-        for i, o in enumerate(node.outputs):
-            if o.name in out:
-                continue
-            dt: np.dtype | None
-            if node.op == "Cast":
-                dt = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(int(node.attrs["to"])))
-            elif node.op == "QuantizeLinear":
-                zp = node.inputs[2] if len(node.inputs) > 2 else None
-                dt = out.get(zp.name) if zp is not None else np.dtype(np.uint8)
-            elif node.op == "DequantizeLinear":
-                dt = out.get(node.inputs[1].name)
-            elif node.op in _BOOL_OPS:
-                dt = np.dtype(bool)
-            elif node.op in _INT64_OPS:
-                dt = np.dtype(np.int64)
-            elif node.op == "Constant":
-                v = node.attrs.get("value")
-                dt = _np_dtype(v) if v is not None else None
-            elif node.op == "ConstantOfShape":
-                v = node.attrs.get("value")
-                dt = _np_dtype(v) if v is not None else np.dtype(np.float32)
-            elif node.op == "Where":
-                dt = out.get(node.inputs[1].name)
-            elif node.op in ("LayerNormalization",) and i > 0:
-                dt = np.dtype(np.float32)
-            else:
-                dt = first_float or first
-            if dt is not None:
-                out[o.name] = dt
-    return out
-
-
-def _consumers(tensor: Any) -> list[Any]:
-    """Compute nodes reading `tensor`, looking through Casts and ignoring shape-only readers."""
-    found = []
-    for node in tensor.outputs:
-        if node.op in _PASSTHROUGH:
-            found.extend(_consumers(node.outputs[0]))
-        elif node.op not in _METADATA_OPS:
-            found.append(node)
-    return found
-
-
-def _producer(tensor: Any) -> Any | None:
-    return tensor.inputs[0] if getattr(tensor, "inputs", None) else None
-
-
-def _op(node: Any | None) -> str | None:
-    return None if node is None else str(node.op)
-
-
-def _through_casts_up(tensor: Any) -> Any | None:
-    node = _producer(tensor)
-    while node is not None and node.op in _PASSTHROUGH:
-        node = _producer(node.inputs[0])
-    return node
-
-
-def attention_matmuls(graph: Any) -> list[tuple[str, str]]:
-    """(role, node name) of the score and value MatMuls around every Softmax, found by structure."""
-    found: list[tuple[str, str]] = []
-    for sm in (n for n in graph.nodes if n.op == "Softmax"):
-        # upstream: follow the first data input through mask/scale/cast ops to a MatMul
-        node = _producer(sm.inputs[0])
-        seen = 0
-        while node is not None and node.op != "MatMul" and node.op in _ATTN_CHAIN and seen < 16:
-            data_inputs = [t for t in node.inputs if _op(_producer(t)) not in (None, "Constant")]
-            node = _producer(data_inputs[0]) if data_inputs else None
-            seen += 1
-        if node is not None and node.op == "MatMul":
-            found.append(("score", node.name))
-        # downstream: the MatMul that reads the probabilities
-        frontier, depth = list(sm.outputs[0].outputs), 0
-        while frontier and depth < 8:
-            nxt = []
-            for n in frontier:
-                if n.op == "MatMul":
-                    found.append(("value", n.name))
-                elif n.op in _ATTN_CHAIN:
-                    nxt.extend(n.outputs[0].outputs)
-            frontier, depth = nxt, depth + 1
-    return found
-
-
-def _scale_values(tensor: Any) -> np.ndarray | None:
-    import onnx_graphsurgeon as gs
-
-    if isinstance(tensor, gs.Constant):
-        return np.asarray(tensor.values)
-    node = _producer(tensor)
-    if node is not None and node.op == "Constant":
-        return np.asarray(node.attrs["value"].values)
-    return None
-
-
-def _weight_axis(consumer: Any, input_index: int, rank: int) -> int | None:
-    """Output-channel axis of a weight input: MatMul B [in, out] -> last; Gemm B -> 0 if transB; Conv W -> 0."""
-    if consumer.op == "MatMul" and input_index == 1:
-        return rank - 1
-    if consumer.op == "Gemm" and input_index == 1:
-        return 0 if int(consumer.attrs.get("transB", 0)) else 1
-    if consumer.op == "Gemm" and input_index == 0 and int(consumer.attrs.get("transA", 0)):
-        return None
-    if consumer.op in ("Conv",) and input_index == 1:
-        return 0
-    if consumer.op == "ConvTranspose" and input_index == 1:
-        return 1
-    return None
 
 
 @dataclass
@@ -283,12 +141,12 @@ def check_placement(model: Any, recipe: GraphRecipe, precision: str, max_errors:
     quantized_inputs: dict[str, set[int]] = {}
     node_by_name = {n.name: n for n in graph.nodes}
     for dq in (n for n in graph.nodes if n.op == "DequantizeLinear"):
-        q = _producer(dq.inputs[0])
+        q = producer(dq.inputs[0])
         source = dq.inputs[0]
         is_weight = False
         if q is not None and q.op == "QuantizeLinear":
             rep.qdq_pairs += 1
-            is_weight = isinstance(q.inputs[0], gs.Constant) or _op(_producer(q.inputs[0])) == "Constant"
+            is_weight = isinstance(q.inputs[0], gs.Constant) or op_of(producer(q.inputs[0])) == "Constant"
             source = q.inputs[0]
             for t in q.outputs[0].outputs:
                 if t.op != "DequantizeLinear":
@@ -302,17 +160,17 @@ def check_placement(model: Any, recipe: GraphRecipe, precision: str, max_errors:
             zps = []
         zps.append(dq.inputs[2] if len(dq.inputs) > 2 else None)
         for zp in zps:
-            v = _scale_values(zp) if zp is not None else None
+            v = scale_values(zp) if zp is not None else None
             if v is not None and np.any(v != 0):
                 err(f"{dq.name}: zero point {v.ravel()[:4]} is not 0 (quantization must be symmetric)")
-        scale = _scale_values(dq.inputs[1])
+        scale = scale_values(dq.inputs[1])
         for c in dq.outputs[0].outputs:  # what TensorRT fuses: the DQ must feed its INT8 op directly
-            if c.op in _METADATA_OPS:
+            if c.op in METADATA_OPS:
                 err(
                     f"{c.op} {c.name} reads the dequantized tensor of {dq.name}: shape readers must read the "
                     f"unquantized tensor {source.name}"
                 )
-            elif c.op in _PASSTHROUGH:
+            elif c.op in PASSTHROUGH:
                 after = ", ".join(f"{n.op} {n.name}" for n in c.outputs[0].outputs) or "nothing"
                 err(
                     f"DequantizeLinear {dq.name} feeds {c.op} {c.name} (then {after}): TensorRT fuses a DQ into its "
@@ -327,11 +185,11 @@ def check_placement(model: Any, recipe: GraphRecipe, precision: str, max_errors:
                         f"DequantizeLinear {dq.name} gives {dq_dt} but {c.op} {c.name} computes in {out_dt}: the "
                         "scale must be in the consumer's type"
                     )
-        consumers = _consumers(dq.outputs[0])
+        consumers = consumers_of(dq.outputs[0])
         if not consumers:
             err(f"DequantizeLinear {dq.name} has no consumer")
         for c in consumers:
-            idx = next((i for i, t in enumerate(c.inputs) if _through_casts_up(t) is dq), None)
+            idx = next((i for i, t in enumerate(c.inputs) if through_casts_up(t) is dq), None)
             if rule is None:
                 err(f"{c.op} {c.name} reads a dequantized tensor in a {precision} graph (no Q/DQ expected)")
                 continue
@@ -344,9 +202,9 @@ def check_placement(model: Any, recipe: GraphRecipe, precision: str, max_errors:
             if scale is None or idx is None:
                 continue
             if is_weight:
-                w = _scale_values(source)
+                w = scale_values(source)
                 shape = tuple(getattr(source, "shape", None) or (w.shape if w is not None else ()))
-                axis = _weight_axis(c, idx, len(shape))
+                axis = weight_axis(c, idx, len(shape))
                 ax = dq.attrs.get("axis", 1)
                 if axis is None or not shape:
                     err(f"{dq.name}: weight Q/DQ on an unexpected input {idx} of {c.op} {c.name}")
@@ -409,7 +267,7 @@ def check_placement(model: Any, recipe: GraphRecipe, precision: str, max_errors:
             continue
         bad = [d for d in floats if d != np.float32]
         reads_dq = [
-            t.name for t in node.inputs if (p := _through_casts_up(t)) is not None and p.op == "DequantizeLinear"
+            t.name for t in node.inputs if (p := through_casts_up(t)) is not None and p.op == "DequantizeLinear"
         ]
         if bad:
             err(f"guarded {node.op} {node.name} computes in {bad[0]} (must stay FP32)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from f5rt.manifest import file_entry, update_manifest
@@ -43,25 +43,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def options_from_args(args: argparse.Namespace) -> RepositoryOptions:
-    return RepositoryOptions(
-        voices_path=args.triton_voices,
-        voice_cache_path=args.triton_voice_cache,
-        precision=args.triton_precision,
-        instances=args.triton_instances,
-        default_nfe=args.triton_nfe,
-        threads=args.triton_threads,
-        limits_path=args.triton_limits,
-        queue_delay_us=args.triton_queue_delay_us,
-    )
+@dataclass(frozen=True)
+class TritonStageOptions:
+    """Where the repository goes (the artifacts folder) and what it holds (RepositoryOptions)."""
+
+    artifacts: Path
+    repository: RepositoryOptions
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TritonStageOptions:
+        from f5build.cli import artifacts_dir
+
+        return cls(
+            artifacts=Path(artifacts_dir(args)),
+            repository=RepositoryOptions(
+                voices_path=args.triton_voices,
+                voice_cache_path=args.triton_voice_cache,
+                precision=args.triton_precision,
+                instances=args.triton_instances,
+                default_nfe=args.triton_nfe,
+                threads=args.triton_threads,
+                limits_path=args.triton_limits,
+                queue_delay_us=args.triton_queue_delay_us,
+            ),
+        )
 
 
-def run(args: argparse.Namespace) -> int:
-    from f5build.cli import artifacts_dir
+Options = TritonStageOptions
 
+
+def run(options: TritonStageOptions) -> int:
     t0 = time.perf_counter()
-    root = Path(artifacts_dir(args))
-    opts = options_from_args(args)
+    root = options.artifacts
+    opts = options.repository
     repo = write_repository(root, root / REPOSITORY, opts)
     rels = [f"{REPOSITORY}/{rel}" for rel in repo.files]
     entries = {rel: file_entry(root, rel, kind="triton", stage="triton") for rel in rels}

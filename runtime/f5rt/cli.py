@@ -44,7 +44,10 @@ def _add_engine(p: argparse.ArgumentParser) -> None:
         "auto: the most reduced TensorRT deployment, or cpu-int8 on ONNX Runtime when validate passed it, else fp32",
     )
     p.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for ONNX Runtime (default: the CPUs this process may use)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for ONNX Runtime (default: the CPUs this process may use)",
     )
 
 
