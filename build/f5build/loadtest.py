@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -91,28 +91,56 @@ def make_voice_dir(root: Path) -> Path:
     return root
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """One load test's settings, built once from the command line (main) by `from_args`."""
+
+    artifacts: Path
+    voices: Path | None
+    backend: str
+    threads: int | None
+    precision: str
+    requests: int
+    concurrency: int
+    stream_requests: int
+    lone_requests: int
+    mixed_requests: int
+    repeats: int
+    nfe: int
+    batch_window_ms: float
+    max_batch: int
+    timeout: float
+    startup_timeout: float
+    before: Path | None
+    out: Path
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> LoadOptions:
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
 @contextlib.contextmanager
-def server_process(args: argparse.Namespace, voices: Path, window_ms: float, log_path: Path) -> Iterator[str]:
+def server_process(opts: LoadOptions, voices: Path, window_ms: float, log_path: Path) -> Iterator[str]:
     """Run `python -m f5rt.server` until the block ends; yields its base URL once /api/health is 200."""
     import httpx
 
     port = free_port()
     cmd = [
         sys.executable, "-m", "f5rt.server",
-        "--artifacts", str(args.artifacts), "--voices", str(voices),
+        "--artifacts", str(opts.artifacts), "--voices", str(voices),
         "--host", "127.0.0.1", "--port", str(port),
-        "--backend", args.backend, "--batch-window-ms", str(window_ms), "--max-batch", str(args.max_batch),
-        "--nfe", str(args.nfe), "--log-level", "warning", "--precision", args.precision,
+        "--backend", opts.backend, "--batch-window-ms", str(window_ms), "--max-batch", str(opts.max_batch),
+        "--nfe", str(opts.nfe), "--log-level", "warning", "--precision", opts.precision,
     ]  # fmt: skip
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
+    if opts.threads:
+        cmd += ["--threads", str(opts.threads)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "runtime"), *filter(None, [env.get("PYTHONPATH")])])
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
         try:
-            deadline = time.monotonic() + args.startup_timeout
+            deadline = time.monotonic() + opts.startup_timeout
             while True:
                 if proc.poll() is not None:
                     raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}")
@@ -121,7 +149,7 @@ def server_process(args: argparse.Namespace, voices: Path, window_ms: float, log
                         break
                 if time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"server not ready after {args.startup_timeout} s:\n{log_path.read_text()[-2000:]}"
+                        f"server not ready after {opts.startup_timeout} s:\n{log_path.read_text()[-2000:]}"
                     )
                 time.sleep(0.2)
             yield url
@@ -232,13 +260,13 @@ def summarize(samples: list[Sample], wall: float) -> dict[str, Any]:
     }
 
 
-def measure(url: str, args: argparse.Namespace, mode: str, n: int, concurrency: int) -> dict[str, Any]:
+def measure(url: str, opts: LoadOptions, mode: str, n: int, concurrency: int) -> dict[str, Any]:
     """One measured round on a running server, with the engine calls it caused and the load around it."""
     import httpx
 
     load_before = os.getloadavg()[0]
     before = batch_stats(httpx.get(f"{url}/metrics", timeout=10).text)
-    samples, wall = asyncio.run(run_load(url, n, concurrency, mode, args.nfe, args.timeout))
+    samples, wall = asyncio.run(run_load(url, n, concurrency, mode, opts.nfe, opts.timeout))
     after = batch_stats(httpx.get(f"{url}/metrics", timeout=10).text)
     summary = summarize(samples, wall)
     batched, calls = after[0] - before[0], after[1] - before[1]  # the histogram is cumulative
@@ -258,24 +286,24 @@ def measure(url: str, args: argparse.Namespace, mode: str, n: int, concurrency: 
     return summary
 
 
-def tts_run(args: argparse.Namespace, voices: Path, window_ms: float, log_path: Path) -> dict[str, Any]:
-    with server_process(args, voices, window_ms, log_path) as url:
-        asyncio.run(run_load(url, 4, 4, "tts", args.nfe, args.timeout))  # warm caches
-        summary = measure(url, args, "tts", args.requests, args.concurrency)
-    summary.update(batch_window_ms=window_ms, max_batch=args.max_batch if window_ms > 0 else 1)
+def tts_run(opts: LoadOptions, voices: Path, window_ms: float, log_path: Path) -> dict[str, Any]:
+    with server_process(opts, voices, window_ms, log_path) as url:
+        asyncio.run(run_load(url, 4, 4, "tts", opts.nfe, opts.timeout))  # warm caches
+        summary = measure(url, opts, "tts", opts.requests, opts.concurrency)
+    summary.update(batch_window_ms=window_ms, max_batch=opts.max_batch if window_ms > 0 else 1)
     return summary
 
 
-def stream_rounds(args: argparse.Namespace, voices: Path, log_path: Path) -> dict[str, list[dict[str, Any]]]:
+def stream_rounds(opts: LoadOptions, voices: Path, log_path: Path) -> dict[str, list[dict[str, Any]]]:
     """`--repeats` rounds of lone / burst / mixed on one server, interleaved so they share the noise."""
     rounds: dict[str, list[dict[str, Any]]] = {"lone": [], "burst": [], "mixed": []}
-    with server_process(args, voices, args.batch_window_ms, log_path) as url:
-        asyncio.run(run_load(url, 4, 4, "stream", args.nfe, args.timeout))  # warm caches
-        for _ in range(args.repeats):
-            rounds["lone"].append(measure(url, args, "stream", args.lone_requests, 1))
-            rounds["burst"].append(measure(url, args, "stream", args.stream_requests, args.concurrency))
-            if args.mixed_requests > 0:
-                rounds["mixed"].append(measure(url, args, "mixed", args.mixed_requests, args.concurrency))
+    with server_process(opts, voices, opts.batch_window_ms, log_path) as url:
+        asyncio.run(run_load(url, 4, 4, "stream", opts.nfe, opts.timeout))  # warm caches
+        for _ in range(opts.repeats):
+            rounds["lone"].append(measure(url, opts, "stream", opts.lone_requests, 1))
+            rounds["burst"].append(measure(url, opts, "stream", opts.stream_requests, opts.concurrency))
+            if opts.mixed_requests > 0:
+                rounds["mixed"].append(measure(url, opts, "mixed", opts.mixed_requests, opts.concurrency))
     return rounds
 
 
@@ -304,33 +332,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--before", type=Path, help="a load.json of an earlier run (e.g. before a change) to compare with")
     p.add_argument("--out", type=Path, default=ROOT / "reports")
     args = p.parse_args(argv)
-    if args.requests < 0 or args.concurrency < 1 or args.repeats < 1 or args.lone_requests < 1:
+    opts = LoadOptions.from_args(args)
+    if opts.requests < 0 or opts.concurrency < 1 or opts.repeats < 1 or opts.lone_requests < 1:
         p.error("--concurrency, --repeats and --lone-requests must be positive, --requests non-negative")
-    if not (args.artifacts / "manifest.json").is_file():
-        p.error(f"{args.artifacts} has no manifest.json (run `python -m f5build export` first)")
+    if not (opts.artifacts / "manifest.json").is_file():
+        p.error(f"{opts.artifacts} has no manifest.json (run `python -m f5build export` first)")
     before = None
-    if args.before is not None:
+    if opts.before is not None:
         try:
-            before = headline(json.loads(args.before.read_text(encoding="utf-8")))
+            before = headline(json.loads(opts.before.read_text(encoding="utf-8")))
         except (OSError, ValueError) as e:
-            p.error(f"--before {args.before}: {e}")
+            p.error(f"--before {opts.before}: {e}")
 
     runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="f5-load-") as tmp:
         tmp_path = Path(tmp)
-        voices = args.voices or make_voice_dir(tmp_path / "voices")
-        if args.requests > 0:
-            for name, window in (("batched", args.batch_window_ms), ("unbatched", 0.0)):
-                runs[name] = tts_run(args, voices, window, tmp_path / f"{name}.log")
-        if args.stream_requests > 0:
-            runs.update(stream_rounds(args, voices, tmp_path / "streams.log"))
+        voices = opts.voices or make_voice_dir(tmp_path / "voices")
+        if opts.requests > 0:
+            for name, window in (("batched", opts.batch_window_ms), ("unbatched", 0.0)):
+                runs[name] = tts_run(opts, voices, window, tmp_path / f"{name}.log")
+        if opts.stream_requests > 0:
+            runs.update(stream_rounds(opts, voices, tmp_path / "streams.log"))
     report: dict[str, Any] = {
         "config": {
-            "artifacts": str(args.artifacts), "backend": args.backend, "precision": args.precision,
-            "requests": args.requests,
-            "concurrency": args.concurrency, "nfe": args.nfe, "batch_window_ms": args.batch_window_ms,
-            "max_batch": args.max_batch, "repeats": args.repeats, "stream_requests": args.stream_requests,
-            "lone_requests": args.lone_requests, "mixed_requests": args.mixed_requests,
+            "artifacts": str(opts.artifacts), "backend": opts.backend, "precision": opts.precision,
+            "requests": opts.requests,
+            "concurrency": opts.concurrency, "nfe": opts.nfe, "batch_window_ms": opts.batch_window_ms,
+            "max_batch": opts.max_batch, "repeats": opts.repeats, "stream_requests": opts.stream_requests,
+            "lone_requests": opts.lone_requests, "mixed_requests": opts.mixed_requests,
             "host": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
         },
         "runs": runs,
@@ -341,10 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     b, u = runs.get("batched"), runs.get("unbatched")
     report["speedup"] = b["throughput_rps"] / u["throughput_rps"] if b and u and u["throughput_rps"] else math.nan
     if before is not None:
-        report["before"], report["before_source"] = before, str(args.before)
-    write_report(report, args.out)
+        report["before"], report["before_source"] = before, str(opts.before)
+    write_report(report, opts.out)
     print(
-        f"[loadtest] wrote {args.out / 'load.md'} and load.json; burst/lone TTFA {report['headline'].get('burst_over_lone', math.nan):.2f}x"
+        f"[loadtest] wrote {opts.out / 'load.md'} and load.json; burst/lone TTFA {report['headline'].get('burst_over_lone', math.nan):.2f}x"
     )
     failed = sum(x["requests"] - x["ok"] for r in runs.values() for x in (r if isinstance(r, list) else [r]))
     return 1 if failed else 0
