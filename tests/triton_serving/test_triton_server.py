@@ -381,6 +381,13 @@ def test_prometheus_metrics_count_requests(server: Any, http: Any) -> None:
         return tuple(metric(text, n, **labels) for n in names)
 
     before = counts(scrape(server))
+    settle = time.monotonic() + WAIT_S
+    while time.monotonic() < settle:  # earlier tests' requests still finishing must not count here
+        time.sleep(1.0)
+        now = counts(scrape(server))
+        if now == before:
+            break
+        before = now
     for i in range(2):
         http_infer(http, text=f"Counted {i}.", seed=i, nfe=6)
     with pytest.raises(InferenceServerException):
