@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from f5build.bench_workers import TEXTS
-from f5build.cli import ROOT, ModelSource, artifacts_dir
+from f5build.cli import ROOT, ModelSource, artifacts_dir, csv_list
 from f5build.common import log, tool_versions
 from f5rt._fs import atomic_path, atomic_write_bytes, atomic_write_json
 
@@ -80,7 +80,7 @@ class BenchOptions:
             nfe=int(args.bench_nfe),
             threads=int(args.bench_threads),
             repeat=int(args.bench_repeat),
-            precisions=tuple(p.strip() for p in args.bench_precisions.split(",") if p.strip()),
+            precisions=csv_list(args.bench_precisions),
             reports=Path(args.bench_reports),
             baseline=Path(args.baseline) if args.baseline else None,
         )

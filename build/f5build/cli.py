@@ -112,6 +112,11 @@ class ModelSource:
         )
 
 
+def csv_list(text: str | None) -> tuple[str, ...]:
+    """A comma-separated option as its non-empty, stripped items (empty or None: none)."""
+    return tuple(x.strip() for x in str(text or "").split(",") if x.strip())
+
+
 def artifacts_dir(args: argparse.Namespace) -> Path:
     """artifacts/<name>: the name is --name, else the model source's name (file stem for checkpoints)."""
     name = args.name or (Path(args.model).stem if args.model not in ("tiny", "f5tts-v1-base") else args.model)

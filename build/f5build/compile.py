@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from f5build.cli import ROOT, add_common, add_shared, artifacts_dir
+from f5build.cli import ROOT, add_common, add_shared, artifacts_dir, csv_list
 from f5build.onnx_check import (
     DEFAULT_TRT_TARGET,
     ONNX_LIMITS,
@@ -161,7 +161,7 @@ class CompileOptions:
         return cls(
             root=artifacts_dir(args),
             recipe=Path(args.trt_recipe),
-            precisions=tuple(n.strip() for n in str(args.trt_precision or "").split(",") if n.strip()),
+            precisions=csv_list(args.trt_precision),
             target=str(getattr(args, "trt_target", DEFAULT_TRT_TARGET)),
             build=BuildOptions.from_args(args),
             force=bool(args.trt_force),

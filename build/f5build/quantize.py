@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from f5build.cli import add_shared, artifacts_dir
+from f5build.cli import add_shared, artifacts_dir, csv_list
 from f5build.common import log, peak_rss_mb, source_hash, tool_versions
 from f5build.modelopt_calls import (
     autocast_fp16,
@@ -83,10 +83,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_shared(g, "quant", "force", force="rebuild even when up to date")
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in str(text or "").split(",") if x.strip())
-
-
 @dataclass(frozen=True)
 class QuantizeOptions:
     """One quantize run. Empty `graphs` / `variants`: all the recipe has (and a full run drops the
@@ -120,8 +116,8 @@ class QuantizeOptions:
         return cls(
             root=artifacts_dir(args),
             recipe=Path(args.quant_recipe),
-            graphs=_csv(args.quant_graphs),
-            variants=_csv(args.quant_variants),
+            graphs=csv_list(args.quant_graphs),
+            variants=csv_list(args.quant_variants),
             method=args.quant_method,
             samples=args.quant_samples,
             ref_samples=args.quant_ref_samples,

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from f5build.cli import ROOT, add_shared, artifacts_dir
+from f5build.cli import ROOT, add_shared, artifacts_dir, csv_list
 from f5build.common import log, peak_rss_mb, tool_versions
 from f5build.recipe import CPU_PRECISIONS
 from f5build.recordings import RecordedSamples, calibration_file
@@ -110,7 +110,7 @@ class ValidateOptions:
             root=artifacts_dir(args),
             gates=Path(args.val_gates),
             reports=Path(args.val_reports),
-            precisions=tuple(p.strip() for p in str(args.val_precisions or "").split(",") if p.strip()),
+            precisions=csv_list(args.val_precisions),
             max_samples=int(args.val_max_samples or 0),
             e2e=not bool(args.val_no_e2e),
             e2e_lines=int(args.val_e2e_lines),
