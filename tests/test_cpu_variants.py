@@ -88,6 +88,68 @@ def test_fuse_attention_refuses_a_graph_without_attention(tiny_artifacts: Path) 
         fuse_attention(onnx.load(str(tiny_artifacts / "step.onnx")), heads=0, masked=False)
 
 
+def test_fast_gelu_equals_the_plain_chain(tiny_artifacts: Path, tmp_path: Path) -> None:
+    from f5build.ort_gelu import fast_gelu_ops, find_tanh_gelu, fuse_fast_gelu
+
+    plain = onnx.load(str(tiny_artifacts / "step.onnx"))
+    assert len(find_tanh_gelu(plain.graph)) == 2  # one per block's feed-forward
+    model, count = fuse_fast_gelu(onnx.load(str(tiny_artifacts / "step.onnx")))
+    assert count == 2 and fast_gelu_ops(model) == 2 and not find_tanh_gelu(model.graph)
+    gelus = [n for n in model.graph.node if n.op_type == "FastGelu"]
+    assert all(len(n.input) == 2 for n in gelus), "the Linear's bias is folded into FastGelu"
+    assert not any(n.op_type == "Tanh" and "/ff/" in n.name for n in model.graph.node)
+    onnx.save(model, str(tmp_path / "fused.onnx"))
+    feed = _feed(2, 160, 40, seed=5)
+    a = _session(tiny_artifacts / "step.onnx").run(None, feed)[0]
+    b = _session(tmp_path / "fused.onnx").run(None, feed)[0]
+    assert np.abs(a - b).max() < 1e-5 and np.abs(a).max() > 0.1
+    assert fuse_fast_gelu(onnx.load(str(tiny_artifacts / "vocoder.onnx")))[1] == 0  # exact (erf) GELU: not this
+
+
+def _gelu_graph(half: float = 0.5, leak: bool = False) -> onnx.ModelProto:
+    """y = gelu_tanh(x @ W + b) as torch exports it; `half` the final constant, `leak` an extra output."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    consts = {"c3": 0.044715, "k": float(np.sqrt(2 / np.pi)), "one": 1.0, "half": half}
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in consts.items()]
+    inits += [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "W")]
+    inits += [numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")]
+    mk = helper.make_node
+    nodes = [
+        mk("MatMul", ["x", "W"], ["mm"], name="mm"), mk("Add", ["b", "mm"], ["h"], name="bias"),
+        mk("Mul", ["h", "h"], ["sq"], name="sq"), mk("Mul", ["h", "sq"], ["cube"], name="cube"),
+        mk("Mul", ["c3", "cube"], ["cubic"], name="cubic"), mk("Add", ["h", "cubic"], ["inner"], name="inner"),
+        mk("Mul", ["k", "inner"], ["arg"], name="arg"), mk("Tanh", ["arg"], ["th"], name="tanh"),
+        mk("Add", ["one", "th"], ["onep"], name="onep"), mk("Mul", ["h", "onep"], ["hx"], name="hx"),
+        mk("Mul", ["half", "hx"], ["y"], name="y"),
+    ]  # fmt: skip
+    f = TensorProto.FLOAT
+    outs = [helper.make_tensor_value_info("y", f, [2, 8])]
+    if leak:
+        outs.append(helper.make_tensor_value_info("th", f, [2, 8]))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", f, [2, 8])], outs, inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_fast_gelu_fuses_only_the_exact_formula(tmp_path: Path) -> None:
+    from f5build.ort_gelu import find_tanh_gelu, fuse_fast_gelu
+
+    model, count = fuse_fast_gelu(_gelu_graph())
+    assert count == 1 and [n.op_type for n in model.graph.node] == ["MatMul", "FastGelu"]
+    onnx.save(model, str(tmp_path / "fused.onnx"))
+    onnx.save(_gelu_graph(), str(tmp_path / "plain.onnx"))
+    x = {"x": np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)}
+    want = _session(tmp_path / "plain.onnx").run(None, x)[0]
+    np.testing.assert_allclose(_session(tmp_path / "fused.onnx").run(None, x)[0], want, atol=1e-5)
+    assert not find_tanh_gelu(_gelu_graph(half=0.4).graph)  # another formula
+    assert not find_tanh_gelu(_gelu_graph(leak=True).graph)  # an intermediate read outside the chain
+    unnamed = _gelu_graph()
+    unnamed.graph.node[0].name = ""
+    with pytest.raises(ValueError, match="unique, non-empty node names"):
+        fuse_fast_gelu(unnamed)
+
+
 def test_cpu_variants_recorded_and_accurate(quantized: Path) -> None:
     from f5rt.manifest import load_manifest
 
@@ -155,6 +217,12 @@ def test_cpu_placement_check_refuses_violations(quantized: Path, tmp_path: Path)
     masked = CpuRule(rule.op_types, rule.exclude, "masked")
     rep = check_cpu_placement(fp32, src, masked, "cpu-fp32", "step")
     assert not rep.ok and any("attention form" in e for e in rep.errors)
+    # GELU left as plain ops: attention fused, feed-forward not
+    from f5build.ort_attention import fuse_attention
+
+    attn_only, _ = fuse_attention(onnx.load(str(quantized / "step.onnx")), heads=2, masked=False)
+    rep = check_cpu_placement(attn_only, src, rule, "cpu-fp32", "step")
+    assert not rep.ok and any("tanh GELU chain(s) left unfused" in e for e in rep.errors), rep.errors
 
 
 def test_backend_runs_a_padded_batch_row_by_row(quantized: Path) -> None:

@@ -9,8 +9,8 @@ with a quarter of the weight memory, and needs no calibration data. The recipe's
 (config/precision.yaml) names what is quantized and what stays FP32.
 
 Order matters: quantize first (on the plain FP32 graph, which ONNX's shape inference understands),
-then fuse attention (f5build.ort_attention); the attention's own MatMuls are always excluded from
-quantization (both operands are activations). Graphs are written with their weights as external
+then fuse attention (f5build.ort_attention) and the feed-forward's tanh GELU (f5build.ort_gelu); the
+attention's own MatMuls are always excluded from quantization (both operands are activations). Graphs are written with their weights as external
 data (`<name>.data`): ONNX Runtime then reads the weights straight into its tensors instead of
 parsing a 1.3 GB protobuf and copying it, which took the FP32 step session's load peak from 2.0 GB
 to 1.4 GB on f5tts-v1-base (the peak RSS the bench measures).
@@ -26,6 +26,7 @@ from typing import Any
 import onnx
 
 from f5build.ort_attention import MS_DOMAIN, attention_ops, find_attention, fuse_attention
+from f5build.ort_gelu import fast_gelu_ops, find_tanh_gelu, fuse_fast_gelu
 from f5build.placement import CPU_PRECISIONS, CpuRule, PlacementReport
 
 QUANTIZED_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear", "ConvInteger", "QLinearMatMul")
@@ -71,7 +72,8 @@ def check_cpu_placement(
     Rules: every weight node the recipe excludes is still there, as the same FP32 op; in cpu-int8
     every other weight node of `op_types` was quantized (none is left FP32 by accident) and no
     activation x activation MatMul was; cpu-fp32 has no quantized op at all; every explicit
-    attention of the source became one MultiHeadAttention and no Softmax is left behind.
+    attention of the source became one MultiHeadAttention and no Softmax is left behind; every
+    tanh GELU of the source became one FastGelu and none is left as plain ops.
     """
     if precision not in CPU_PRECISIONS:
         raise ValueError(f"not a CPU precision: {precision!r} (expected one of {CPU_PRECISIONS})")
@@ -104,6 +106,10 @@ def check_cpu_placement(
         err(f"{att['softmax_left']} Softmax left outside the fused attention")
     if want and att["form"] != rule.attention:
         err(f"attention form {att['form']}, the recipe asks for {rule.attention}")
+    want_gelu, left_gelu = len(find_tanh_gelu(source.graph)), len(find_tanh_gelu(model.graph))
+    if fast_gelu_ops(model) != want_gelu or left_gelu:
+        err(f"{fast_gelu_ops(model)} FastGelu node(s) and {left_gelu} tanh GELU chain(s) left unfused, for "
+            f"{want_gelu} GELU(s) in the source graph")  # fmt: skip
     for n in quantized:
         rep.quantized[n.op_type] = rep.quantized.get(n.op_type, 0) + 1
     for n in model.graph.node:
@@ -143,6 +149,8 @@ def build_cpu_variant(
         model = onnx.load(str(src))
     model, fused = fuse_attention(model, heads, masked=rule.attention == "masked")
     info["attention"] = {"fused": fused, "form": rule.attention, "op": f"{MS_DOMAIN}.MultiHeadAttention"}
+    model, gelus = fuse_fast_gelu(model)
+    info["gelu"] = {"fused": gelus, "op": f"{MS_DOMAIN}.FastGelu"}
     report = check_cpu_placement(model, source, rule, precision, graph)
     del source
     out = tmp / f"{graph}.{precision}.onnx"

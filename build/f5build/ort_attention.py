@@ -48,11 +48,11 @@ class AttentionSite:
     nodes: tuple[str, ...]
 
 
-def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {o: n for n in graph.node for o in n.output}
 
 
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     out: dict[str, list[onnx.NodeProto]] = {}
     for n in graph.node:
         for i in n.input:
@@ -74,7 +74,7 @@ def find_attention(graph: onnx.GraphProto) -> list[AttentionSite]:
     Add, Softmax over the last axis, MatMul), so it does not depend on node names; a Softmax that
     does not fit the pattern is left as it is.
     """
-    prod, cons = _producers(graph), _consumers(graph)
+    prod, cons = producers(graph), consumers(graph)
     sites = []
     for sm in graph.node:
         if sm.op_type != "Softmax":
@@ -112,7 +112,7 @@ def find_attention(graph: onnx.GraphProto) -> list[AttentionSite]:
 
 def key_padding_mask_source(graph: onnx.GraphProto, bias: str) -> str:
     """The boolean (2B, N) key mask an exported bias is made from: Where(mask, 0, -inf) [-> Cast] -> Unsqueeze x2."""
-    prod = _producers(graph)
+    prod = producers(graph)
     name = bias
     while (p := prod.get(name)) is not None and p.op_type in ("Unsqueeze", "Cast", "Reshape"):
         name = p.input[0]
@@ -200,13 +200,13 @@ def fuse_attention(model: onnx.ModelProto, heads: int, *, masked: bool) -> tuple
     del graph.node[:]
     graph.node.extend(body)
     graph.initializer.extend(consts)
-    _drop_dead(graph)
+    drop_dead(graph)
     if not any(op.domain == MS_DOMAIN for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return model, len(sites)
 
 
-def _drop_dead(graph: onnx.GraphProto) -> None:
+def drop_dead(graph: onnx.GraphProto) -> None:
     """Remove nodes (the old bias chains) whose outputs nothing reads any more."""
     while True:
         used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}

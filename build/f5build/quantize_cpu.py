@@ -75,7 +75,7 @@ def build_cpu(
     with tempfile.TemporaryDirectory(dir=root, prefix=f".quant-{graph}-{precision}-") as tmp_s:
         tmp = Path(tmp_s)
         log(
-            f"  {graph}.{precision}: {'ONNX Runtime dynamic INT8 + ' if precision == 'cpu-int8' else ''}fused attention …"
+            f"  {graph}.{precision}: {'ONNX Runtime dynamic INT8 + ' if precision == 'cpu-int8' else ''}fused attention and GELU …"
         )
         out, extras, report, info = build_cpu_variant(
             manifest.find(graph, "fp32"), tmp, gr.cpu, precision, graph, heads
