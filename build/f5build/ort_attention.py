@@ -197,13 +197,18 @@ def fuse_attention(model: onnx.ModelProto, heads: int, *, masked: bool) -> tuple
         src = mask_nodes[0].input[0]
         at = next((i + 1 for i, n in enumerate(body) if src in n.output), 0)
         body[at:at] = mask_nodes
-    del graph.node[:]
-    graph.node.extend(body)
     graph.initializer.extend(consts)
-    drop_dead(graph)
+    replace_nodes(model, body)
+    return model, len(sites)
+
+
+def replace_nodes(model: onnx.ModelProto, body: list[onnx.NodeProto]) -> None:
+    """Make `body` the graph's nodes, drop what nothing reads any more, and import the ms domain."""
+    del model.graph.node[:]
+    model.graph.node.extend(body)
+    drop_dead(model.graph)
     if not any(op.domain == MS_DOMAIN for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
-    return model, len(sites)
 
 
 def drop_dead(graph: onnx.GraphProto) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper, numpy_helper
 
-from f5build.ort_attention import MS_DOMAIN, consumers, drop_dead, producers
+from f5build.ort_attention import MS_DOMAIN, consumers, producers, replace_nodes
 
 # The formula's constants, matched to within float32 rounding of what torch exports.
 _CUBIC = 0.044715
@@ -155,11 +155,7 @@ def fuse_fast_gelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             body.append(helper.make_node("FastGelu", inputs, [site.output], name=name, domain=MS_DOMAIN))
         elif n.name not in drop:
             body.append(n)
-    del graph.node[:]
-    graph.node.extend(body)
-    drop_dead(graph)
-    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    replace_nodes(model, body)
     return model, len(sites)
 
 
