@@ -10,10 +10,11 @@ with a quarter of the weight memory, and needs no calibration data. The recipe's
 
 Order matters: quantize first (on the plain FP32 graph, which ONNX's shape inference understands),
 then fuse attention (f5build.ort_attention) and the feed-forward's tanh GELU (f5build.ort_gelu); the
-attention's own MatMuls are always excluded from quantization (both operands are activations). Graphs are written with their weights as external
-data (`<name>.data`): ONNX Runtime then reads the weights straight into its tensors instead of
-parsing a 1.3 GB protobuf and copying it, which took the FP32 step session's load peak from 2.0 GB
-to 1.4 GB on f5tts-v1-base (the peak RSS the bench measures).
+attention's own MatMuls are always excluded from quantization (both operands are activations).
+Graphs are written with their weights as external data (`<name>.data`): ONNX Runtime then reads the
+weights straight into its tensors instead of parsing a 1.3 GB protobuf and copying it, which took
+the FP32 step session's load peak from 2.0 GB to 1.4 GB on f5tts-v1-base (the peak RSS the bench
+measures).
 """
 
 from __future__ import annotations
