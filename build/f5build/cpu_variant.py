@@ -108,8 +108,9 @@ def check_cpu_placement(
     if want and att["form"] != rule.attention:
         err(f"attention form {att['form']}, the recipe asks for {rule.attention}")
     want_gelu, left_gelu = len(find_tanh_gelu(source.graph)), len(find_tanh_gelu(model.graph))
-    if fast_gelu_ops(model) != want_gelu or left_gelu:
-        err(f"{fast_gelu_ops(model)} FastGelu node(s) and {left_gelu} tanh GELU chain(s) left unfused, for "
+    got_gelu = fast_gelu_ops(model)
+    if got_gelu != want_gelu or left_gelu:
+        err(f"{got_gelu} FastGelu node(s) and {left_gelu} tanh GELU chain(s) left unfused, for "
             f"{want_gelu} GELU(s) in the source graph")  # fmt: skip
     for n in quantized:
         rep.quantized[n.op_type] = rep.quantized.get(n.op_type, 0) + 1

@@ -84,6 +84,10 @@ def find_tanh_gelu(graph: onnx.GraphProto) -> list[GeluSite]:
         node = prod.get(name) if name is not None else None
         return node if node is not None and node.op_type == op_type else None
 
+    def sole_reader(tensor: str, op_type: str) -> onnx.NodeProto | None:
+        readers = cons.get(tensor, [])
+        return readers[0] if len(readers) == 1 and readers[0].op_type == op_type else None
+
     sites = []
     for tanh in graph.node:
         if tanh.op_type != "Tanh":
@@ -103,16 +107,13 @@ def find_tanh_gelu(graph: onnx.GraphProto) -> list[GeluSite]:
         if match is None:
             continue
         x, head = match
-        readers = cons.get(tanh.output[0], [])
-        one = readers[0] if len(readers) == 1 and readers[0].op_type == "Add" else None
+        one = sole_reader(tanh.output[0], "Add")
         if one is None or not const_is(_other(one, tanh.output[0]), 1.0):
             continue
-        readers = cons.get(one.output[0], [])
-        times_x = readers[0] if len(readers) == 1 and readers[0].op_type == "Mul" else None
+        times_x = sole_reader(one.output[0], "Mul")
         if times_x is None or _other(times_x, one.output[0]) != x:
             continue
-        readers = cons.get(times_x.output[0], [])
-        half = readers[0] if len(readers) == 1 and readers[0].op_type == "Mul" else None
+        half = sole_reader(times_x.output[0], "Mul")
         if half is None or not const_is(_other(half, times_x.output[0]), 0.5):
             continue
         chain = [*head, scale, tanh, one, times_x, half]
@@ -160,5 +161,5 @@ def fuse_fast_gelu(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 
 
 def fast_gelu_ops(model: onnx.ModelProto) -> int:
-    """FastGelu nodes in the graph, for the placement check and the manifest."""
+    """FastGelu nodes in the graph, for the placement check."""
     return sum(n.op_type == "FastGelu" and n.domain == MS_DOMAIN for n in model.graph.node)
