@@ -1,6 +1,6 @@
 """f5-aot build pipeline and checks. Every stage is a session; `nox -s pipeline` runs them in order.
 
-    nox -s pipeline                      # export -> calibrate -> quantize -> compile -> validate -> cost (tiny)
+    nox -s pipeline                      # export -> ... -> validate -> quality -> cost -> triton (f5tts-small-en)
     nox -s export -- --model f5tts-v1-base
     nox -s tests                         # the test suite (CPU only)
     nox -s runtime                       # the runtime alone on Python 3.10, no torch
@@ -46,7 +46,7 @@ def _extras(pyproject: dict[str, Any], *names: str) -> list[str]:
 # why (the torch pin, f5-tts installed bare, ...). The shared env holds the build (group `build`),
 # the runtime with the extras its tests reach, and both test groups.
 SHARED_DEPS = [
-    *nox.project.dependency_groups(BUILD_TOML, "build", "test"),
+    *nox.project.dependency_groups(BUILD_TOML, "build", "test", "quality"),
     *RUNTIME_TOML["project"]["dependencies"],
     *_extras(RUNTIME_TOML, "serve", "aac"),
     *nox.project.dependency_groups(RUNTIME_TOML, "test"),
@@ -97,19 +97,20 @@ def calibrate(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def quantize(session: nox.Session) -> None:
-    """FP16 and INT8 Q/DQ variants with NVIDIA ModelOpt; placement checked."""
+    """FP16 and INT8 Q/DQ variants for TensorRT (NVIDIA ModelOpt) and the ONNX Runtime CPU variants
+    (cpu-fp32: fused attention and GELU; cpu-int8: dynamic INT8); placement checked."""
     _stage(session, "quantize")
 
 
 @nox.session(venv_backend="none")
 def compile(session: nox.Session) -> None:
-    """TensorRT engines (one profile per bucket); without TensorRT, the build plan and polygraphy commands."""
+    """TensorRT engines (one profile per bucket); without TensorRT, the build plan and build_engines.sh for the device."""
     _stage(session, "compile")
 
 
 @nox.session(venv_backend="none")
 def validate(session: nox.Session) -> None:
-    """Polygraphy comparisons of every precision vs FP32, end-to-end audio metrics, gates -> reports/."""
+    """Polygraphy comparisons of every precision vs FP32, end-to-end audio metrics, gates -> reports/accuracy.*"""
     _stage(session, "validate")
 
 
@@ -120,11 +121,37 @@ def cost(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def train(session: nox.Session) -> None:
+    """Train the embedded F5-TTS + Vocos on espeak-ng speech (apt-get install -y espeak-ng) ->
+    models/f5tts-small-en. Resumable: state in ~/.cache/f5-aot/train; a rerun continues where it stopped.
+    `-- --train-steps N` trains on to step N; `--train-threads 2` uses both cores of a 2-core box."""
+    _stage(session, "train")
+
+
+@nox.session(venv_backend="none")
+def quality(session: nox.Session) -> None:
+    """The full listening sweep on the trained embedded model: every precision x NFE 4,6,7,8,16,32 x
+    sway/EPSS/midpoint, ASR WER + speaker similarity + DNSMOS vs ground truth and copy-synthesis, gated
+    against FP32 -> reports/f5tts-small-en/quality.{md,json,png}. Builds the model's artifacts first."""
+    py = _env(session)
+    args = list(session.posargs) or [
+        "--model", "f5tts-small-en", "--quality-nfe", "4,6,7,8,16,32", "--quality-schedules", "sway,epss,midpoint",
+        "--quality-utts", "24",
+    ]  # fmt: skip
+    model = args[args.index("--model") + 1] if "--model" in args else "f5tts-small-en"
+    for stage in ("export", "calibrate", "quantize"):
+        session.run(str(py), "-m", "f5build", stage, "--model", model, external=True)
+    session.run(str(py), "-m", "f5build", "quality", *args, external=True)
+
+
+@nox.session(venv_backend="none")
 def bench(session: nox.Session) -> None:
-    """f5-tts PyTorch vs every f5rt CPU precision on f5tts-v1-base, NFE 16, 2 threads, 3 interleaved
-    rounds -> reports/bench.{md,json,png}. Makes the model's FP32 graphs and CPU variants first (each a
-    no-op when up to date), in their own processes. `-- --model tiny` for a quick look; other options
-    (`--baseline reports/bench.json`, `--bench-repeat N`) go to the bench."""
+    """f5-tts PyTorch vs every f5rt CPU precision on f5tts-v1-base, NFE 16, the usable CPUs' threads, 3
+    interleaved rounds -> reports/bench.{md,json,png}. Makes the model's FP32 graphs and CPU variants first
+    (each a no-op when up to date), in their own processes. `-- --model tiny` for a quick look; other
+    options go to the bench: `--bench-busy 0,1` (also with N cores kept busy by competing processes),
+    `--bench-threads 1,2`, `--bench-spinning on,off`, `--bench-step 600` (one step: the thread table,
+    reports/bench_step.{md,json}), `--baseline reports/bench.json`, `--bench-repeat N`."""
     py = _env(session)
     args = list(session.posargs)
     model = args[args.index("--model") + 1] if "--model" in args else "f5tts-v1-base"
@@ -167,14 +194,20 @@ def emulate(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def pipeline(session: nox.Session) -> None:
-    """Every stage in order on one model (default: the embedded tiny model)."""
+    """Every stage in order on one model (default: the trained embedded model, f5tts-small-en; `-- --model
+    tiny` for the seeded test model): export, calibrate (which also makes the corpus voices in
+    calibration/voices), quantize, compile, validate, quality, cost, triton."""
     py = _env(session)
-    session.run(str(py), "-m", "f5build", "pipeline", *session.posargs, external=True)
+    args = list(session.posargs)
+    if "--model" not in args:
+        args = ["--model", "f5tts-small-en", *args]
+    session.run(str(py), "-m", "f5build", "pipeline", *args, external=True)
 
 
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    """The test suite: CPU only, tiny model, compares against f5-tts / torch / torchaudio."""
+    """The test suite: CPU only, tiny model, compares against f5-tts / torch / torchaudio; runs the
+    README's quickstart blocks (tests/test_readme_quickstart.py)."""
     py = _env(session)
     args = session.posargs or ["tests", "-q", "-ra"]
     session.run(str(py), "-m", "pytest", *args, external=True, env={"PYTHONHASHSEED": "0"})
@@ -202,6 +235,7 @@ RUNTIME_TESTS = [
     "tests/test_openai_sdk.py",
     "tests/test_encoders.py",
     "tests/test_batching.py",
+    "tests/test_service.py",
     "tests/test_triton_repository.py",
     "tests/test_trt_planning.py",
     "tests/test_cuda_gpu.py",
@@ -246,24 +280,39 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the TensorRT / CUDA layer, checked as Python 3.10 code (JetPack 6).
+    """mypy --strict, as Python 3.10 code (JetPack 6), over the TensorRT / CUDA layer, the engine
+    build, and the serving path: the serving core (f5rt.service), its HTTP and Triton adapters, the
+    synthesizer and what they share (options, names, precision). The runtime's own dependencies and
+    its `serve` extra are installed so the web framework's types are checked too.
 
     No tensorrt-stubs here: the published ones do not parse, and installing them into a runtime
     environment makes `import tensorrt` succeed as an empty namespace. TensorRT types are Any.
     """
-    session.install(*nox.project.dependency_groups(BUILD_TOML, "typecheck"))
+    session.install(
+        *nox.project.dependency_groups(BUILD_TOML, "typecheck"),
+        *RUNTIME_TOML["project"]["dependencies"],
+        *_extras(RUNTIME_TOML, "serve"),
+    )
     session.run(
         "mypy",
         "--python-version",
         "3.10",
         "--strict",
         "--follow-imports=silent",
+        "runtime/f5rt/service",
+        "runtime/f5rt/server",
+        "runtime/f5rt/triton",
+        "runtime/f5rt/synthesizer.py",
+        "runtime/f5rt/options.py",
+        "runtime/f5rt/names.py",
+        "runtime/f5rt/precision.py",
         "runtime/f5rt/backends/trt",
         "runtime/f5rt/jetson.py",
         "build/f5build/compile.py",
         "build/f5build/onnx_check.py",
         "build/f5build/trt_plan.py",
         "build/f5build/trt_build.py",
+        "build/f5build/trt_inspect.py",
         env={"MYPYPATH": "runtime:build"},
     )
 

@@ -22,9 +22,9 @@ import pytest
 from conftest import SR, speechlike
 from f5rt.backends import make_backend
 from f5rt.backends.onnxruntime import OnnxRuntimeBackend
-from f5rt.batching import FIRST_PIECE_STREAK, Batcher, Overloaded, RequestTimeout, ShuttingDown
 from f5rt.limits import Limits
 from f5rt.manifest import load_manifest
+from f5rt.service.batcher import FIRST_PIECE_STREAK, Batcher, Overloaded, RequestTimeout, ShuttingDown
 from f5rt.synthesizer import SynthesisOptions, Synthesizer
 from f5rt.voices import Voice, prepare_voice
 
@@ -62,7 +62,7 @@ class Recorder:
     """The real synthesizer, logging the rows of each `run_chunks` call; `after_call` runs once after one."""
 
     def __init__(self, synth: Synthesizer) -> None:
-        self._synth = synth
+        self._synth = synth.engine  # the ChunkEngine the batcher drives
         self.calls: list[list[tuple[str, int]]] = []
         self.after_call: Any = None
         self.fail_on: str | None = None  # a chunk text that makes any call holding it raise
@@ -142,7 +142,7 @@ def assert_same_audio(got: np.ndarray, want: np.ndarray) -> None:
 
 
 def chunks(synth: Synthesizer, voice: Voice, text: str, first: int | None = 12) -> list[str]:
-    return synth.plan_request(text, voice, opts(0), first).chunks
+    return synth.engine.plan_request(text, voice, opts(0), first).chunks
 
 
 def test_first_pieces_go_ahead_of_older_requests_and_later_pieces(

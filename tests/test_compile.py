@@ -21,7 +21,7 @@ import yaml
 from onnx import TensorProto, helper
 
 from f5build import compile as comp
-from f5build.cli import add_common
+from f5build.context import add_common
 from f5rt.backends.trt.engines import select_engines
 from f5rt.backends.trt.profiles import choose_vocoder_profile, plan_profiles
 from f5rt.buckets import Bucket, BucketTable

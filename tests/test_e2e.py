@@ -38,12 +38,19 @@ def torch_noise(seed: int, index: int, frames: int, channels: int) -> np.ndarray
 def f5tts_reference(
     bundle, vocab_path, audio: np.ndarray, ref_text: str, gen_text: str, opts: SynthesisOptions, chunks: list[str]
 ):
-    """f5-tts' infer_process path from the loaded reference on: chunk_text -> infer_batch_process."""
+    """f5-tts' infer_process path from the loaded reference on: chunk_text -> infer_batch_process.
+
+    For the midpoint solver f5-tts' odeint runs torchdiffeq's fixed-grid midpoint method over nfe / 2
+    steps (the same step-graph calls as f5rt's midpoint)."""
     from f5_tts.infer.utils_infer import chunk_text, infer_batch_process
 
     from f5build.load import f5_reference_sampler
 
     model = f5_reference_sampler(bundle, vocab_path)
+    steps = opts.nfe
+    if opts.solver == "midpoint":
+        model.odeint_kwargs = {"method": "midpoint"}
+        steps = opts.nfe // 2
     ref_text = normalize_ref_text(ref_text)  # what preprocess_ref_audio_text hands on
     wave = torch.from_numpy(audio)[None]
     max_chars = int(len(ref_text.encode("utf-8")) / (wave.shape[-1] / SR) * (22 - wave.shape[-1] / SR) * opts.speed)
@@ -69,7 +76,7 @@ def f5tts_reference(
             bundle.vocos,
             target_rms=opts.target_rms,
             cross_fade_duration=opts.cross_fade,
-            nfe_step=opts.nfe,
+            nfe_step=steps,
             cfg_strength=opts.cfg,
             sway_sampling_coef=opts.sway,
             speed=opts.speed,
@@ -100,6 +107,12 @@ CASES = [
         "Fixed length line.",
         SynthesisOptions(nfe=5, seed=6, fix_duration=4.0, target_rms=0.2),
     ),
+    # midpoint: 4 steps, 8 step-graph calls (4 has no EPSS table: f5-tts and f5rt both step uniformly)
+    (
+        "Hello there, this is a test.",
+        "Welcome to the stream, everyone!",
+        SynthesisOptions(nfe=8, seed=7, solver="midpoint"),
+    ),
 ]
 
 
@@ -126,16 +139,29 @@ def test_matches_f5tts_sampler(synth, tiny_bundle, tiny_artifacts, case):
         assert len(result.chunks) >= 3
 
 
+def test_midpoint_needs_even_nfe_and_the_onnxruntime_backend(synth, voices_dir):
+    from f5rt.voices import VoiceStore
+
+    voice = VoiceStore(voices_dir).get("alice")
+    with pytest.raises(ValueError, match="nfe must be even"):
+        synth.synthesize("Odd.", voice, SynthesisOptions(nfe=7, solver="midpoint"))
+    with pytest.raises(ValueError, match="solver must be one of"):
+        synth.synthesize("Odd.", voice, SynthesisOptions(nfe=8, solver="heun"))
+    euler = synth.synthesize("Same text.", voice, SynthesisOptions(nfe=8, seed=3)).audio
+    mid = synth.synthesize("Same text.", voice, SynthesisOptions(nfe=8, seed=3, solver="midpoint")).audio
+    assert euler.shape == mid.shape and not np.allclose(euler, mid)
+
+
 def test_vocoder_length_follows_the_manifest(synth, voices_dir, monkeypatch):
     """Chunks are vocoded to the manifest's samples rule ((F-1)*hop for the center-padded Vocos), and
     a backend that returns another length is an error, not a silently shifted waveform."""
     from f5rt.errors import ManifestError
     from f5rt.voices import VoiceStore
 
-    assert synth.vocoder.padding == "center"
+    assert synth.engine.vocoder.padding == "center"
     voice = VoiceStore(voices_dir).get("alice")
     opts = SynthesisOptions(nfe=2, seed=1)
-    plan = synth.plan("Length check.", voice, opts)
+    plan = synth.engine.plan("Length check.", voice, opts)
     assert len(plan) == 1
     assert synth.synthesize("Length check.", voice, opts).audio.shape == ((plan[0].gen_frames - 1) * 256,)
     vocode = synth.backend.vocode

@@ -148,7 +148,7 @@ def test_step_rotary_is_a_sliced_constant_table(tiny_artifacts, tiny_bundle):
     import onnx
     import yaml
 
-    from f5build.cli import ROOT
+    from f5build.context import ROOT
     from f5build.graphs import rotary_table
 
     m = onnx.load(str(tiny_artifacts / "step.onnx"))

@@ -238,13 +238,13 @@ def test_no_qdq_on_layernorm_softmax_attention(quantized: Path, tiny_bundle: Any
 
 @pytest.mark.parametrize("rel", ["step.int8.onnx", "step.fp16.onnx"])
 def test_guard_ops_stay_fp32(quantized: Path, rel: str) -> None:
-    """LayerNorm, Softmax, sin/cos (time embedding, rotary), time MLP, input and output projections and
-    the CFG/Euler glue read and write FP32; the attention matmuls compute in FP16, as the recipe's
-    `attention` entry says (shape inference on the saved graph)."""
+    """LayerNorm, sin/cos (time embedding, rotary), time MLP, input and output projections and the
+    CFG/Euler glue read and write FP32; the attention matmuls and Softmax compute in FP16, as the
+    recipe's attention form (fused-fp16) says (shape inference on the saved graph)."""
     m = _model(quantized, rel)
     types = _dtypes(m)
     attn = _attention_matmuls(m)
-    for node in (n for n in m.graph.node if n.name in attn):
+    for node in (n for n in m.graph.node if n.name in attn or n.op_type == "Softmax"):
         tensors = [t for t in [*node.input, *node.output] if t in types]
         assert tensors and all(types[t] == onnx.TensorProto.FLOAT16 for t in tensors), node.name
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
@@ -252,7 +252,7 @@ def test_guard_ops_stay_fp32(quantized: Path, rel: str) -> None:
     low = 0
     for node in m.graph.node:
         guard = (
-            node.op_type in ("LayerNormalization", "Softmax", "Sin", "Cos")
+            node.op_type in ("LayerNormalization", "Sin", "Cos")
             or node.name.startswith(("/time_embed/", "/input_embed", "/proj_out/", "/norm_out/"))
             or (node.name.count("/") == 1 and node.op_type not in ("Cast", "Constant"))
         )
@@ -313,25 +313,59 @@ def test_placement_check_rejects_violations(quantized: Path) -> None:
         gs.Node("Cast", f"{mm.name}_to_fp16", attrs={"to": onnx.TensorProto.FLOAT16}, inputs=[back], outputs=[out])
     )
     rep = check_placement(g, recipe, "fp16")
-    assert any(mm.name in e and "attention.matmuls is fp16" in e for e in rep.errors), rep.errors
+    assert any(mm.name in e and "attention form fused-fp16 computes it in fp16" in e for e in rep.errors), rep.errors
 
+    # an FP32 Softmax where the form computes it in FP16 (the FP32 softmax section of issue 12's recipe)
     g = gs.import_onnx(onnx.load(str(quantized / "step.fp16.onnx")))
     sm = next(n for n in g.nodes if n.op == "Softmax")
-    half_in = gs.Variable(f"{sm.name}_half", dtype=np.float16)
+    full_in, full_out, out = (
+        gs.Variable(f"{sm.name}_f32", dtype=np.float32),
+        gs.Variable(f"{sm.name}_o32", dtype=np.float32),
+        sm.outputs[0],
+    )
     g.nodes.append(
         gs.Node(
-            "Cast",
-            f"{sm.name}_to_half",
-            attrs={"to": onnx.TensorProto.FLOAT16},
-            inputs=[sm.inputs[0]],
-            outputs=[half_in],
+            "Cast", f"{sm.name}_to_f32", attrs={"to": onnx.TensorProto.FLOAT}, inputs=[sm.inputs[0]], outputs=[full_in]
         )
     )
-    sm.inputs[0] = half_in
+    g.nodes.append(
+        gs.Node("Cast", f"{sm.name}_to_f16", attrs={"to": onnx.TensorProto.FLOAT16}, inputs=[full_out], outputs=[out])
+    )
+    sm.inputs[0], sm.outputs[0] = full_in, full_out
     rep = check_placement(g, recipe, "fp16")
-    assert not rep.ok and any(sm.name in e and "float16" in e for e in rep.errors)
+    assert not rep.ok and any(sm.name in e and "computes it in fp16" in e for e in rep.errors), rep.errors
     # the untouched graphs pass
     assert check_placement(quantized / "step.onnx", recipe, "fp32").ok
+
+
+@pytest.mark.parametrize("rel", ["step.fp16.onnx", "step.int8.onnx"])
+def test_every_attention_block_is_in_the_fusable_pattern(quantized: Path, tiny_bundle: Any, rel: str) -> None:
+    """The default recipe's step graphs (fused-fp16): all `depth` blocks in TensorRT's MHA pattern, recorded."""
+    from f5build.attention_pattern import check_attention
+    from f5rt.manifest import load_manifest
+
+    depth, heads = tiny_bundle.arch["depth"], tiny_bundle.arch["heads"]
+    rep = check_attention(onnx.load(str(quantized / rel)), "fused-fp16", depth, heads)
+    assert rep.fused and len(rep.blocks) == depth, rep.problems()
+    assert all(b.mask and b.head_size == tiny_bundle.arch["dim"] // heads for b in rep.blocks)
+    meta = load_manifest(quantized).files[rel]
+    assert (meta["attention_form"], meta["attention_fused"]) == ("fused-fp16", True)
+    placement = load_manifest(quantized).data["stages"]["quantize"]["placement"][rel]
+    assert placement["attention_pattern"]["fused"] is True and placement["attention_pattern"]["fusable_blocks"] == depth
+    # the FP32 graph is not: TensorRT's MHA kernels take FP16/BF16 matmul inputs
+    assert not check_attention(onnx.load(str(quantized / "step.onnx")), "fused-fp16", depth, heads).fused
+
+
+def test_cost_projects_the_checked_attention_state(quantized: Path, tmp_path: Path) -> None:
+    """The cost model's fused / unfused follows the pattern check: fp16 and int8 fused, fp32 not."""
+    from f5build.cost import CostOptions, compute
+
+    rep = compute(CostOptions(quantized, tmp_path, buckets=("n256_b1",), nfe=(7,)), log=lambda *_: None)
+    assert {p: a.fused for p, a in rep.attention.items()} == {"fp32": False, "fp16": True, "int8": True}
+    assert rep.fused("int8") and rep.fused("fp16") and not rep.fused("fp32")
+    head = {p.deployment: p for p in rep.headline()}
+    assert head["int8"].fused_attention and not head["fp32"].fused_attention
+    assert all(s.fused_attention == rep.fused(s.deployment) for s in rep.streaming)
 
 
 def test_int8_step_matches_fp32_on_held_out_inputs(quantized: Path) -> None:
@@ -399,15 +433,28 @@ def test_recipe_errors(tmp_path: Path) -> None:
         load_recipe(path)
     step = base["graphs"]["step"]
     for attention, msg in (
-        ({**step["attention"], "matmuls": "bf16"}, r"graphs.step.attention.matmuls: expected fp32 or fp16, got 'bf16'"),
-        ({"matmuls": "fp16"}, r"graphs.step.attention: expected a mapping with 'nodes'"),
+        (
+            {**step["attention"], "form": "fused-int8"},
+            r"graphs.step.attention.form: expected one of fused-fp16, fused-bf16, fp32-softmax, got 'fused-int8'",
+        ),
+        ({**step["attention"], "matmuls": "fp16"}, r"graphs.step.attention.matmuls: replaced by 'form'"),
+        ({**step["attention"], "softmax": "fp32"}, r"fp16 matmuls with an fp32 softmax is form: fp32-softmax"),
+        ({**step["attention"], "extra": 1}, r"graphs.step.attention: unknown key\(s\) \['extra'\]"),
+        ({"form": "fused-fp16"}, r"graphs.step.attention: expected a mapping with 'nodes'"),
     ):
         path.write_text(yaml.safe_dump(dict(base, graphs={**base["graphs"], "step": {**step, "attention": attention}})))
         with pytest.raises(ValueError, match=msg):
             load_recipe(path)
     rec = load_recipe(ROOT / "config" / "precision.yaml").graphs["step"]
-    assert rec.attention.matmuls == "fp16" and rec.attention.softmax == "fp32"
-    assert "Softmax" in rec.keep_fp32_op_types() and rec.attention.nodes not in rec.keep_fp32_nodes()
+    assert rec.attention.form == "fused-fp16" and rec.attention.fused
+    assert (rec.attention.matmuls, rec.attention.softmax) == ("fp16", "fp16")
+    assert "Softmax" not in rec.keep_fp32_op_types() and rec.attention.nodes not in rec.keep_fp32_nodes()
+    import dataclasses
+
+    old = dataclasses.replace(rec, attention=dataclasses.replace(rec.attention, form="fp32-softmax"))
+    assert (old.attention.softmax, old.attention.fused) == ("fp32", False) and "Softmax" in old.keep_fp32_op_types()
+    bf = dataclasses.replace(rec.attention, form="fused-bf16")
+    assert (bf.matmuls, bf.softmax, bf.fused) == ("bf16", "bf16", True)
 
 
 def test_modelopt_does_not_touch_the_fp32_graph(quantized: Path) -> None:

@@ -146,10 +146,11 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 
 
 class Spy:
-    """Wraps the real synthesizer: records every engine call's rows, can hold warm-up on a gate."""
+    """Wraps the real synthesizer's engine (the ChunkEngine the server runs): records every engine
+    call's rows, can hold warm-up on a gate."""
 
     def __init__(self, synth: Synthesizer) -> None:
-        self._synth = synth
+        self._synth = synth.engine
         self.texts: list[str] = []
         self.batches: list[int] = []
         self.warmup_gate: threading.Event | None = None
@@ -162,16 +163,6 @@ class Spy:
         if self.warmup_gate is not None:
             assert self.warmup_gate.wait(WAIT_S)
         self._synth.warmup()
-
-    def synthesize(self, text: str, voice: Any, options: Any) -> Any:
-        self.texts.append(text)
-        self.batches.append(1)
-        return self._synth.synthesize(text, voice, options)
-
-    def synthesize_batch(self, items: list[Any]) -> Any:
-        self.texts += [t for t, _, _ in items]
-        self.batches.append(len(items))
-        return self._synth.synthesize_batch(items)
 
     def run_chunks(self, works: list[Any], timings: Any = None) -> Any:
         """The batcher's engine call: one row per chunk (of whole requests and streams alike)."""
@@ -530,7 +521,9 @@ def test_disconnect_cancels_queued_and_streaming_work(synth: Synthesizer, voices
     spy = Spy(synth)
     app = create_app(spy, VoiceStore(voices), Limits(first_chunk_chars=12), default_voice="quick", defaults=FAST)
     metrics = app.state.metrics
-    chunks = synth.plan_request(TWO_CHUNKS, VoiceStore(voices).get("quick"), SynthesisOptions(nfe=NFE), 12).chunks
+    chunks = synth.engine.plan_request(
+        TWO_CHUNKS, VoiceStore(voices).get("quick"), SynthesisOptions(nfe=NFE), 12
+    ).chunks
     assert len(chunks) == 2
     with live_server(app) as url:
         # /api/tts: the client gives up while its request is queued; the worker must never run it.

@@ -363,8 +363,8 @@ def test_api_limits_sit_inside_the_engine_bounds() -> None:
 
     from f5rt.backends.trt.backend import TensorRTBackend
     from f5rt.limits import ENGINE_BOUNDS, NFE_MAX
-    from f5rt.server.errors import ApiError
-    from f5rt.server.schemas import build_options
+    from f5rt.service.errors import ServiceError
+    from f5rt.service.requests import build_options
 
     assert inspect.signature(TensorRTBackend.__init__).parameters["nfe_max"].default == NFE_MAX
     assert ENGINE_BOUNDS["nfe"].hi == NFE_MAX == Limits().nfe_range[1]
@@ -378,7 +378,7 @@ def test_api_limits_sit_inside_the_engine_bounds() -> None:
         build_options(SynthesisOptions(), fields, limits).validate()
     for field, rng in field_of.items():  # one step outside a range is refused with the range in the message
         hi = getattr(limits, rng)[1]
-        with pytest.raises(ApiError, match=rf", {hi:g}\]") as e:
+        with pytest.raises(ServiceError, match=rf", {hi:g}\]") as e:
             build_options(SynthesisOptions(), {field: hi + 1}, limits)
         assert e.value.code == "out_of_range"
     for wide in (

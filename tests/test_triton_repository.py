@@ -23,10 +23,11 @@ import pytest
 from f5rt.errors import ManifestError
 from f5rt.limits import Limits
 from f5rt.manifest import load_manifest, update_manifest
+from f5rt.service.errors import ServiceError
 from f5rt.synthesizer import SynthesisOptions, Synthesizer
 from f5rt.triton.params import ModelParams, ParameterError
 from f5rt.triton.repository import RepositoryOptions, choose_placement, write_repository
-from f5rt.triton.requests import RequestError, parse_request
+from f5rt.triton.requests import parse_request
 from f5rt.voices import VoiceStore
 
 WAIT_S = 30.0
@@ -59,7 +60,7 @@ def test_repository_layout_and_configs(repo: Path) -> None:
         assert "kind: KIND_CPU count: 1" in text
         assert '{ name: "text" data_type: TYPE_STRING dims: [ 1 ] }' in text
         assert '{ name: "seed" data_type: TYPE_INT64 dims: [ 1 ] optional: true }' in text
-        assert '{ name: "nfe" data_type: TYPE_INT32 dims: [ 1 ] optional: true }' in text
+        assert '{ name: "nfe_step" data_type: TYPE_INT32 dims: [ 1 ] optional: true }' in text
         assert '{ name: "speed" data_type: TYPE_FP32 dims: [ 1 ] optional: true }' in text
         assert '{ name: "audio" data_type: TYPE_FP32 dims: [ -1 ] }' in text
         assert '{ name: "sample_rate" data_type: TYPE_INT32 dims: [ 1 ] }' in text
@@ -137,7 +138,8 @@ def arrays(**kw: Any) -> dict[str, np.ndarray | None]:
     base: dict[str, Any] = {"text": "Hello there.", "voice_id": "alice", "seed": 3, "nfe": 6, "speed": None}
     base.update(kw)
     out: dict[str, np.ndarray | None] = {}
-    for name, value in base.items():
+    for key, value in base.items():
+        name = "nfe_step" if key == "nfe" else key  # the tensor is named as /api/tts names the field
         if value is None:
             out[name] = None
         elif isinstance(value, np.ndarray):
@@ -145,7 +147,7 @@ def arrays(**kw: Any) -> dict[str, np.ndarray | None]:
         elif name in ("text", "voice_id"):
             out[name] = np.array([[value.encode() if isinstance(value, str) else value]], dtype=object)
         else:
-            dtype = {"seed": np.int64, "nfe": np.int32, "speed": np.float32}[name]
+            dtype = {"seed": np.int64, "nfe_step": np.int32, "speed": np.float32}[name]
             out[name] = np.array([[value]], dtype=dtype)
     return out
 
@@ -167,7 +169,7 @@ def test_parse_request_checks_like_the_http_server(voices_dir: Path) -> None:
         (arrays(text=np.array([[b"a"], [b"b"]], dtype=object)), "must hold exactly one element"),
     ]
     for inputs, message in cases:
-        with pytest.raises(RequestError) as e:
+        with pytest.raises(ServiceError) as e:
             parse_request(inputs, store, defaults, limits)
         assert message in str(e.value)
 

@@ -72,6 +72,13 @@ def test_compile_records_emulated_engines_like_real_ones(engines: Path) -> None:
         assert len(meta["profiles"]) == 4 and meta["options"]["tf32"] is True
         m.verify(rel)
     assert (engines / "engines" / "timing.cache").is_file()
+    # the step engine's attention, read back from the engine inspector: FP32 attention does not fuse
+    att = m.files["engines/step.fp32.engine"]["attention"]
+    assert att["detailed"] and att["source"] == "IEngineInspector" and att["frames"] == 256
+    assert att["fused"] == 0 and not att["all_fused"]
+    assert att["unfused_blocks"] == ["/transformer_blocks.0/attn", "/transformer_blocks.1/attn"]
+    assert att["nn_tensors"] and all("(2, 2, 256, 256)" in t for t in att["nn_tensors"])
+    assert "attention" not in m.files["engines/vocoder.fp32.engine"]
 
 
 def test_compiled_fp32_engines_have_tf32_on(engines: Path, device: emulation.EmulatedDevice) -> None:

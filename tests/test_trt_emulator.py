@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -441,6 +442,24 @@ def test_engine_for_another_tensorrt_or_sm_is_refused(plan: bytes, config: Emula
         assert t.Runtime(t.Logger(t.Logger.INTERNAL_ERROR)).deserialize_cuda_engine(plan) is None
         only(device, rule)
         assert logged_error(device, "rebuild")
+
+
+def test_engine_inspector_refuses_a_foreign_context_and_a_bad_layer_index(dev: Any, plan: bytes) -> None:
+    t = trt()
+    runtime = t.Runtime(t.Logger(t.Logger.INTERNAL_ERROR))
+    engine, other = runtime.deserialize_cuda_engine(plan), runtime.deserialize_cuda_engine(plan)
+    inspector = engine.create_engine_inspector()
+    inspector.execution_context = other.create_execution_context()
+    only(dev, "inspector-context")
+    assert inspector.execution_context is None and logged_error(dev, "IEngineInspector::setExecutionContext")
+    dev.reset()
+    inspector.execution_context = engine.create_execution_context()  # its own: accepted
+    layers = json.loads(inspector.get_engine_information(t.LayerInformationFormat.JSON))["Layers"]
+    assert len(layers) == 2 and all(isinstance(x, str) for x in layers)  # default verbosity: names only
+    assert inspector.get_layer_information(5, t.LayerInformationFormat.ONELINE) == ""
+    only(dev, "inspector-index")
+    with pytest.raises(TypeError):  # the pybind11 enum refuses plain ints
+        inspector.get_engine_information(1)
 
 
 def test_engine_of_the_same_release_with_another_build_number_loads(plan: bytes) -> None:

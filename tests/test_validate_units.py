@@ -96,7 +96,7 @@ def test_exact_rows_drop_padding() -> None:
 
 def test_options_are_built_at_the_boundary(tmp_path: Path) -> None:
     from f5build import validate
-    from f5build.cli import add_common
+    from f5build.context import add_common
 
     p = argparse.ArgumentParser()
     add_common(p)
@@ -108,3 +108,15 @@ def test_options_are_built_at_the_boundary(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--val-e2e-nfe"):
         validate.ValidateOptions(root=tmp_path, e2e_nfe=0)
     assert math.isclose(opts.e2e_nfe, 32)
+
+
+def test_end_to_end_lines_are_those_the_model_can_spell():
+    """An English-only vocab reads Mandarin as unknown tokens: such lines are left out of the comparison."""
+    from f5build.validate.end_to_end import MIN_COVERAGE, vocab_coverage
+    from f5rt.text import load_vocab
+
+    english = load_vocab(Path(__file__).resolve().parents[1] / "models" / "f5tts-small-en" / "vocab.txt")
+    assert vocab_coverage("Hello chat, welcome to the stream!", english) == 1.0
+    assert vocab_coverage("谢谢大家的支持！", english) == 0.0
+    assert vocab_coverage("这个app的UI做得很漂亮。", english) < MIN_COVERAGE
+    assert vocab_coverage("", english) == 0.0

@@ -129,7 +129,7 @@ def _pick(
     pool: dict[int, list[Candidate]] = {n: [] for n in targets}
     # f5-tts' duration estimate of a one-chunk text, from UTF-8 bytes: ref + ref * gen / ref_text.
     # Only candidates whose estimate lands in a bucket still short of requests are planned for real.
-    ref = {v: (voices[v].samples // synth.hop, max(1, len(voices[v].ref_text.encode("utf-8")))) for v in vids}
+    ref = {v: (voices[v].samples // synth.engine.hop, max(1, len(voices[v].ref_text.encode("utf-8")))) for v in vids}
     text_bytes = [len(t.encode("utf-8")) for _, t in texts]
     for o in order:
         if all(len(pool[n]) >= want[n] for n in targets):
@@ -141,7 +141,7 @@ def _pick(
         if n_est not in pool or len(pool[n_est]) >= want[n_est]:
             continue  # outside the calibrated buckets (or one that is full): not worth planning
         try:
-            plans = synth.plan(text, voices[vid], opts)
+            plans = synth.engine.plan(text, voices[vid], opts)
         except F5RTError:
             continue
         for p in plans:

@@ -31,13 +31,14 @@ from typing import Any
 import numpy as np
 
 from f5build.calib_plan import keep_plan, load_corpus_module, pick_requests, voice_hashes
-from f5build.cli import ROOT, add_shared, artifacts_dir
 from f5build.common import log, peak_rss_mb, source_hash, tool_versions
+from f5build.context import ROOT, add_shared, artifacts_dir
 from f5build.recipe import CalibrationBudget, load_recipe
 from f5build.recording_backend import RecordingBackend
 from f5build.recordings import CALIB_DIR, INDEX_NAME, recording_rel, save_recording
-from f5rt._fs import atomic_write_json, sha256_file, sha256_json
+from f5build.space import require_space
 from f5rt.errors import ManifestError
+from f5rt.files import atomic_write_json, sha256_file, sha256_json
 from f5rt.manifest import file_entry, load_manifest, update_manifest
 
 __all__ = ["CalibrateOptions", "Options", "RecordingBackend", "add_arguments", "load_corpus_module", "run"]
@@ -272,6 +273,10 @@ def run(opts: CalibrateOptions) -> int:
         log(f"{outdir}: up to date (graphs, corpus, voices and budget unchanged), nothing to do")
         return 0
 
+    # the recordings are capped at max_mb: refuse now rather than after minutes of sampling
+    require_space(
+        outdir.parent, budget.max_mb * 1e6, f"calibration recordings (up to --calib-max-mb {budget.max_mb:g})"
+    )
     log(f"calibration voices: {', '.join(ids)} (held out: {', '.join(sorted(held_voices & set(ids))) or 'none'})")
     inner = make_backend("onnxruntime", manifest, precision="fp32", threads=opts.threads or None)
     rec = RecordingBackend(
@@ -290,6 +295,7 @@ def run(opts: CalibrateOptions) -> int:
         raise ValueError("nothing was recorded (budget 0?)")
 
     outdir.mkdir(parents=True, exist_ok=True)
+    require_space(outdir, rec.nbytes, "the calibration recordings")
     written = {}
     for graph, r in (("step", rec.step), ("text_encoder", rec.text), ("vocoder", rec.vocoder)):
         written[graph] = recording_rel(graph)

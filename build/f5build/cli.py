@@ -5,20 +5,31 @@ Each stage module exposes `add_arguments(parser)`, an options dataclass `Options
 read, so the stages' library code takes typed options and can be called without a command line.
 (A stage module without `Options` still gets `run(args)`.) Arguments shared by every stage (which
 model, where its artifacts go, the bucket table) are added once by `add_common`; those several stages
-take under their own prefix (recipe, corpus, voices, threads, reports, force) by `add_shared`.
+take under their own prefix (recipe, corpus, voices, threads, reports, force) by `add_shared`; both
+live in `f5build.context`, which the stages import (they never import this module back).
+
+A run holds the artifacts folder's lock (`f5build.buildlock`) from start to end, so two builds never
+write one folder at once; SIGINT / SIGTERM stop it cleanly (`f5build.interrupt`); every failure is
+one line on stderr and an exit code: 2 bad input, 74 a write the disk refused, 75 the folder busy,
+130 / 143 stopped by SIGINT / SIGTERM (docs/build-faults.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from f5build import faults
+from f5build.buildlock import BuildLock, LockBusy, describe
+from f5build.context import add_common, artifacts_dir
+from f5build.interrupt import Interrupted, stop_on_signals
+from f5build.space import NotEnoughSpace
 from f5rt.errors import F5RTError
+from f5rt.files import WriteError, format_bytes, free_bytes
 
 STAGES: dict[str, str] = {
     "export": "f5build.export",
@@ -29,98 +40,15 @@ STAGES: dict[str, str] = {
     "bench": "f5build.bench",
     "cost": "f5build.cost",
     "triton": "f5build.triton",
+    "train": "f5build.train",
+    "quality": "f5build.quality",
 }
-PIPELINE = ("export", "calibrate", "quantize", "compile", "validate", "cost", "triton")
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        default="tiny",
-        help="tiny (embedded, default) | f5tts-v1-base (real architecture, seeded weights) | "
-        "path to an f5-tts checkpoint (.pt/.safetensors)",
-    )
-    p.add_argument("--vocab", type=Path, help="vocab.txt of a real checkpoint (default: f5-tts' Emilia zh/en vocab)")
-    p.add_argument(
-        "--vocoder", type=Path, help="Vocos directory (config.yaml + pytorch_model.bin) of a real checkpoint"
-    )
-    p.add_argument(
-        "--model-config", default="F5TTS_v1_Base", help="f5-tts architecture name or YAML of a real checkpoint"
-    )
-    p.add_argument(
-        "--weights",
-        choices=("ema", "online"),
-        default="ema",
-        help="which weights of a checkpoint: ema (default, what f5-tts inference uses) or online (non-EMA)",
-    )
-    p.add_argument("--name", help="artifacts folder name (default: derived from --model)")
-    p.add_argument("--artifacts-root", type=Path, default=ROOT / "artifacts")
-    p.add_argument("--buckets", type=Path, default=ROOT / "config" / "buckets.yaml", help="bucket table (YAML)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated weights (tiny, f5tts-v1-base)")
-
-
-_SHARED: dict[str, dict[str, Any]] = {
-    "recipe": {"type": Path, "default": ROOT / "config" / "precision.yaml", "help": "precision recipe (YAML)"},
-    "corpus": {
-        "type": Path,
-        "default": ROOT / "calibration",
-        "help": "calibration corpus folder (manifest.json, texts/, corpus.py)",
-    },
-    "voices": {"type": Path, "help": "reference voices folder (default: <corpus>/voices)"},
-    "threads": {"type": int, "default": 0, "help": "ONNX Runtime intra-op threads (0 = default)"},
-    "reports": {"type": Path, "default": ROOT / "reports", "help": "folder for the stage's reports"},
-    "force": {"action": "store_true", "help": "redo the stage even when its outputs are up to date"},
-}
-
-
-def add_shared(g: argparse._ActionsContainer, prefix: str, *names: str, **help_for: str) -> None:
-    """Add `--<prefix>-<name>` for each of `names` (recipe, corpus, voices, threads, reports, force).
-
-    One definition per argument, so stages that take the same kind of input spell, default and parse
-    it the same way; `help_for` replaces a help text where a stage means something more specific.
-    """
-    for name in names:
-        if name not in _SHARED:
-            raise ValueError(f"add_shared: unknown argument {name!r} (known: {', '.join(_SHARED)})")
-        spec = dict(_SHARED[name])
-        if name in help_for:
-            spec["help"] = help_for[name]
-        g.add_argument(f"--{prefix}-{name}", **spec)
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Which model a stage loads (add_common's --model, --vocab, --vocoder, --model-config, --weights, --seed)."""
-
-    model: str = "tiny"
-    seed: int = 0
-    vocab: Path | None = None
-    vocoder: Path | None = None
-    model_config: str = "F5TTS_v1_Base"
-    weights: str = "ema"
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ModelSource:
-        return cls(
-            model=str(args.model),
-            seed=int(args.seed),
-            vocab=Path(args.vocab) if args.vocab else None,
-            vocoder=Path(args.vocoder) if args.vocoder else None,
-            model_config=str(args.model_config),
-            weights=str(args.weights),
-        )
-
-
-def csv_list(text: str | None) -> tuple[str, ...]:
-    """A comma-separated option as its non-empty, stripped items (empty or None: none)."""
-    return tuple(x.strip() for x in str(text or "").split(",") if x.strip())
-
-
-def artifacts_dir(args: argparse.Namespace) -> Path:
-    """artifacts/<name>: the name is --name, else the model source's name (file stem for checkpoints)."""
-    name = args.name or (Path(args.model).stem if args.model not in ("tiny", "f5tts-v1-base") else args.model)
-    return Path(args.artifacts_root) / name
+# Exit codes besides 0 (done) and 1 (a stage's own verdict, e.g. a failed gate).
+EXIT_INPUT = 2  # bad input or options: the message names the file and the problem
+EXIT_DISK = 74  # the disk refused a write (full, read-only, I/O error): the message names the file
+EXIT_BUSY = 75  # another build holds this artifacts folder's lock
+# 128 + signal number (130 SIGINT, 143 SIGTERM): stopped by a signal, nothing half-written kept
+PIPELINE = ("export", "calibrate", "quantize", "compile", "validate", "quality", "cost", "triton")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,23 +66,75 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _disk_error(e: OSError) -> str:
+    """One line for an OSError about the disk: the file, what the system said, the space left there."""
+    if isinstance(e, (WriteError, NotEnoughSpace)):
+        return str(e)
+    where = e.filename or "?"
+    msg = f"{where}: {e.strerror or e}"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and e.filename:
+        free = free_bytes(Path(e.filename).parent)
+        if free is not None:
+            msg += f"; {format_bytes(free)} free there: free space and rerun"
+    elif e.errno == errno.EROFS:
+        msg += "; the folder is on a read-only filesystem: write the artifacts elsewhere or remount it"
+    return msg
+
+
+def _run_stage(stage: str, args: argparse.Namespace) -> int:
+    """One stage, its failures turned into exit codes (see EXIT_*) and one line on stderr."""
+    t0 = time.perf_counter()
+    print(f"== f5build {stage} ({artifacts_dir(args)})", flush=True)
+    faults.at_stage(stage)
+    try:
+        mod = importlib.import_module(STAGES[stage])
+        options = getattr(mod, "Options", None)
+        rc = mod.run(options.from_args(args) if options is not None else args)
+    except (F5RTError, FileNotFoundError, ValueError) as e:
+        print(f"f5build {stage}: error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except OSError as e:
+        print(f"f5build {stage}: error: {_disk_error(e)}", file=sys.stderr)
+        return EXIT_DISK
+    print(
+        f"== f5build {stage}: {'ok' if rc == 0 else f'failed ({rc})'} in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+    return int(rc)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     stages = PIPELINE if args.stage == "pipeline" else (args.stage,)
-    for stage in stages:
-        t0 = time.perf_counter()
-        print(f"== f5build {stage} ({artifacts_dir(args)})", flush=True)
-        try:
-            mod = importlib.import_module(STAGES[stage])
-            options = getattr(mod, "Options", None)
-            rc = mod.run(options.from_args(args) if options is not None else args)
-        except (F5RTError, FileNotFoundError, ValueError) as e:
-            print(f"f5build {stage}: error: {e}", file=sys.stderr)
-            return 2
+    root = artifacts_dir(args)
+    faults.install()
+    stage = stages[0]
+    try:
+        with stop_on_signals(), BuildLock(root, float(args.lock_wait), "f5build " + " ".join(argv)) as lock:
+            if lock.took_over:
+                print(
+                    f"f5build: taking over the lock of {describe(lock.took_over)}, which ended without "
+                    f"releasing it; removed {len(lock.swept)} file(s) it left half-written",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            for stage in stages:
+                rc = _run_stage(stage, args)
+                if rc != 0:
+                    return rc
+    except LockBusy as e:
+        print(f"f5build {stage}: refused: {e}", file=sys.stderr)
+        return EXIT_BUSY
+    except Interrupted as e:
         print(
-            f"== f5build {stage}: {'ok' if rc == 0 else f'failed ({rc})'} in {time.perf_counter() - t0:.1f} s",
+            f"f5build {stage}: stopped by {e}; files it had not finished were discarded and the manifest "
+            "records only complete ones: rerun the same command to continue",
+            file=sys.stderr,
             flush=True,
         )
-        if rc != 0:
-            return rc
+        return e.exit_code
+    except OSError as e:  # the lock file itself could not be made (read-only or full artifacts root)
+        print(f"f5build {stage}: error: {_disk_error(e)}", file=sys.stderr)
+        return EXIT_DISK
     return 0

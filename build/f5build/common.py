@@ -9,12 +9,10 @@ import time
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from f5rt._fs import sha256_json
+from f5build.inputs import BuildInputError, read_yaml
 from f5rt.buckets import BucketTable
+from f5rt.files import sha256_json
 
 TOOLS = (
     "torch",
@@ -52,16 +50,11 @@ def log(msg: str) -> None:
 
 
 def read_buckets(path: Path) -> BucketTable:
-    try:
-        data: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"bucket table {path} not found") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping with 'frames' and 'batch'")
+    data = read_yaml(path, "bucket table", keys=("frames", "batch"))
     try:
         return BucketTable.from_dict(data)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+    except (ValueError, TypeError) as e:
+        raise BuildInputError(path, str(e)) from None
 
 
 def package_hash(directory: Path) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from f5build.cli import ROOT, add_common, add_shared, artifacts_dir, csv_list
+from f5build.context import ROOT, add_common, add_shared, artifacts_dir, csv_list
 from f5build.onnx_check import (
     DEFAULT_TRT_TARGET,
     ONNX_LIMITS,
@@ -42,6 +42,7 @@ from f5build.onnx_check import (
     read_graph_io,
 )
 from f5build.trt_build import Target, build_engine, current_target, load_tensorrt, verify_engine
+from f5build.trt_inspect import AttentionFusion, inspect_attention
 from f5build.trt_plan import (
     ENGINES_DIR,
     PLAN_FORMAT,
@@ -61,10 +62,10 @@ from f5build.trt_plan import (
     read_deployments,
     write_plan,
 )
-from f5rt._fs import sha256_file
 from f5rt.backends.trt.engines import same_release
 from f5rt.buckets import BucketTable
 from f5rt.errors import BackendUnavailable, ManifestError
+from f5rt.files import sha256_file
 from f5rt.manifest import Manifest, file_entry, load_manifest, update_manifest
 
 # The stage's public names, wherever they are defined (tests and build_engines.sh use f5build.compile).
@@ -192,8 +193,15 @@ def engine_meta(engine: Mapping[str, Any], options: BuildOptions, target: Target
     }
 
 
-def record_engine(root: Path, engine: Mapping[str, Any], options: BuildOptions, target: Target) -> None:
-    entry = file_entry(root, engine["engine"], **engine_meta(engine, options, target))
+def record_engine(
+    root: Path,
+    engine: Mapping[str, Any],
+    options: BuildOptions,
+    target: Target,
+    attention: AttentionFusion | None = None,
+) -> None:
+    extra = {"attention": attention.to_dict()} if attention is not None else {}
+    entry = file_entry(root, engine["engine"], **engine_meta(engine, options, target), **extra)
     update_manifest(root, lambda d: d.setdefault("files", {}).__setitem__(engine["engine"], entry))
 
 
@@ -267,13 +275,28 @@ def build_plan(root: Path, plan: Mapping[str, Any], trt: Any, target: Target, fo
             strongly_typed=options.strongly_typed,
             timing_cache=root / TIMING_CACHE,
         )
-        verify_engine(trt, root / e["engine"], e["engine"], e["graph"], e["profiles"], mel_dim, text_dim)
-        record_engine(root, e, options, target)
+        built = verify_engine(trt, root / e["engine"], e["engine"], e["graph"], e["profiles"], mel_dim, text_dim)
+        attention = step_attention(trt, built, e, load_manifest(root)) if e["graph"] == "step" else None
+        record_engine(root, e, options, target, attention)
         size = (root / e["engine"]).stat().st_size
         print(
             f"  {e['engine']}: {len(e['profiles'])} profiles, {size / 2**20:.1f} MiB, {time.perf_counter() - t1:.1f} s"
         )
+        if attention is not None:
+            print(f"  {e['engine']}: {attention.summary()}")
+            warning = attention.warning()
+            if warning:
+                print(f"  {e['engine']}: {warning}", file=sys.stderr)
     record_deployments(root, plan)
+
+
+def step_attention(trt: Any, engine: Any, planned: Mapping[str, Any], manifest: Manifest) -> AttentionFusion | None:
+    """The engine inspector's account of a step engine's attention (None when the model's depth is unknown)."""
+    depth, heads = manifest.model.get("depth"), manifest.model.get("heads")
+    if not depth or not heads:
+        print(f"  {planned['engine']}: manifest has no model depth/heads; attention fusion not inspected")
+        return None
+    return inspect_attention(trt, engine, planned["profiles"], int(depth), int(heads))
 
 
 def check_plan_target(plan: Mapping[str, Any], target: Target) -> None:

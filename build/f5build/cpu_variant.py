@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,34 @@ def excluded_nodes(model: onnx.ModelProto, rule: CpuRule) -> list[str]:
     return [n for n in weight_nodes(model, rule.op_types) if any(re.match(p, n) for p in rule.exclude)]
 
 
-def quantize_dynamic_int8(src: Path, out: Path, rule: CpuRule) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Int8Format:
+    """How ONNX Runtime's dynamic quantization stores the weights of cpu-int8.
+
+    weights: "s8" (QInt8; ONNX Runtime runs u8 activations x s8 weights) or "u8" (QUInt8; u8 x u8).
+    reduce_range: weights in 7 bits. On x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) the
+    u8 x s8 kernels multiply byte pairs into 16-bit sums that saturate (255 * 127 * 2 > 32767);
+    7-bit weights keep every pair sum in range (255 * 64 * 2 < 32767), at one bit of weight precision.
+    per_channel: one weight scale per output channel (else one per tensor).
+    """
+
+    weights: str = "s8"
+    reduce_range: bool = False
+    per_channel: bool = True
+
+    def __post_init__(self) -> None:
+        if self.weights not in ("s8", "u8"):
+            raise ValueError(f"int8 weights must be s8 or u8, got {self.weights!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def quantize_dynamic_int8(src: Path, out: Path, rule: CpuRule, fmt: Int8Format | None = None) -> dict[str, Any]:
     """ORT dynamic INT8 of `src` into `out` under `rule`; returns what was excluded and why."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    fmt = fmt or Int8Format()
     model = onnx.load(str(src), load_external_data=False)
     keep = excluded_nodes(model, rule)
     attn = sorted({n.name for n in model.graph.node if n.op_type == "MatMul"} - set(weight_nodes(model, ("MatMul",))))
@@ -56,13 +81,14 @@ def quantize_dynamic_int8(src: Path, out: Path, rule: CpuRule) -> dict[str, Any]
         str(src),
         str(out),
         op_types_to_quantize=list(rule.op_types),
-        per_channel=True,
-        weight_type=QuantType.QInt8,
+        per_channel=fmt.per_channel,
+        reduce_range=fmt.reduce_range,
+        weight_type=QuantType.QInt8 if fmt.weights == "s8" else QuantType.QUInt8,
         # ORT's quantizer first rewrites every Gemm as `<name>_MatMul` + `<name>_Add`, then matches
         # nodes_to_exclude against the new names: name both forms
         nodes_to_exclude=[*keep, *(f"{k}_MatMul" for k in keep), *attn],
     )
-    return {"kept_fp32": keep, "activation_matmuls_kept": len(attn)}
+    return {"kept_fp32": keep, "activation_matmuls_kept": len(attn), "int8_format": fmt.to_dict()}
 
 
 def check_cpu_placement(
@@ -134,7 +160,7 @@ def save_external(model: onnx.ModelProto, path: Path) -> list[str]:
 
 
 def build_cpu_variant(
-    src: Path, tmp: Path, rule: CpuRule, precision: str, graph: str, heads: int
+    src: Path, tmp: Path, rule: CpuRule, precision: str, graph: str, heads: int, int8: Int8Format | None = None
 ) -> tuple[Path, list[str], PlacementReport, dict[str, Any]]:
     """Make `<graph>.<precision>.onnx` in `tmp`; returns (path, extra files, placement report, info)."""
     if precision not in CPU_PRECISIONS:
@@ -143,7 +169,7 @@ def build_cpu_variant(
     info: dict[str, Any] = {"method": "onnxruntime.quantize_dynamic" if precision == "cpu-int8" else None}
     if precision == "cpu-int8":
         qpath = tmp / f"{graph}.dynq.onnx"
-        info.update(quantize_dynamic_int8(src, qpath, rule))
+        info.update(quantize_dynamic_int8(src, qpath, rule, int8))
         info["kept_fp32"] = len(info["kept_fp32"])
         model = onnx.load(str(qpath))
         qpath.unlink()

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from f5build.cli import ROOT, ModelSource, artifacts_dir
 from f5build.common import log, peak_rss_mb, read_buckets, source_hash, tool_versions
+from f5build.context import ROOT, ModelSource, artifacts_dir
 from f5build.graphs import (
     STEP_INPUTS,
     STEP_OUTPUTS,
@@ -34,8 +34,9 @@ from f5build.graphs import (
     vocoder_spec,
 )
 from f5build.load import AUDIO, ModelBundle, load_model
-from f5rt._fs import atomic_path, atomic_write_bytes, sha256_json
+from f5build.space import require_space
 from f5rt.errors import ManifestError
+from f5rt.files import atomic_path, atomic_write_bytes, sha256_json
 from f5rt.manifest import MANIFEST_NAME, file_entry, load_manifest, update_manifest
 
 OPSET = 17  # JetPack 6's TensorRT 10.3 parses opset <= 20; 17 is what the legacy exporter does best
@@ -233,6 +234,10 @@ def run(opts: ExportOptions) -> int:
         return 0
 
     root.mkdir(parents=True, exist_ok=True)
+    # FP32 weights once per graph that holds them (the step graph: the DiT; the vocoder: Vocos) plus
+    # the temp file of the graph being written, which exists beside the old one until it replaces it
+    weights = 4 * (n_params + sum(p.numel() for p in bundle.vocos.parameters()))
+    require_space(root, 2 * weights, "the export (three ONNX graphs)")
     atomic_write_bytes(root / "vocab.txt", "".join(tok + "\n" for tok in bundle.vocab).encode("utf-8"))
     trace_frames = min(64, buckets.frames[0])
     examples = example_inputs(bundle, batch=2, frames=trace_frames)

@@ -241,8 +241,14 @@ class ExportAttnProcessor:
             else:
                 q = torch.cat((rot_q(q[:, :pn]), q[:, pn:]), dim=1)
                 k = torch.cat((rot_k(k[:, :pn]), k[:, pn:]), dim=1)
-        # Scale q, not the (B, heads, N, N) scores: one pass less over the largest tensor of the
-        # step, and smaller products inside the score matmul when it runs in FP16.
+        # The plain pattern TensorRT fuses into one MHA kernel (f5build.attention_pattern checks it):
+        # MatMul -> additive key mask -> Softmax -> MatMul, nothing else on a (B, heads, N, N) tensor.
+        # The scale goes on q before the first MatMul, as TensorRT's docs ask ("Fused Attention":
+        # Q or K multiplied by the attention scale before the first BMM; NVIDIA/TensorRT#4167 for
+        # the 10.x restrictions); it also saves a pass over the largest tensor of the step and keeps
+        # the FP16 products inside the score matmul small. The mask is one Add of a (B, 1, 1, N)
+        # 0 / -inf bias (docs: "an add mask offsetting Q * K^T"): exact for padding, since every row
+        # has at least one real key.
         scores = torch.matmul(q * (d**-0.5), k.transpose(-1, -2))
         if mask is not None:
             bias = torch.where(mask, 0.0, float("-inf")).to(scores.dtype)

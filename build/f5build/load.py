@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
+from f5build.inputs import BuildInputError, read_text, read_yaml, safetensors_load, torch_load
 from f5build.vocos_config import read_vocos_config
+from f5rt.files import sha256_file
 
 # Mel front-end every supported model shares (f5-tts "vocos" mel, Vocos mel-24khz).
 AUDIO = {"sample_rate": 24000, "hop_length": 256, "n_fft": 1024, "win_length": 1024, "n_mels": 100, "mel_type": "vocos"}
@@ -36,6 +37,14 @@ TINY_ARCH = dict(dim=128, depth=2, heads=2, dim_head=64, ff_mult=2, text_dim=64,
 TINY_VOCOS = dict(dim=64, intermediate_dim=192, num_layers=2, padding="center")
 VOCOS_24K = dict(dim=512, intermediate_dim=1536, num_layers=8, padding="center")  # charactr/vocos-mel-24khz
 WEIGHTS = ("ema", "online")
+
+# The trained embedded model: committed in f5-tts' released layout (f5build.train.release) and read
+# through the same real-checkpoint path as a user's checkpoint, its files checked against the
+# sha256 its checkpoint.json records.
+EMBEDDED = "f5tts-small-en"
+EMBEDDED_DIR = Path(__file__).resolve().parents[2] / "models" / EMBEDDED
+GENERATED = ("tiny", "f5tts-v1-base")
+NAMED = (*GENERATED, EMBEDDED)
 
 
 @dataclass
@@ -89,6 +98,7 @@ def default_vocab_path() -> Path:
 
 def read_vocab(path: Path) -> list[str]:
     """Token per line, as f5-tts' custom tokenizer reads it (each line minus its final newline)."""
+    read_text(path, "vocab")  # missing, a folder or not UTF-8: one line naming the file
     with open(path, encoding="utf-8") as f:
         vocab = [line[:-1] for line in f]
     if not vocab or vocab[0] != " ":
@@ -169,8 +179,11 @@ def _arch_from_config(model_config: str) -> dict[str, Any]:
         path = Path(next(iter(spec.submodule_search_locations))) / "configs" / f"{model_config}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"model config {model_config!r} not found (an f5-tts config name or a YAML path)")
-    cfg = yaml.safe_load(path.read_text())
-    arch = dict(cfg["model"]["arch"]) if "model" in cfg else dict(cfg)
+    cfg = read_yaml(path, "model config")
+    try:
+        arch = dict(cfg["model"]["arch"]) if "model" in cfg else dict(cfg)
+    except (KeyError, TypeError, ValueError):
+        raise BuildInputError(path, "expected model.arch (an f5-tts model config)") from None
     for key in ("attn_backend", "checkpoint_activations"):
         arch.pop(key, None)
     return arch
@@ -191,13 +204,11 @@ def _weight_sets(ckpt: Path) -> dict[str, dict[str, torch.Tensor]]:
     weights under `ema_model.`, online ones (if any) bare. Keys are kept as written, minus the prefix.
     """
     if ckpt.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        flat = load_file(str(ckpt))
+        flat = safetensors_load(ckpt, "f5-tts checkpoint")
         ema = {k[len(_EMA) :]: v for k, v in flat.items() if k.startswith(_EMA)}
         online = {k: v for k, v in flat.items() if not k.startswith(_EMA)}
         return {"ema": ema, "online": online}
-    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    raw = torch_load(ckpt, "f5-tts checkpoint")
     if not isinstance(raw, dict) or not ({"ema_model_state_dict", "model_state_dict"} & set(raw)):
         top = sorted(raw)[:6] if isinstance(raw, dict) else type(raw).__name__
         raise ValueError(
@@ -295,7 +306,7 @@ def _vocos(vocoder_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
             raise FileNotFoundError(f"Vocos directory {vocoder_dir}: {p.name} missing")
     vocos_arch = read_vocos_config(cfg_path, AUDIO)
     vocos = make_vocos(**vocos_arch)
-    vstate = torch.load(bin_path, map_location="cpu", weights_only=True)
+    vstate = torch_load(bin_path, "Vocos weights")
     if not isinstance(vstate, dict):
         raise ValueError(f"{bin_path}: not a state dict ({type(vstate).__name__})")
     _load_strict(vocos, vstate, f"Vocos {bin_path}", hint=f" (check {cfg_path.name} against the weights)")
@@ -322,12 +333,64 @@ def _checkpoint(
     bundle.source = {
         "kind": "checkpoint",
         "checkpoint": str(ckpt),
+        "checkpoint_sha256": sha256_file(ckpt),  # the file itself: which download / training run
         "weights": weights,
         "dit_sha256": state_sha256(dit),
         "vocos_sha256": state_sha256(vocos),
         "vocab": str(vocab_path),
     }
     return bundle
+
+
+@dataclass(frozen=True)
+class ReleasedCheckpoint:
+    """The paths of a checkpoint folder in f5-tts' released layout (see f5build.train.release)."""
+
+    folder: Path
+    checkpoint: Path
+    vocab: Path
+    vocoder: Path
+    model_config: Path
+
+    @classmethod
+    def open(cls, folder: Path, verify: bool = True) -> ReleasedCheckpoint:
+        """Locate the files; with `verify`, each must match the sha256 in checkpoint.json."""
+        import json
+
+        meta_path = folder / "checkpoint.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"{folder}: no checkpoint.json; the embedded model is made by `nox -s train` (or restore the folder)"
+            )
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            files = dict(meta["files"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{meta_path}: not a checkpoint record ({e})") from None
+        if verify:
+            for rel, digest in sorted(files.items()):
+                path = folder / rel
+                if not path.is_file():
+                    raise FileNotFoundError(f"{path}: missing (listed in {meta_path.name})")
+                if _sha256(path) != digest:
+                    raise ValueError(
+                        f"{path}: sha256 differs from {meta_path.name}; the checkpoint was changed or damaged"
+                    )
+        ckpts = sorted(r for r in files if r.startswith("model_") and r.endswith(".safetensors"))
+        configs = sorted(r for r in files if r.endswith(".yaml") and "/" not in r)
+        if len(ckpts) != 1 or len(configs) != 1:
+            raise ValueError(
+                f"{meta_path}: expected one model_*.safetensors and one arch .yaml, found {ckpts} {configs}"
+            )
+        return cls(folder, folder / ckpts[0], folder / "vocab.txt", folder / "vocos", folder / configs[0])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_model(
@@ -339,7 +402,10 @@ def load_model(
     model_config: str = "F5TTS_v1_Base",
     weights: str = "ema",
 ) -> ModelBundle:
-    """`tiny` | `f5tts-v1-base` | a checkpoint path -> ModelBundle (DiT + Vocos, eval mode, FP32, CPU).
+    """`tiny` | `f5tts-v1-base` | `f5tts-small-en` | a checkpoint path -> ModelBundle (eval, FP32, CPU).
+
+    `f5tts-small-en` is the trained embedded model (models/f5tts-small-en), loaded exactly as a
+    checkpoint path with its own --vocab, --vocoder and --model-config would be.
 
     `weights` picks a checkpoint's EMA weights (f5-tts' inference default, use_ema=True) or its
     online ones; the generated models have one set only.
@@ -348,4 +414,9 @@ def load_model(
         return _generated("tiny", TINY_ARCH, TINY_VOCOS, seed, tiny=True)
     if model == "f5tts-v1-base":
         return _generated("f5tts-v1-base", _arch_from_config("F5TTS_v1_Base"), VOCOS_24K, seed, tiny=False)
+    if model == EMBEDDED:
+        rel = ReleasedCheckpoint.open(EMBEDDED_DIR)
+        bundle = _checkpoint(rel.checkpoint, rel.vocab, rel.vocoder, str(rel.model_config), weights)
+        bundle.name = EMBEDDED
+        return bundle
     return _checkpoint(Path(model), vocab, vocoder, model_config, weights)

@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from f5rt._fs import atomic_write_bytes, atomic_write_json
+from f5rt.files import atomic_write_bytes, atomic_write_json
 
 
 def median(values: list[float]) -> float:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from f5build.loadreport import headline, summarize_rounds, write_report
-from f5rt._fs import atomic_write_bytes
+from f5rt.files import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -241,7 +241,9 @@ def check_placement(model: Any, recipe: GraphRecipe, precision: str, max_errors:
     rep.attention_matmuls = len(attn)
     attn_names = {n for _, n in attn}
     att = recipe.attention
-    fp32_attention = not att.nodes or att.matmuls == "fp32"  # no attention entry: the old rule (FP32)
+    fp32_attention = (
+        not att.nodes
+    )  # no attention entry: the old rule (FP32); else the form's (f5build.attention_pattern)
     guard_types = recipe.guard_op_types()
     guarded: Counter[str] = Counter()
     fp16: Counter[str] = Counter()
@@ -255,9 +257,14 @@ def check_placement(model: Any, recipe: GraphRecipe, precision: str, max_errors:
             (fp16 if any(d == np.float16 for d in floats) else fp32)[node.op] += 1
         reduced = precision != "fp32" and bool(floats) and any(d != np.float16 for d in floats)
         if reduced and not fp32_attention and node.name in attn_names:
-            err(f"attention {node.op} {node.name} computes in {floats[0]}, the recipe's attention.matmuls is fp16")
-        if reduced and att.nodes and att.softmax == "fp16" and node.op == "Softmax":
-            err(f"Softmax {node.name} computes in {floats[0]}, the recipe's attention.softmax is fp16")
+            err(
+                f"attention {node.op} {node.name} computes in {floats[0]}, the recipe's attention form {att.form} "
+                f"computes it in {att.matmuls}"
+            )
+        if reduced and att.nodes and att.softmax != "fp32" and node.op == "Softmax":
+            err(
+                f"Softmax {node.name} computes in {floats[0]}, the recipe's attention form {att.form} computes it in {att.softmax}"
+            )
         is_guard = (
             node.op in guard_types
             or matches(node.name, recipe.guard.nodes)

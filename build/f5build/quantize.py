@@ -26,19 +26,21 @@ unchanged graphs, calibration data, recipe and tools is a no-op.
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from f5build.cli import add_shared, artifacts_dir, csv_list
+from f5build.attention_form import has_bf16_compute, retype_attention_bf16, simulate_bf16
+from f5build.attention_pattern import AttentionPatternReport, check_attention
 from f5build.common import log, peak_rss_mb, source_hash, tool_versions
+from f5build.context import add_shared, artifacts_dir, csv_list
 from f5build.modelopt_calls import (
     autocast_fp16,
     calibration_reader,
@@ -49,10 +51,19 @@ from f5build.modelopt_calls import (
 from f5build.placement import PlacementReport, check_placement
 from f5build.qdq_rewrite import rewrite_qdq
 from f5build.quantize_cpu import build_cpu
-from f5build.recipe import CALIB_METHODS, CPU_PRECISIONS, PRECISIONS, Recipe, load_recipe, unmatched_patterns
+from f5build.recipe import (
+    CALIB_METHODS,
+    CPU_PRECISIONS,
+    PRECISIONS,
+    TRT_ATTENTION_FORMS,
+    Recipe,
+    load_recipe,
+    unmatched_patterns,
+)
 from f5build.recordings import RecordedSamples, calibration_file, crop_feed
-from f5rt._fs import sha256_json
+from f5build.space import require_space
 from f5rt.errors import ManifestError
+from f5rt.files import replace_into, sha256_json
 from f5rt.manifest import Manifest, file_entry, load_manifest, update_manifest
 
 QUANT_TOOLS = ("onnx", "onnxruntime", "nvidia-modelopt", "onnx-graphsurgeon", "onnxconverter-common")
@@ -80,6 +91,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--quant-ref-frames", type=int, default=128, help="frames of each overflow-check sample (crops of real inputs)"
     )
+    g.add_argument(
+        "--quant-attention-form",
+        choices=TRT_ATTENTION_FORMS,
+        help="build the fp16/int8 step graphs with this attention form instead of the recipe's (to measure the "
+        "forms against each other with validate; docs/attention.md)",
+    )
     add_shared(g, "quant", "force", force="rebuild even when up to date")
 
 
@@ -97,6 +114,7 @@ class QuantizeOptions:
     ref_samples: int | None = None
     ref_frames: int = 128
     force: bool = False
+    attention_form: str | None = None  # None: the recipe's
 
     def __post_init__(self) -> None:
         if self.method is not None and self.method not in CALIB_METHODS:
@@ -106,6 +124,10 @@ class QuantizeOptions:
                 raise ValueError(f"--quant-{name}: must be >= 0, got {v}")
         if self.ref_frames < 1:
             raise ValueError(f"--quant-ref-frames: must be positive, got {self.ref_frames}")
+        if self.attention_form is not None and self.attention_form not in TRT_ATTENTION_FORMS:
+            raise ValueError(
+                f"--quant-attention-form: expected one of {', '.join(TRT_ATTENTION_FORMS)}, got {self.attention_form!r}"
+            )
 
     @property
     def full(self) -> bool:
@@ -123,6 +145,7 @@ class QuantizeOptions:
             ref_samples=args.quant_ref_samples,
             ref_frames=int(args.quant_ref_frames),
             force=bool(args.quant_force),
+            attention_form=getattr(args, "quant_attention_form", None),
         )
 
 
@@ -269,6 +292,9 @@ def build_variant(
             else:
                 log(f"  {graph}.fp16: autocast …")
                 model = autocast_fp16(link, gr, ref, [])
+            if gr.attention.nodes and gr.attention.form == "fused-bf16":
+                n = retype_attention_bf16(model, manifest.model.get("depth"), manifest.model.get("heads"))
+                log(f"  {graph}.{precision}: {n} attention blocks retyped to BF16")
             info["seconds"] = round(time.perf_counter() - t0, 1)
             report = check_placement(model, gr, precision)
             log(f"  {report.summary()}")
@@ -276,29 +302,95 @@ def build_variant(
                 for e in report.errors[:20]:
                     log(f"    placement: {e}")
                 raise ValueError(f"{graph}.{precision}: Q/DQ / precision placement violates {opts.recipe}")
+            if gr.attention.nodes:
+                pattern = attention_check(model, gr.attention.form, manifest)
+                info["attention_pattern"] = pattern.to_dict()
+                log(f"  {graph}.{precision} {pattern.summary()}")
+                if gr.attention.fused and not pattern.fused:
+                    for e in pattern.problems()[:20]:
+                        log(f"    attention: {e}")
+                    raise ValueError(
+                        f"{graph}.{precision}: attention form {gr.attention.form} ({opts.recipe}) is not in the pattern "
+                        f"TensorRT fuses: {pattern.reason()}"
+                    )
             out = root / f"{graph}.{precision}.onnx"
             extras = save_model(model, tmp / out.name)
+            if has_bf16_compute(model):  # no BF16 kernels in ONNX Runtime's CPU provider: run the stand-in
+                save_model(simulate_bf16(model), tmp / "bf16-simulated.onnx")
+                smoke = tmp / "bf16-simulated.onnx"
+            else:
+                smoke = tmp / out.name
             del model
-            smoke_run(tmp / out.name, samples.feed(check_idx[0]))
+            smoke_run(smoke, samples.feed(check_idx[0]))
             for name in [*extras, out.name]:  # data file first: the .onnx appears last
-                os.replace(tmp / name, root / name)
+                replace_into(tmp / name, root / name)
     finally:
         samples.close()
     return report, extras, info
+
+
+def _record_variant(
+    root: Path, rel: str, graph: str, precision: str, fp: str, extras: list[str], report: dict[str, Any]
+) -> Callable[[dict[str, Any]], None]:
+    """The manifest update that records one finished variant (its files, hashes and placement report)."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        files = data.setdefault("files", {})
+        for extra in extras:
+            files[extra] = file_entry(root, extra, kind="onnx-data", stage="quantize")
+        files[rel] = file_entry(
+            root,
+            rel,
+            graph=graph,
+            precision=precision,
+            kind="onnx",
+            stage="quantize",
+            inputs_sha256=fp,
+            **({"external_data": extras} if extras else {}),
+            # ONNX Runtime-only graphs: how their attention runs (the backend reads it)
+            **({"attention": report["attention"]["form"]} if "attention" in report else {}),
+            # TensorRT variants: the attention form and whether every block is in the fusable pattern
+            **(
+                {"attention_form": att["form"], "attention_fused": att["fused"]}
+                if (att := report.get("attention_pattern"))
+                else {}
+            ),
+            # dynamic INT8 scales each activation over the whole call: a row's output depends on
+            # the rows batched with it, so the backend runs such a graph one row per call
+            **({"rows_independent": False} if report.get("method") == "onnxruntime.quantize_dynamic" else {}),
+        )
+        data.setdefault("stages", {}).setdefault("quantize", {}).setdefault("placement", {})[rel] = report
+
+    return mutate
+
+
+def with_attention_form(recipe: Recipe, form: str | None) -> Recipe:
+    """The recipe with the step graph's attention form replaced (None: unchanged)."""
+    step = recipe.graphs.get("step")
+    if form is None or step is None or not step.attention.nodes:
+        return recipe
+    att = dataclasses.replace(step.attention, form=form)
+    return dataclasses.replace(recipe, graphs={**recipe.graphs, "step": dataclasses.replace(step, attention=att)})
+
+
+def attention_check(model: Any, form: str, manifest: Manifest) -> AttentionPatternReport:
+    """Every attention block of a step graph against `form`'s fusable pattern (count = the model's depth)."""
+    depth, heads = manifest.model.get("depth"), manifest.model.get("heads")
+    return check_attention(model, form, int(depth) if depth else None, int(heads) if heads else None)
 
 
 def run(opts: QuantizeOptions) -> int:
     t_start = time.perf_counter()
     root = opts.root
     manifest = load_manifest(root)
-    recipe = load_recipe(opts.recipe)
+    recipe = with_attention_form(load_recipe(opts.recipe), opts.attention_form)
     method = opts.method or recipe.calibration.method
     todo = plan(recipe, opts.graphs, opts.variants)
     if not todo:
         log("the recipe lists no variants: nothing to do")
         return 0
     reports: dict[str, Any] = {}
-    built: dict[str, tuple[str, str, str, list[str]]] = {}
+    built: list[str] = []
     for graph, precision in todo:
         rel = f"{graph}.{precision}.onnx"
         calib = None if precision in CPU_PRECISIONS else calibration_file(manifest, graph)
@@ -307,39 +399,31 @@ def run(opts: QuantizeOptions) -> int:
             log(f"{rel}: up to date (inputs unchanged)")
             continue
         log(f"building {rel}")
+        # a private copy of the FP32 graph (and its data) plus the variant, at most as large
+        src_bytes = sum(
+            (root / r).stat().st_size
+            for r in (f"{graph}.onnx", *manifest.files.get(f"{graph}.onnx", {}).get("external_data", []))
+            if (root / r).is_file()
+        )
+        require_space(root, 2 * src_bytes, f"{rel} (a copy of {graph}.onnx and the variant)")
         if precision in CPU_PRECISIONS:
             report, extras, info = build_cpu(root, manifest, graph, precision, recipe)
         else:
             report, extras, info = build_variant(root, manifest, graph, precision, recipe, method, opts)
         reports[rel] = {**report.to_dict(), **info}
-        built[rel] = (graph, precision, fp, extras)
+        # recorded at once: a run stopped later (killed, out of space) keeps this variant, and the
+        # rerun finds it up to date instead of building it again
+        update_manifest(root, _record_variant(root, rel, graph, precision, fp, extras, reports[rel]))
+        built.append(rel)
         log(f"  wrote {rel} ({(root / rel).stat().st_size / 1e6:.1f} MB, peak RSS {peak_rss_mb():.0f} MB)")
     if not built:
         log(f"{root}: quantized graphs up to date, nothing to do")
         return 0
-    seconds = round(time.perf_counter() - t_start, 1)
     wanted = {f"{g}.{p}.onnx" for g, p in todo}
+    seconds = round(time.perf_counter() - t_start, 1)
 
     def mutate(data: dict[str, Any]) -> None:
         files = data.setdefault("files", {})
-        for rel, (graph, precision, fp, extras) in built.items():
-            for extra in extras:
-                files[extra] = file_entry(root, extra, kind="onnx-data", stage="quantize")
-            files[rel] = file_entry(
-                root,
-                rel,
-                graph=graph,
-                precision=precision,
-                kind="onnx",
-                stage="quantize",
-                inputs_sha256=fp,
-                **({"external_data": extras} if extras else {}),
-                # ONNX Runtime-only graphs: how their attention runs (the backend reads it)
-                **({"attention": reports[rel]["attention"]["form"]} if "attention" in reports[rel] else {}),
-                # dynamic INT8 scales each activation over the whole call: a row's output depends on
-                # the rows batched with it, so the backend runs such a graph one row per call
-                **({"rows_independent": False} if reports[rel].get("method") == "onnxruntime.quantize_dynamic" else {}),
-            )
         if opts.full:  # a full run drops variants the recipe no longer has
             for rel in [r for r, m in files.items() if m.get("stage") == "quantize" and m.get("kind") == "onnx"]:
                 if rel not in wanted:
@@ -357,7 +441,6 @@ def run(opts: QuantizeOptions) -> int:
                 "tools": tool_versions(QUANT_TOOLS),
             }
         )
-        stage.setdefault("placement", {}).update(reports)
 
     update_manifest(root, mutate)
     log(f"quantize: {len(built)} graph(s) in {seconds:.1f} s, peak RSS {peak_rss_mb():.0f} MB")

@@ -7,7 +7,6 @@ real length where a recording exists, since their unmasked attention is exact on
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from f5build.modelopt_calls import smoke_run
 from f5build.placement import PlacementReport
 from f5build.recipe import Recipe, unmatched_patterns
 from f5build.recordings import RecordedSamples, calibration_file
+from f5rt.files import replace_into
 from f5rt.manifest import Manifest
 
 
@@ -88,5 +88,5 @@ def build_cpu(
             raise ValueError(f"{graph}.{precision}: placement violates the recipe's cpu section")
         smoke_run(out, smoke_feed(manifest, graph, out))
         for name in [*extras, out.name]:  # data file first: the .onnx appears last
-            os.replace(tmp / name, root / name)
+            replace_into(tmp / name, root / name)
     return report, extras, info

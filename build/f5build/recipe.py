@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from f5rt._fs import sha256_json
+from f5build.inputs import read_yaml
+from f5rt.files import sha256_json
 
 PRECISIONS = ("fp16", "int8", "cpu-fp32", "cpu-int8")
 # ONNX Runtime-only precisions (f5build.cpu_variant): never compiled for TensorRT.
 CPU_PRECISIONS = ("cpu-fp32", "cpu-int8")
-ATTENTION_FORMS = ("unmasked", "masked")
+ATTENTION_FORMS = ("unmasked", "masked")  # the CPU variants' fused attention (com.microsoft.MultiHeadAttention)
+# How the step graph's attention computes in the TensorRT variants (fp16, int8): f5build.attention_pattern
+# checks the graph against the form, the cost model projects it fused or not from that check.
+TRT_ATTENTION_FORMS = ("fused-fp16", "fused-bf16", "fp32-softmax")
 GRAPHS = ("text_encoder", "step", "vocoder")
 CALIB_METHODS = ("max", "entropy")
 
@@ -46,16 +48,38 @@ class Guard:
 
 @dataclass(frozen=True)
 class AttentionRule:
-    """Where attention computes in the reduced-precision variants (a recipe entry, measured by validate).
+    """How the attention core computes in the TensorRT variants (fp16, int8): a recipe entry, measured by validate.
 
-    `nodes`: the attention core (everything but the q/k/v/out projections); `matmuls`: precision of
-    the score (q k^T) and value (p v) matmuls; `softmax`: precision of the Softmax. FP32 entries are
-    kept FP32 by autocast and guarded by the check; FP16 ones must really compute in FP16.
+    `nodes`: the attention core (everything but the q/k/v/out projections); `form`, one of
+    TRT_ATTENTION_FORMS:
+
+    * `fused-fp16`: score matmul, key mask, Softmax and value matmul all FP16 with nothing else on the
+      (B, heads, N, N) tensors: the pattern TensorRT fuses into one MHA kernel;
+    * `fused-bf16`: the same in BF16 (Casts FP16 <-> BF16 only on the (B, heads, N, d) q/k/v and
+      output tensors);
+    * `fp32-softmax`: FP16 matmuls with Casts to FP32 around the Softmax (not fusable: the scores go
+      through DRAM in FP32).
+
+    FP32 entries are kept FP32 by autocast and guarded by the check; reduced ones must really
+    compute in their type.
     """
 
     nodes: str = ""
-    matmuls: str = "fp32"
-    softmax: str = "fp32"
+    form: str = "fp32-softmax"
+
+    @property
+    def matmuls(self) -> str:
+        """Precision of the score (q k^T) and value (p v) matmuls."""
+        return "bf16" if self.form == "fused-bf16" else "fp16"
+
+    @property
+    def softmax(self) -> str:
+        return {"fused-fp16": "fp16", "fused-bf16": "bf16"}.get(self.form, "fp32")
+
+    @property
+    def fused(self) -> bool:
+        """Whether the form is meant to be fused by TensorRT (the attention pattern check decides)."""
+        return self.form.startswith("fused-")
 
 
 @dataclass(frozen=True)
@@ -88,9 +112,8 @@ class GraphRecipe:
         return [*own, "Softmax"] if self.attention.nodes and self.attention.softmax == "fp32" else own
 
     def keep_fp32_nodes(self) -> list[str]:
-        """Node patterns autocast keeps FP32: the recipe's, plus the attention core when its matmuls are FP32."""
-        own = list(self.fp16.keep_fp32) if self.fp16 else []
-        return [*own, self.attention.nodes] if self.attention.nodes and self.attention.matmuls == "fp32" else own
+        """Node patterns autocast keeps FP32 (the attention core never is: every form has reduced matmuls)."""
+        return list(self.fp16.keep_fp32) if self.fp16 else []
 
     def guard_op_types(self) -> tuple[str, ...]:
         extra = ("Softmax",) if self.attention.nodes and self.attention.softmax == "fp32" else ()
@@ -149,12 +172,7 @@ def _positive_int(data: dict[str, Any], key: str, where: str, minimum: int = 1) 
 def load_recipe(path: str | Path) -> Recipe:
     """Parse and check config/precision.yaml; one clear ValueError line per problem."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"precision recipe {path} not found") from None
-    if not isinstance(data, dict) or "graphs" not in data or "calibration" not in data:
-        raise ValueError(f"{path}: expected a mapping with 'calibration' and 'graphs'")
+    data = read_yaml(path, "precision recipe", keys=("calibration", "graphs"))
     c = data["calibration"]
     w = f"{path}: calibration"
     if not isinstance(c, dict):
@@ -211,12 +229,21 @@ def load_recipe(path: str | Path) -> Recipe:
         attention = AttentionRule()
         if att:
             if not isinstance(att, dict) or not isinstance(att.get("nodes"), str):
-                raise ValueError(f"{w}.attention: expected a mapping with 'nodes' (regex), 'matmuls', 'softmax'")
+                raise ValueError(f"{w}.attention: expected a mapping with 'nodes' (regex) and 'form'")
             _patterns([att["nodes"]], f"{w}.attention.nodes")
-            for key in ("matmuls", "softmax"):
-                if att.get(key, "fp32") not in ("fp32", "fp16"):
-                    raise ValueError(f"{w}.attention.{key}: expected fp32 or fp16, got {att.get(key)!r}")
-            attention = AttentionRule(att["nodes"], att.get("matmuls", "fp32"), att.get("softmax", "fp32"))
+            old = [k for k in ("matmuls", "softmax") if k in att]
+            if old:
+                raise ValueError(
+                    f"{w}.attention.{old[0]}: replaced by 'form' ({', '.join(TRT_ATTENTION_FORMS)}); "
+                    "fp16 matmuls with an fp32 softmax is form: fp32-softmax"
+                )
+            unknown = sorted(set(att) - {"nodes", "form"})
+            if unknown:
+                raise ValueError(f"{w}.attention: unknown key(s) {unknown} (expected 'nodes' and 'form')")
+            form = att.get("form")
+            if form not in TRT_ATTENTION_FORMS:
+                raise ValueError(f"{w}.attention.form: expected one of {', '.join(TRT_ATTENTION_FORMS)}, got {form!r}")
+            attention = AttentionRule(att["nodes"], form)
         cpu = None
         if "cpu" in g:
             c = g["cpu"] or {}

@@ -20,7 +20,7 @@ from types import TracebackType
 
 import numpy as np
 
-from f5rt._fs import atomic_open
+from f5rt.files import atomic_open
 from f5rt.manifest import Manifest
 
 CALIB_DIR = "calibration"

@@ -52,7 +52,7 @@ class TritonStageOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TritonStageOptions:
-        from f5build.cli import artifacts_dir
+        from f5build.context import artifacts_dir
 
         return cls(
             artifacts=Path(artifacts_dir(args)),

@@ -18,7 +18,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from f5rt._fs import atomic_write_bytes
 from f5rt.backends.trt.engines import (
     EngineChoice,
     check_engine_io,
@@ -29,6 +28,7 @@ from f5rt.backends.trt.engines import (
 )
 from f5rt.backends.trt.profiles import ProfileSpec
 from f5rt.errors import BackendUnavailable, ManifestError
+from f5rt.files import atomic_write_bytes
 
 
 class EngineBuildError(RuntimeError):
@@ -118,6 +118,9 @@ def build_engine(
     if workspace_bytes > 0:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
     config.builder_optimization_level = int(opt_level)
+    # Layer information with tensors, tactics and ONNX node names, so f5build.trt_inspect can read which
+    # attention blocks TensorRT fused (the default, LAYER_NAMES_ONLY, gives names only; no runtime cost).
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if tf32:
         config.set_flag(trt.BuilderFlag.TF32)
     else:
@@ -145,8 +148,8 @@ def verify_engine(
     profiles: Sequence[Mapping[str, Any]],
     mel_dim: int,
     text_dim: int,
-) -> None:
-    """Deserialize a built engine and check its I/O and profiles exactly as the runtime will."""
+) -> Any:
+    """Deserialize a built engine and check its I/O and profiles exactly as the runtime will; returns it."""
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
     engine = runtime.deserialize_cuda_engine(path.read_bytes())
     if engine is None:
@@ -154,3 +157,4 @@ def verify_engine(
     choice = EngineChoice(graph, "", rel, {}, tuple(ProfileSpec.from_dict(p) for p in profiles))
     check_engine_io(rel, graph, engine_io(engine, trt))
     check_engine_shapes(choice, engine_profile_shapes(engine, trt), mel_dim, text_dim)
+    return engine

@@ -19,11 +19,11 @@ from typing import Any
 import yaml
 
 from f5build.onnx_check import DEFAULT_TRT_TARGET, GraphIO, check_graph_io, check_onnx_version, onnx_limits
-from f5rt._fs import atomic_write_bytes, atomic_write_json, sha256_json
 from f5rt.backends.trt.engines import Deployment, parse_deployments
 from f5rt.backends.trt.profiles import plan_profiles, profile_shapes
 from f5rt.buckets import BucketTable
 from f5rt.errors import ManifestError
+from f5rt.files import atomic_write_bytes, atomic_write_json, sha256_json
 from f5rt.manifest import GRAPHS, Manifest
 
 ENGINES_DIR = "engines"

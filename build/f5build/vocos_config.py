@@ -28,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
+from f5build.inputs import BuildInputError, read_yaml
 
 FEATURES = "vocos.feature_extractors.MelSpectrogramFeatures"
 BACKBONE = "vocos.models.VocosBackbone"
@@ -93,9 +93,11 @@ def read_vocos_config(path: Path, audio: dict[str, Any]) -> dict[str, Any]:
     """
     where = str(path)
     try:
-        cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ValueError(f"{where}: not valid YAML ({e})") from e
+        cfg: Any = read_yaml(path, "Vocos config")
+    except BuildInputError as e:
+        if "expected a mapping" not in e.problem:
+            raise
+        cfg = None
     if not isinstance(cfg, dict):
         raise ValueError(f"{where}: not a Vocos config (expected feature_extractor, backbone and head sections)")
     fe = _section(cfg, "feature_extractor", FEATURES, where)

@@ -22,8 +22,8 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
-from f5rt._fs import atomic_write_bytes
 from f5rt.errors import AudioError
+from f5rt.files import atomic_write_bytes
 
 __all__ = [
     "HOP_LENGTH",

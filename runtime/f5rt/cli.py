@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from f5rt.errors import F5RTError
+from f5rt.names import AUTO, BACKENDS, PRECISIONS
 
 
 def _synth_options(args: argparse.Namespace):  # -> SynthesisOptions (imported lazily: keeps --help fast)
@@ -31,24 +32,39 @@ def _synth_options(args: argparse.Namespace):  # -> SynthesisOptions (imported l
         cross_fade=args.cross_fade,
         fix_duration=args.fix_duration,
         remove_silence=args.remove_silence,
+        use_epss=not args.no_epss,
+        solver=args.solver,
     )
 
 
 def _add_engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifacts", required=True, type=Path, help="artifacts folder (holds manifest.json)")
-    p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt"))
+    p.add_argument("--backend", default=AUTO, choices=BACKENDS)
     p.add_argument(
         "--precision",
-        default="auto",
-        help="auto | fp32 | fp16 | int8 (TensorRT deployments) | cpu-fp32 | cpu-int8 (ONNX Runtime); "
+        default=AUTO,
+        help=f"{' | '.join((AUTO, *PRECISIONS))}: fp32/fp16/int8 are TensorRT deployments (fp32 also ONNX Runtime), "
+        "cpu-fp32/cpu-int8 ONNX Runtime graphs; "
         "auto: the most reduced TensorRT deployment, or cpu-int8 on ONNX Runtime when validate passed it, else fp32",
     )
     p.add_argument(
         "--threads",
         type=int,
         default=None,
-        help="CPU threads for ONNX Runtime (default: the CPUs this process may use)",
+        help="CPU threads for ONNX Runtime (default: the CPUs this process may use: affinity mask, cgroup quota)",
     )
+    p.add_argument(
+        "--ort-spinning",
+        choices=("on", "off"),
+        default=None,
+        help="let ONNX Runtime's idle threads spin (default off: spinning only pays on cores nothing else uses)",
+    )
+
+
+def _threads(args: argparse.Namespace):  # -> int | ThreadPolicy | None
+    from f5rt.backends.onnxruntime import thread_setting
+
+    return thread_setting(args.threads, getattr(args, "ort_spinning", None))
 
 
 def _add_voice(p: argparse.ArgumentParser) -> None:
@@ -59,7 +75,16 @@ def _add_voice(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nfe", type=int, default=32, help="ODE steps (EPSS schedules for 5, 6, 7, 10, 12, 16)")
+    p.add_argument(
+        "--nfe", type=int, default=32, help="step-graph calls (Euler: EPSS schedules for 5, 6, 7, 10, 12, 16)"
+    )
+    p.add_argument(
+        "--solver",
+        choices=("euler", "midpoint"),
+        default="euler",
+        help="euler (f5-tts') or midpoint (two step-graph calls per step, --nfe even; ONNX Runtime backend)",
+    )
+    p.add_argument("--no-epss", action="store_true", help="uniform time grid (+ sway) even where EPSS has a table")
     p.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance strength")
     p.add_argument("--sway", type=float, default=-1.0, help="sway sampling coefficient")
     p.add_argument("--speed", type=float, default=1.0)
@@ -92,7 +117,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     text = args.text if args.text is not None else args.text_file.read_text(encoding="utf-8")
     opts = _synth_options(args)
     opts.validate()
-    with Synthesizer(args.artifacts, backend=args.backend, precision=args.precision, threads=args.threads) as synth:
+    with Synthesizer(args.artifacts, backend=args.backend, precision=args.precision, threads=_threads(args)) as synth:
         voice = _voice(args, synth)
         result = synth.synthesize(text, voice, opts)
     write_wav(args.out, result.audio, result.sample_rate)
@@ -109,9 +134,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     from f5rt.backends.trt.backend import unavailable_reason
     from f5rt.jetson import read_jetson_clocks
     from f5rt.manifest import load_manifest
-    from f5rt.precision import cpu_auto, trt_auto, validated
+    from f5rt.names import AUTO, GRAPHS
+    from f5rt.precision import resolve, validated
 
     m = load_manifest(args.artifacts)
+    verified = m.verify_all()  # every recorded file, hashes included: the first missing or changed one fails
     trt_reason = unavailable_reason()
     trt = trt_reason is None
     clocks = read_jetson_clocks()
@@ -120,15 +147,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         "source": m.data.get("source", {}),
         "model": m.model,
         "buckets": m.buckets.to_dict(),
-        "precisions": {g: m.precisions(g) for g in ("text_encoder", "step", "vocoder")},
-        "engines": {g: m.precisions(g, kind="engine") for g in ("text_encoder", "step", "vocoder")},
+        "precisions": {g: m.precisions(g) for g in GRAPHS},
+        "engines": {g: m.precisions(g, kind="engine") for g in GRAPHS},
+        "files_verified": verified,
         "stages": {
             k: {kk: vv for kk, vv in v.items() if kk in ("seconds", "status", "tools")}
             for k, v in m.data.get("stages", {}).items()
         },
         "vocoder": m.data.get("vocoder"),
         "deployments": m.data.get("deployments", {}),
-        "auto_precision": {"onnxruntime": cpu_auto(m), "tensorrt": trt_auto(m)},
+        "auto_precision": {"onnxruntime": resolve(m, "onnxruntime", AUTO), "tensorrt": resolve(m, "tensorrt", AUTO)},
         "validated": {p: validated(m, p) for p in m.precisions("step") if p != "fp32"},
         "backends": {"onnxruntime": ort_available(), "tensorrt": trt},
         "tensorrt_unavailable": trt_reason,
@@ -143,8 +171,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"model       dim {model.get('dim')} depth {model.get('depth')} heads {model.get('heads')} text_dim {model.get('text_dim')} vocab {model.get('vocab_size')}"
     )
     print(f"buckets     frames {info['buckets']['frames']} x batch {info['buckets']['batch']}")
-    for g in ("text_encoder", "step", "vocoder"):
-        print(f"{g:<12}onnx {', '.join(info['precisions'][g]) or '-'}; engines {', '.join(info['engines'][g]) or '-'}")
+    print(f"files       {verified} recorded in the manifest, all present and matching their sha256")
+    width = max(12, *(len(g) + 2 for g in GRAPHS))  # "text_encoder" is 12 characters: keep a gap after it
+    for g in GRAPHS:
+        print(
+            f"{g:<{width}}onnx {', '.join(info['precisions'][g]) or '-'}; engines {', '.join(info['engines'][g]) or '-'}"
+        )
     if info["vocoder"]:
         v = info["vocoder"]
         print(f"vocoder     {v.get('padding')} padding: {v.get('samples')} samples for F mel frames")
@@ -171,7 +203,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     opts = _synth_options(args)
     opts.validate()
     rows = []
-    with Synthesizer(args.artifacts, backend=args.backend, precision=args.precision, threads=args.threads) as synth:
+    with Synthesizer(args.artifacts, backend=args.backend, precision=args.precision, threads=_threads(args)) as synth:
         voice = _voice(args, synth)
         synth.warmup()
         for text in texts:

@@ -14,6 +14,11 @@ Layout of manifest.json (format 1)::
 
 The build writes it stage by stage (read, modify, atomic replace); the runtime reads it and refuses
 files whose hashes differ, so an engine never runs against the wrong manifest.
+
+Public API: `load_manifest(root)` and `Manifest` (`find`, `verify`, `verify_all`) to read and check;
+`update_manifest(root, mutate)` and `file_entry(root, rel, **meta)` to write (the build's stages,
+and tests that make artifacts by hand). Writes are atomic (`f5rt.files`); the build serialises them
+with its lock on the artifacts folder (`f5build.buildlock`).
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from f5rt._fs import atomic_write_json, sha256_file
 from f5rt.buckets import BucketTable
 from f5rt.errors import ManifestError
+from f5rt.files import atomic_write_json, sha256_file
+from f5rt.names import GRAPHS as GRAPHS  # re-exported: the build reads the graph names from here
+from f5rt.names import PRECISIONS
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
-GRAPHS = ("text_encoder", "step", "vocoder")
 
 VOCODER_PADDINGS = ("center", "same")
 _SAMPLES_RULE = {"center": "(F-1)*hop", "same": "F*hop"}
@@ -144,7 +150,7 @@ class Manifest:
     def precisions(self, graph: str, kind: str = "onnx") -> list[str]:
         """Precision variants of `graph` present as `kind` files (fp32 first)."""
         found = {m["precision"] for m in self.files.values() if m.get("graph") == graph and m.get("kind") == kind}
-        order = ["fp32", "fp16", "int8"]
+        order = PRECISIONS
         return sorted(found, key=lambda p: (order.index(p) if p in order else len(order), p))
 
     def find(self, graph: str, precision: str = "fp32", kind: str = "onnx") -> Path:
@@ -178,6 +184,19 @@ class Manifest:
         for extra in meta.get("external_data", []):
             self.verify(extra)
         return path
+
+    def verify_all(self, *, stage: str | None = None, kind: str | None = None) -> int:
+        """Verify every recorded file (or those of one `stage` / `kind`, e.g. kind="engine" or
+        stage="triton"), in the manifest's order; returns how many. The first missing or changed
+        file raises ManifestError naming it and the stage that rebuilds it."""
+        rels = [
+            rel
+            for rel, meta in self.files.items()
+            if (stage is None or meta.get("stage") == stage) and (kind is None or meta.get("kind") == kind)
+        ]
+        for rel in rels:
+            self.verify(rel)
+        return len(rels)
 
 
 def load_manifest(artifacts: str | os.PathLike[str]) -> Manifest:

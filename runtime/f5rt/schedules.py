@@ -38,3 +38,21 @@ def steps(nfe: int, sway: float | None = -1.0, use_epss: bool = True) -> tuple[n
     """(t_k, dt_k) for k = 0 … nfe-1: the Euler steps x += dt_k * v(t_k, x)."""
     t = timesteps(nfe, sway, use_epss)
     return t[:-1].copy(), (t[1:] - t[:-1]).astype(np.float32)
+
+
+def solver_steps(
+    nfe: int, sway: float | None = -1.0, use_epss: bool = True, solver: str = "euler"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(t_k, dt_k) of the solver's steps for `nfe` step-graph calls.
+
+    Euler: f5-tts' schedule, one call per step. Midpoint: nfe / 2 steps on the same kind of grid (two
+    calls each), so both spend the same graph calls; EPSS tables are Euler's, so midpoint steps on a
+    uniform grid with sway.
+    """
+    if solver == "euler":
+        return steps(nfe, sway, use_epss)
+    if solver == "midpoint":
+        if nfe % 2:
+            raise ValueError(f"the midpoint solver needs an even nfe (two calls per step), got {nfe}")
+        return steps(nfe // 2, sway, use_epss=False)
+    raise ValueError(f"unknown solver {solver!r} (euler or midpoint)")

@@ -9,11 +9,12 @@ rows are independent (masked padding, per-row noise and cfg), so a request's aud
 on what it was batched with. Noise is standard normal from numpy's PCG64 seeded with
 SeedSequence([seed, chunk_index]); tests inject f5-tts' torch noise through `noise=`.
 
-Synthesis is two steps so a scheduler can interleave requests: `plan_request` (request -> chunk works,
-each with its schedule key and bucket) and `run_chunks` (works -> waves, one engine call per group
-of compatible works); `finish` (whole request) and `joiner` (stream) join the waves. `synthesize_batch`
-and `stream` run both steps in the calling thread; the server's batcher (f5rt.batching) queues works
-of many requests as rows and runs them in whichever groups keep first audio early.
+Two classes. `Synthesizer` is what a user calls: `load`, `synthesize`, `synthesize_batch`, `stream`
+(and `voice_from_audio`, `warmup`, `close`). `SynthesisEngine` (`Synthesizer.engine`) is the
+planning/running seam a scheduler needs, the `f5rt.service.engine.ChunkEngine` protocol:
+`plan_request` (request -> chunk works), `run_chunks` (works -> waves, one engine call per group of
+compatible works), `finish` and `joiner` (join the waves). The user calls run both steps in the
+calling thread; the server's batcher (f5rt.service.batcher) queues works of many requests as rows.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,9 +34,15 @@ from f5rt import schedules
 from f5rt.backends import Backend, SampleJob, make_backend
 from f5rt.buckets import Bucket, BucketTable
 from f5rt.errors import ManifestError, TextError
-from f5rt.manifest import VocoderSpec, load_manifest
+from f5rt.manifest import Manifest, VocoderSpec, load_manifest
+from f5rt.names import AUTO
+from f5rt.options import ScheduleKey, SynthesisOptions
+from f5rt.service.work import ChunkWork, RequestPlan, SynthesisResult, Wave, group_by_schedule
 from f5rt.text import ChunkPlan, TextFrontend, chunk_text, load_vocab
 from f5rt.voices import Voice, prepare_voice, voice_from_bytes
+
+if TYPE_CHECKING:
+    from f5rt.backends.onnxruntime import ThreadPolicy
 
 NoiseFn = Callable[[int, int, int, int], np.ndarray]
 """(seed, chunk_index, frames, channels) -> initial noise (frames, channels) float32."""
@@ -47,96 +54,18 @@ def default_noise(seed: int, chunk: int, frames: int, channels: int) -> np.ndarr
     return rng.standard_normal((frames, channels), dtype=np.float32)
 
 
-@dataclass(frozen=True)
-class SynthesisOptions:
-    """f5-tts' inference defaults (nfe 32, cfg 2, sway -1, euler, speed 1, target_rms 0.1, cross-fade 0.15 s)."""
-
-    nfe: int = 32
-    cfg: float = 2.0
-    sway: float | None = -1.0
-    speed: float = 1.0
-    target_rms: float = 0.1
-    cross_fade: float = 0.15
-    fix_duration: float | None = None
-    remove_silence: bool = False
-    seed: int | None = None
-    use_epss: bool = True
-
-    def validate(self) -> None:
-        """Refuse values no backend can run, by the one table in f5rt.limits (the API's limits sit inside it)."""
-        from f5rt.limits import ENGINE_BOUNDS  # stdlib-only module; imported here to keep this class's edit local
-
-        for name, bound in ENGINE_BOUNDS.items():
-            value = getattr(self, name)
-            if value is None and name in ("sway", "fix_duration", "seed"):  # None: plain schedule / auto / random
-                continue
-            bound.check(name, value)
-
-
-@dataclass
-class SynthesisResult:
-    audio: np.ndarray
-    sample_rate: int
-    seed: int
-    chunks: list[str]
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def seconds(self) -> float:
-        return float(self.audio.shape[0]) / self.sample_rate
-
-
-@dataclass(frozen=True, eq=False)
-class ChunkWork:
-    """One chunk of one request: the unit the sampler batches (one row of an engine call).
-
-    `bucket` is the frame count of the smallest bucket that holds the chunk, so a scheduler can tell
-    which rows share an engine call without extra padding; rows share a call only when their
-    `schedule_key` (the (t, dt) schedule) is equal.
-    """
-
-    item: int
-    index: int
-    plan: ChunkPlan
-    voice: Voice
-    opts: SynthesisOptions
-    seed: int
-    bucket: int
-
-    @property
-    def schedule_key(self) -> tuple[int, float | None, bool]:
-        return (self.opts.nfe, self.opts.sway, self.opts.use_epss)
-
-    @property
-    def frames(self) -> int:
-        return self.plan.frames
-
-
-@dataclass(frozen=True)
-class RequestPlan:
-    """A request cut into the chunk works that make it (planning step; see `Synthesizer.plan_request`)."""
-
-    works: tuple[ChunkWork, ...]
-    seed: int
-    opts: SynthesisOptions
-
-    @property
-    def chunks(self) -> list[str]:
-        return [w.plan.text for w in self.works]
-
-
-class Synthesizer:
-    """F5-TTS inference over one artifacts folder. Thread-safe: backend calls are serialised."""
+class SynthesisEngine:
+    """The planning/running half of a Synthesizer (the ChunkEngine protocol). Thread-safe: backend calls are serialised."""
 
     def __init__(
         self,
         artifacts: str | os.PathLike[str],
-        backend: str | Backend = "auto",
+        backend: str | Backend = AUTO,
         precision: str = "fp32",
-        threads: int | None = None,
+        threads: int | ThreadPolicy | None = None,
         noise: NoiseFn | None = None,
     ) -> None:
-        self.manifest = load_manifest(artifacts)
+        self.manifest: Manifest = load_manifest(artifacts)
         audio_cfg = self.manifest.audio
         self.sample_rate = int(audio_cfg["sample_rate"])
         self.hop = int(audio_cfg["hop_length"])
@@ -156,26 +85,10 @@ class Synthesizer:
             if isinstance(backend, str)
             else backend
         )
-        self.backend_name = self.backend.name
-        self.precision = self.backend.precision
+        self.backend_name: str = self.backend.name
+        self.precision: str = self.backend.precision
         self.noise = noise or default_noise
         self._lock = threading.Lock()
-
-    # -- voices ---------------------------------------------------------------------------------
-    def voice_from_audio(
-        self,
-        audio: np.ndarray | bytes | str | os.PathLike[str],
-        ref_text: str,
-        sample_rate: int | None = None,
-        voice_id: str = "adhoc",
-    ) -> Voice:
-        """A voice from samples (with their rate), encoded bytes, or a file path."""
-        if isinstance(audio, np.ndarray):
-            if sample_rate is None:
-                raise ValueError("sample_rate is required with raw samples")
-            return prepare_voice(voice_id, audio, sample_rate, ref_text)
-        data = audio if isinstance(audio, bytes) else Path(audio).read_bytes()
-        return voice_from_bytes(voice_id, data, ref_text)
 
     # -- planning -------------------------------------------------------------------------------
     def _fit(self, voice: Voice, opts: SynthesisOptions, chunks: list[str]) -> list[ChunkPlan]:
@@ -215,7 +128,7 @@ class Synthesizer:
     ) -> RequestPlan:
         """Validate and plan one request into chunk works; draws the seed when the options have none.
 
-        This is the planning half of synthesis: a scheduler (f5rt.batching) queues the works as rows,
+        This is the planning half of synthesis: a scheduler (f5rt.service.batcher) queues the works as rows,
         runs them with `run_chunks` in whatever groups suit it, and joins the waves with `finish` (whole
         requests) or `joiner` (streams). Rows are independent, so grouping never changes the audio.
         """
@@ -238,7 +151,7 @@ class Synthesizer:
 
         A scheduler may fill the difference with other rows for free (they ride in padding).
         """
-        if not getattr(self.backend, "fixed_shapes", True):
+        if not self.backend.fixed_shapes:
             return rows
         return self.buckets.choose(1, rows).batch
 
@@ -250,25 +163,22 @@ class Synthesizer:
         make exactly one engine call. Engine time is added to `timings` (text, sample, vocode).
         """
         timings = {} if timings is None else timings
-        waves: list[np.ndarray | None] = [None] * len(works)
-        groups: dict[tuple[int, float | None, bool], list[int]] = {}
-        for i, w in enumerate(works):
-            groups.setdefault(w.schedule_key, []).append(i)
-        for (nfe, sway, epss), idxs in groups.items():
-            t, dt = schedules.steps(nfe, sway, epss)
-            idxs.sort(key=lambda i: works[i].plan.frames)
+        waves: list[Wave | None] = [None] * len(works)
+        for key, idxs in group_by_schedule(works).items():
+            t, dt = schedules.solver_steps(*key)
             for size in self.buckets.split_batch(len(idxs)):
                 batch, idxs = idxs[:size], idxs[size:]
-                for i, wave in zip(batch, self._run_batch([works[i] for i in batch], t, dt, timings), strict=True):
+                rows = [works[i] for i in batch]
+                for i, wave in zip(batch, self._run_batch(rows, t, dt, key.solver, timings), strict=True):
                     waves[i] = wave
         return [w for w in waves if w is not None]
 
     def _run_batch(
-        self, works: list[ChunkWork], t: np.ndarray, dt: np.ndarray, timings: dict[str, float]
+        self, works: list[ChunkWork], t: np.ndarray, dt: np.ndarray, solver: str, timings: dict[str, float]
     ) -> list[np.ndarray]:
         longest = max(w.plan.frames for w in works)
         bucket = self.buckets.choose(longest, len(works))
-        if not getattr(self.backend, "fixed_shapes", True):
+        if not self.backend.fixed_shapes:
             bucket = Bucket(longest, len(works))  # dynamic-shape backend: no padding work at all
         b, n, c = bucket.batch, bucket.frames, self.n_mels
         ids = np.full((b, n), -1, dtype=np.int32)
@@ -294,7 +204,7 @@ class Synthesizer:
             t0 = time.perf_counter()
             text = self.backend.encode_text(ids, mask)  # may stay on the device (TensorRT)
             t1 = time.perf_counter()
-            job = SampleJob(bucket, x0, cond, text, mask, t, dt, cfg)
+            job = SampleJob(bucket, x0, cond, text, mask, t, dt, cfg, solver)
             x = self.backend.sample(job)
             t2 = time.perf_counter()
             waves = []
@@ -332,7 +242,73 @@ class Synthesizer:
         """The incremental cross-fade a stream pushes its chunk waves through (equals `finish`'s join)."""
         return A.CrossFader(opts.cross_fade, self.sample_rate)
 
-    # -- public API -----------------------------------------------------------------------------
+    def warmup(self) -> None:
+        """One short synthesis on a synthetic voice: loads sessions and kernels before traffic."""
+        rng = np.random.Generator(np.random.PCG64(0))
+        ref = (0.1 * rng.standard_normal(self.sample_rate)).astype(np.float32)
+        voice = prepare_voice("warmup", ref, self.sample_rate, "warm up.")
+        plan = self.plan_request("Hello.", voice, SynthesisOptions(nfe=2, seed=0))
+        self.run_chunks(plan.works)
+
+    def close(self) -> None:
+        """Release the backend this engine opened (one passed in is left to its owner)."""
+        if self._owns_backend:
+            self.backend.close()
+
+
+class Synthesizer:
+    """F5-TTS inference over one artifacts folder: what a user calls. Thread-safe.
+
+    `Synthesizer.load(artifacts)` (or the constructor, same arguments) opens the backend; then
+    `synthesize` (one request), `synthesize_batch` (several, batched; each result equals its request
+    alone), `stream` (audio pieces as chunks finish). `engine` is the planning/running seam a
+    scheduler uses (f5rt.service.engine.ChunkEngine); `manifest`, `buckets`, `backend`,
+    `backend_name`, `precision` and `sample_rate` describe what was loaded.
+    """
+
+    def __init__(
+        self,
+        artifacts: str | os.PathLike[str],
+        backend: str | Backend = AUTO,
+        precision: str = "fp32",
+        threads: int | ThreadPolicy | None = None,
+        noise: NoiseFn | None = None,
+    ) -> None:
+        self.engine = SynthesisEngine(artifacts, backend, precision, threads, noise)
+        self.manifest: Manifest = self.engine.manifest
+        self.buckets: BucketTable = self.engine.buckets
+        self.backend: Backend = self.engine.backend
+        self.backend_name: str = self.engine.backend_name
+        self.precision: str = self.engine.precision
+        self.sample_rate: int = self.engine.sample_rate
+
+    @classmethod
+    def load(
+        cls,
+        artifacts: str | os.PathLike[str],
+        *,
+        backend: str | Backend = AUTO,
+        precision: str = AUTO,
+        threads: int | ThreadPolicy | None = None,
+    ) -> Synthesizer:
+        """Open an artifacts folder as `f5rt synth` does: backend and precision `auto` by default."""
+        return cls(artifacts, backend=backend, precision=precision, threads=threads)
+
+    def voice_from_audio(
+        self,
+        audio: np.ndarray | bytes | str | os.PathLike[str],
+        ref_text: str,
+        sample_rate: int | None = None,
+        voice_id: str = "adhoc",
+    ) -> Voice:
+        """A voice from samples (with their rate), encoded bytes, or a file path."""
+        if isinstance(audio, np.ndarray):
+            if sample_rate is None:
+                raise ValueError("sample_rate is required with raw samples")
+            return prepare_voice(voice_id, audio, sample_rate, ref_text)
+        data = audio if isinstance(audio, bytes) else Path(audio).read_bytes()
+        return voice_from_bytes(voice_id, data, ref_text)
+
     def synthesize(
         self, text: str, voice: Voice, options: SynthesisOptions | None = None, first_chunk_chars: int | None = None
     ) -> SynthesisResult:
@@ -343,16 +319,17 @@ class Synthesizer:
     ) -> list[SynthesisResult]:
         """Run several requests together; each result equals synthesize() of that request alone."""
         t0 = time.perf_counter()
+        engine = self.engine
         plans = [
-            self.plan_request(text, voice, opts, first_chunk_chars, i) for i, (text, voice, opts) in enumerate(items)
+            engine.plan_request(text, voice, opts, first_chunk_chars, i) for i, (text, voice, opts) in enumerate(items)
         ]
         works = [w for p in plans for w in p.works]
         timings: dict[str, float] = {}
-        waves = self.run_chunks(works, timings)
+        waves = engine.run_chunks(works, timings)
         results = []
         start = 0
         for p in plans:
-            results.append(self.finish(p, waves[start : start + len(p.works)], timings))
+            results.append(engine.finish(p, waves[start : start + len(p.works)], timings))
             start += len(p.works)
         total = time.perf_counter() - t0
         for r in results:
@@ -366,16 +343,17 @@ class Synthesizer:
 
         The concatenation of all pieces equals synthesize(text, voice, options, first_chunk_chars)
         (without remove_silence, which needs the whole waveform). Closing the generator stops the work.
-        The server does not use this loop: its batcher schedules the same works as rows (f5rt.batching).
+        The server does not use this loop: its batcher schedules the same works as rows (f5rt.service.batcher).
         """
-        plan = self.plan_request(text, voice, options, first_chunk_chars)
-        joiner = self.joiner(plan.opts)
+        engine = self.engine
+        plan = engine.plan_request(text, voice, options, first_chunk_chars)
+        joiner = engine.joiner(plan.opts)
         timings: dict[str, float] = {}
         pending = list(plan.works)
         while pending:
-            take = 1 if pending[0].index == 0 else self.max_rows  # first chunk alone: fast TTFA
+            take = 1 if pending[0].index == 0 else engine.max_rows  # first chunk alone: fast TTFA
             group, pending = pending[:take], pending[take:]
-            for wave in self.run_chunks(group, timings):
+            for wave in engine.run_chunks(group, timings):
                 piece = joiner.push(wave)
                 if len(piece):
                     yield piece
@@ -385,15 +363,11 @@ class Synthesizer:
 
     def warmup(self) -> None:
         """One short synthesis on a synthetic voice: loads sessions and kernels before traffic."""
-        rng = np.random.Generator(np.random.PCG64(0))
-        ref = (0.1 * rng.standard_normal(self.sample_rate)).astype(np.float32)
-        voice = prepare_voice("warmup", ref, self.sample_rate, "warm up.")
-        self.synthesize("Hello.", voice, SynthesisOptions(nfe=2, seed=0))
+        self.engine.warmup()
 
     def close(self) -> None:
         """Release the backend this synthesizer opened (one passed in is left to its owner)."""
-        if self._owns_backend:
-            self.backend.close()
+        self.engine.close()
 
     def __enter__(self) -> Synthesizer:
         return self
@@ -415,4 +389,14 @@ def _split_text(text: str) -> list[str]:
     return [p for p in (left, right) if p]
 
 
-__all__ = ["ChunkWork", "NoiseFn", "RequestPlan", "SynthesisOptions", "SynthesisResult", "Synthesizer", "default_noise"]
+__all__ = [
+    "ChunkWork",
+    "NoiseFn",
+    "RequestPlan",
+    "ScheduleKey",
+    "SynthesisEngine",
+    "SynthesisOptions",
+    "SynthesisResult",
+    "Synthesizer",
+    "default_noise",
+]

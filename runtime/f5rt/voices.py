@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from f5rt import audio as A
-from f5rt._fs import atomic_write_bytes
 from f5rt.errors import AudioError, F5RTError, TextError
+from f5rt.files import atomic_write_bytes
 from f5rt.text import normalize_ref_text
 
 VOICE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

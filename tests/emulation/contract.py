@@ -54,6 +54,8 @@ RULES: dict[str, str] = {
     "profile-invalid": "an optimization profile shape with min > opt > max, mixed ranks or negative dims",
     "build-profile": "profiles that leave a dynamic input out, contradict a static dim, or name a non-input",
     "build-precision-flag": "FP16/BF16/INT8/FP8 builder flags on a strongly typed network",
+    "inspector-context": "an engine inspector given something other than an execution context of its own engine",
+    "inspector-index": "layer information asked for a layer index the engine does not have",
 }
 
 

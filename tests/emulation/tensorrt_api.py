@@ -29,7 +29,7 @@ from .tensorrt_build import (
     OnnxParser,
     ParserError,
 )
-from .tensorrt_run import ICudaEngine, IExecutionContext, Runtime
+from .tensorrt_run import ICudaEngine, IEngineInspector, IExecutionContext, Runtime
 from .tensorrt_types import (
     BuilderFlag,
     DataType,
@@ -37,9 +37,11 @@ from .tensorrt_types import (
     ExecutionContextAllocationStrategy,
     IHostMemory,
     ILogger,
+    LayerInformationFormat,
     Logger,
     MemoryPoolType,
     NetworkDefinitionCreationFlag,
+    ProfilingVerbosity,
     TensorIOMode,
     _Env,
     nptype,
@@ -54,6 +56,8 @@ _EXPORTS: tuple[Any, ...] = (
     BuilderFlag,
     NetworkDefinitionCreationFlag,
     ExecutionContextAllocationStrategy,
+    ProfilingVerbosity,
+    LayerInformationFormat,
     Dims,
     ILogger,
     Logger,
@@ -67,6 +71,7 @@ _EXPORTS: tuple[Any, ...] = (
     IBuilderConfig,
     ICudaEngine,
     IExecutionContext,
+    IEngineInspector,
 )
 
 

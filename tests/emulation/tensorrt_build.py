@@ -27,6 +27,7 @@ from .tensorrt_types import (
     ILogger,
     MemoryPoolType,
     NetworkDefinitionCreationFlag,
+    ProfilingVerbosity,
     _Bound,
     _shape,
     _volume,
@@ -247,6 +248,17 @@ class IBuilderConfig:
         self._profiles: list[IOptimizationProfile] = []
         self._timing_cache: ITimingCache | None = None
         self.builder_optimization_level = 3
+        self._verbosity = ProfilingVerbosity.LAYER_NAMES_ONLY
+
+    @property
+    def profiling_verbosity(self) -> ProfilingVerbosity:
+        return self._verbosity
+
+    @profiling_verbosity.setter
+    def profiling_verbosity(self, value: ProfilingVerbosity) -> None:
+        if not isinstance(value, ProfilingVerbosity):  # the pybind11 enum refuses ints
+            raise TypeError(f"profiling_verbosity: expected a tensorrt.ProfilingVerbosity, got {type(value).__name__}")
+        self._verbosity = value
 
     def set_flag(self, flag: BuilderFlag) -> None:
         self._flags.add(BuilderFlag(flag))
@@ -353,6 +365,7 @@ class Builder(_Bound):
             "tf32": config.get_flag(BuilderFlag.TF32),
             "flags": sorted(f.name for f in config._flags),
             "builder_optimization_level": int(config.builder_optimization_level),
+            "profiling_verbosity": config.profiling_verbosity.name,
             "workspace": config._pools.get(MemoryPoolType.WORKSPACE),
             "memory_pools": {p.name: n for p, n in config._pools.items()},
             "opset": network._opset,

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import engine_file
+from . import engine_file, tensorrt_layers
 from .contract import Fault
 from .cuda_runtime import cudaError_t
 from .memory import ALIGN, Kind
@@ -30,6 +30,7 @@ from .tensorrt_types import (
     Dims,
     ExecutionContextAllocationStrategy,
     ILogger,
+    LayerInformationFormat,
     TensorIOMode,
     _Bound,
     _Env,
@@ -104,6 +105,7 @@ class ICudaEngine:
             {k: tuple(tuple(int(d) for d in s) for s in v) for k, v in p.items()} for p in meta["profiles"]
         ]
         self.program = program_for(onnx_bytes)
+        self._onnx = onnx_bytes
 
     def _unknown(self, api: str, name: str) -> None:
         self._env.refuse(self._logger, "unknown-tensor", api, f"'{name}' is not an I/O tensor of this engine")
@@ -167,6 +169,75 @@ class ICudaEngine:
                 f"ExecutionContextAllocationStrategy, got {type(strategy).__name__}"
             )
         return IExecutionContext(self, strategy)
+
+    def create_engine_inspector(self) -> IEngineInspector:
+        return IEngineInspector(self)
+
+
+class IEngineInspector:
+    """The engine's layers as TensorRT reports them (tensorrt_layers), at the verbosity it was built with.
+
+    Dimensions are those of `execution_context` when one is set and all its dynamic input shapes are
+    (as in TensorRT, where the inspector reads a context's shapes), else -1 on the dynamic axes.
+    """
+
+    def __init__(self, engine: ICudaEngine) -> None:
+        self.engine = engine
+        self._context: IExecutionContext | None = None
+        self.error_recorder = None
+
+    @property
+    def execution_context(self) -> IExecutionContext | None:
+        return self._context
+
+    @execution_context.setter
+    def execution_context(self, context: IExecutionContext | None) -> None:
+        if context is not None and (not isinstance(context, IExecutionContext) or context.engine is not self.engine):
+            what = (
+                type(context).__name__ if not isinstance(context, IExecutionContext) else "a context of another engine"
+            )
+            self.engine._env.refuse(
+                self.engine._logger, "inspector-context", "IEngineInspector::setExecutionContext", f"got {what}"
+            )
+            return
+        self._context = context
+
+    def _shapes(self) -> dict[str, tuple[int, ...]] | None:
+        c = self._context
+        if c is None:
+            return None
+        shapes = {t.name: c._shapes.get(t.name, t.shape) for t in c.engine._tensors if t.mode is TensorIOMode.INPUT}
+        return None if any(-1 in s for s in shapes.values()) else shapes
+
+    def _format(self, fmt: LayerInformationFormat) -> str:
+        if not isinstance(fmt, LayerInformationFormat):
+            raise TypeError(f"expected a tensorrt.LayerInformationFormat, got {type(fmt).__name__}")
+        return fmt.name
+
+    def get_engine_information(self, format: LayerInformationFormat) -> str:
+        e = self.engine
+        sm = self.engine._env.dev.config.sm
+        return tensorrt_layers.engine_information(e._meta, e._onnx, self._shapes(), sm, self._format(format))
+
+    def get_layer_information(self, layer_index: int, format: LayerInformationFormat) -> str:
+        import json
+
+        fmt = self._format(format)
+        info = json.loads(self.get_engine_information(LayerInformationFormat.JSON))["Layers"]
+        if not 0 <= int(layer_index) < len(info):
+            self.engine._env.refuse(
+                self.engine._logger,
+                "inspector-index",
+                "IEngineInspector::getLayerInformation",
+                f"layer {layer_index} of an engine with {len(info)} layers",
+            )
+            return ""
+        x = info[int(layer_index)]
+        return (
+            json.dumps(x)
+            if fmt == "JSON"
+            else (x if isinstance(x, str) else f"Name: {x['Name']}, LayerType: {x['LayerType']}")
+        )
 
 
 class _Quiet(Exception):

@@ -102,6 +102,17 @@ class NetworkDefinitionCreationFlag(enum.IntEnum):
     STRONGLY_TYPED = 1
 
 
+class ProfilingVerbosity(enum.IntEnum):
+    LAYER_NAMES_ONLY = 0  # TensorRT's default
+    NONE = 1
+    DETAILED = 2
+
+
+class LayerInformationFormat(enum.IntEnum):
+    ONELINE = 0
+    JSON = 1
+
+
 class ExecutionContextAllocationStrategy(enum.IntEnum):
     STATIC = 0
     ON_PROFILE_CHANGE = 1

@@ -1,4 +1,4 @@
-"""The one-shot device check for a lent GPU (no TensorRT needed): `python -m gpucheck` from tests/.
+"""The one-shot check for a machine with an NVIDIA GPU and a CUDA driver but no TensorRT: `python -m gpucheck` from tests/.
 
 It runs the CUDA wrapper's GPU tests and times the runtime's real NFE-loop runner (captured CUDA
 graph vs eager launches, 256-byte per-step slots) with an NVRTC CFG + Euler kernel standing in for

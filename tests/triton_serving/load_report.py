@@ -36,7 +36,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonkit import ROOT, ensure_voices, infer_inputs, metric, request_arrays
 
-from f5rt._fs import atomic_write_bytes, atomic_write_json
+from f5rt.files import atomic_write_bytes, atomic_write_json
 from f5rt.triton.local import LocalTritonServer
 from f5rt.triton.repository import RepositoryOptions, write_repository
 

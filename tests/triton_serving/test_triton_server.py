@@ -145,7 +145,7 @@ def test_health_and_metadata(http: Any, grpc: Any) -> None:
             "text": ("BYTES", [-1, 1]),
             "voice_id": ("BYTES", [-1, 1]),
             "seed": ("INT64", [-1, 1]),
-            "nfe": ("INT32", [-1, 1]),
+            "nfe_step": ("INT32", [-1, 1]),
             "speed": ("FP32", [-1, 1]),
         }
         outputs = {o["name"]: (o["datatype"], o["shape"]) for o in meta["outputs"]}
@@ -155,7 +155,7 @@ def test_health_and_metadata(http: Any, grpc: Any) -> None:
         assert config["instance_group"][0]["kind"] == "KIND_CPU"  # no TensorRT engines on this machine
         assert config["parameters"]["backend"]["string_value"] == "onnxruntime"
         optional = {i["name"]: i.get("optional", False) for i in config["input"]}
-        assert optional == {"text": False, "voice_id": False, "seed": True, "nfe": True, "speed": True}
+        assert optional == {"text": False, "voice_id": False, "seed": True, "nfe_step": True, "speed": True}
     assert http.get_model_config("f5tts_stream")["model_transaction_policy"]["decoupled"] is True
     assert not http.get_model_config("f5tts").get("model_transaction_policy", {}).get("decoupled", False)
     # CPU instances run one request per call (batching does not pay on ONNX Runtime: README)
@@ -278,16 +278,12 @@ def test_concurrent_streams_all_complete(server: Any) -> None:
 def serve_message(body: dict[str, Any]) -> str:
     """What `POST /api/tts` answers for the equivalent JSON body: its own checks, in its own order."""
     from f5rt.limits import Limits
-    from f5rt.server.errors import ApiError
-    from f5rt.server.schemas import TTS_SCHEMA, build_options, check_fields, check_text, check_voice_id
+    from f5rt.service.errors import ServiceError
+    from f5rt.service.requests import parse_tts
     from f5rt.synthesizer import SynthesisOptions
 
-    limits = Limits()
-    with pytest.raises(ApiError) as e:
-        fields = check_fields(body, TTS_SCHEMA)
-        check_text(fields["text"], "text", limits.max_text_chars)
-        build_options(SynthesisOptions(), fields, limits)
-        check_voice_id(fields["voice_id"])
+    with pytest.raises(ServiceError) as e:
+        parse_tts(body, SynthesisOptions(), Limits())
     return e.value.message
 
 
@@ -393,10 +389,10 @@ def test_prometheus_metrics_count_requests(server: Any, http: Any) -> None:
     with pytest.raises(InferenceServerException):
         http_infer(http, voice_id="nobody")
     wrong = request_arrays(text="Wrong type.")
-    wrong["nfe"] = wrong["nfe"].astype(np.int64)  # the config says INT32: Triton refuses it before the model
+    wrong["nfe_step"] = wrong["nfe_step"].astype(np.int64)  # the config says INT32: Triton refuses it before the model
     with pytest.raises(InferenceServerException) as e:
         http.infer("f5tts", infer_inputs(httpclient, wrong))
-    assert "nfe" in str(e.value)
+    assert "nfe_step" in str(e.value)
     deadline = time.monotonic() + WAIT_S
     while True:
         text = scrape(server)

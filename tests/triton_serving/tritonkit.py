@@ -70,7 +70,7 @@ def speechlike(seconds: float, sr: int, seed: int, rms: float = 0.08):
 def ensure_voices(folder: Path) -> Path:
     import soundfile as sf
 
-    from f5rt._fs import atomic_write_bytes
+    from f5rt.files import atomic_write_bytes
 
     for vid, (seconds, seed, text) in VOICES.items():
         buf = io.BytesIO()
@@ -103,7 +103,7 @@ def request_arrays(
     if seed is not None:
         out["seed"] = np.array([[seed]], dtype=np.int64)
     if nfe is not None:
-        out["nfe"] = np.array([[nfe]], dtype=np.int32)
+        out["nfe_step"] = np.array([[nfe]], dtype=np.int32)
     if speed is not None:
         out["speed"] = np.array([[speed]], dtype=np.float32)
     return out

@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
-from f5build.cli import ROOT, artifacts_dir
+from f5build.context import ROOT, artifacts_dir
 from f5build.cost.count import OpCounts, count_model
-from f5build.cost.orin import ORIN_AGX_64GB, Device, Projection, Utilisation, Workload, project
+from f5build.cost.orin import ORIN_AGX_64GB, Device, Projection, Utilisation, Workload, graph_seconds, project
 from f5build.cost.shapes import Skeleton, dims_by_role, load_skeleton, parse_bucket
 from f5rt.backends.trt.contract import GRAPH_INPUTS
 from f5rt.buckets import Bucket
@@ -52,6 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cost-ref-seconds", type=float, default=6.0, help="reference audio of the projected request")
     g.add_argument("--cost-gen-seconds", type=float, default=6.0, help="generated speech of the projected request")
     g.add_argument("--cost-recipe", type=Path, default=RECIPE, help="recipe with the `deployments` table (YAML)")
+    g.add_argument(
+        "--cost-first-piece-seconds",
+        type=float,
+        default=1.5,
+        help="first streamed piece of the time-to-first-audio projection (after the same reference; default 1.5)",
+    )
 
 
 def _csv(s: str) -> tuple[str, ...]:
@@ -69,6 +75,7 @@ class CostOptions:
     ref_seconds: float = 6.0
     gen_seconds: float = 6.0
     recipe: Path = RECIPE
+    first_piece_seconds: float = 1.5
 
     def __post_init__(self) -> None:
         for b in self.buckets:
@@ -80,6 +87,8 @@ class CostOptions:
             raise ValueError(f"--cost-nfe must list positive step counts, got {list(self.nfe)}")
         if self.ref_seconds < 0 or self.gen_seconds <= 0:
             raise ValueError("--cost-gen-seconds must be > 0 and --cost-ref-seconds >= 0")
+        if self.first_piece_seconds <= 0:
+            raise ValueError(f"--cost-first-piece-seconds must be > 0, got {self.first_piece_seconds}")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CostOptions:
@@ -97,6 +106,7 @@ class CostOptions:
             ref_seconds=float(args.cost_ref_seconds),
             gen_seconds=float(args.cost_gen_seconds),
             recipe=Path(args.cost_recipe),
+            first_piece_seconds=float(getattr(args, "cost_first_piece_seconds", 1.5)),
         )
 
 
@@ -119,6 +129,54 @@ class GraphCost:
 
 
 @dataclass(frozen=True)
+class AttentionState:
+    """Whether a step variant's attention is projected fused: the attention pattern check decides."""
+
+    precision: str
+    form: str  # the form checked (the manifest's attention_form, else fused-fp16)
+    fused: bool
+    reason: str
+    blocks: int
+    fusable_blocks: int
+
+
+@dataclass(frozen=True)
+class StreamProjection:
+    """Time to first audio of a streamed request: text encoder + NFE steps + vocoder of the first piece."""
+
+    deployment: str
+    nfe: int
+    fused_attention: bool
+    bucket: str
+    text_encoder_s: float
+    step_s: float
+    vocoder_s: float
+    ttfa_s: float
+
+
+@dataclass(frozen=True)
+class BatchScaling:
+    """Step time at B = 2 / 4 relative to B = 1 in one bucket (what batching requests there buys)."""
+
+    deployment: str
+    bucket_frames: int
+    fused_attention: bool
+    step_s: Mapping[int, float]  # batch -> seconds
+
+    def ratio(self, batch: int) -> float:
+        return self.step_s[batch] / self.step_s[1]
+
+
+# The architecture the seed's PyTorch baseline was measured on (F5TTS_v1_Base): only a model of these
+# dims is set beside it as comparable.
+FULL_SIZE = {"dim": 1024, "depth": 22, "heads": 16}
+
+
+def is_full_size(model: Mapping[str, Any]) -> bool:
+    return all(model.get(k) == v for k, v in FULL_SIZE.items())
+
+
+@dataclass(frozen=True)
 class CostReport:
     artifacts: str
     name: str
@@ -132,6 +190,24 @@ class CostReport:
     deployments: Mapping[str, Mapping[str, str]]
     notes: tuple[str, ...]  # deployments projected with FP32 for a missing variant
     seconds: float
+    attention: Mapping[str, AttentionState] = field(default_factory=dict)  # step variant -> check
+    first_piece: Workload | None = None
+    streaming: tuple[StreamProjection, ...] = ()
+    batch_scaling: tuple[BatchScaling, ...] = ()
+
+    @property
+    def comparable_to_pytorch(self) -> bool:
+        """The seed's PyTorch figures are for the full-size architecture: comparable only to that."""
+        return is_full_size(self.model)
+
+    def fused(self, deployment: str) -> bool:
+        """The attention state the checks give the deployment's step variant."""
+        state = self.attention.get(self.deployments[deployment]["step"])
+        return bool(state and state.fused)
+
+    def headline(self) -> tuple[Projection, ...]:
+        """TF32-on projections at each deployment's checked attention state."""
+        return tuple(p for p in self.projections if p.tf32 and p.fused_attention == self.fused(p.deployment))
 
 
 # The seed's PyTorch RTF on the Orin, as the task brief gives it (not measured here).
@@ -139,6 +215,13 @@ PYTORCH_RTF = {"nfe7": 0.212, "nfe6_8": (0.18, 0.25)}
 PYTORCH_NOTE = (
     "seed's measured f5-tts PyTorch RTF on the Jetson AGX Orin, as given in the brief (not measured here): "
     "0.212 at NFE 7, about 0.18-0.25 at NFE 6-8 (full-size F5-TTS v1 Base + Vocos); no figure was given for NFE 16"
+)
+
+
+PYTORCH_NOT_COMPARABLE = (
+    "the seed's PyTorch RTF was measured on the full-size F5-TTS v1 Base (dim 1024, depth 22, heads 16); "
+    "this model is smaller, so its projection is not comparable with it (run the cost stage on "
+    "`--model f5tts-v1-base` for that comparison)"
 )
 
 
@@ -180,14 +263,30 @@ def read_deployments(path: Path) -> dict[str, dict[str, str]]:
     return out
 
 
-def workload_for(manifest: Manifest, opts: CostOptions) -> Workload:
+def workload_for(manifest: Manifest, opts: CostOptions, gen_seconds: float | None = None) -> Workload:
     audio = manifest.audio
     per_s = float(audio["sample_rate"]) / float(audio["hop_length"])
-    total = math.ceil((opts.ref_seconds + opts.gen_seconds) * per_s - 1e-9)
+    gen = opts.gen_seconds if gen_seconds is None else gen_seconds
+    total = math.ceil((opts.ref_seconds + gen) * per_s - 1e-9)
     bucket = manifest.buckets.choose(total, 1)
-    return Workload(
-        opts.ref_seconds, opts.gen_seconds, total, math.ceil(opts.gen_seconds * per_s - 1e-9), bucket.frames, 1
-    )
+    return Workload(opts.ref_seconds, gen, total, math.ceil(gen * per_s - 1e-9), bucket.frames, 1)
+
+
+def attention_state(manifest: Manifest, skel: Skeleton, precision: str, file: str) -> AttentionState:
+    """Check a step variant's attention against TensorRT's fusable MHA pattern (f5build.attention_pattern).
+
+    FP32 attention never fuses (TensorRT's MHA kernels take FP16/BF16/INT8); the reduced variants are
+    checked with the form the quantize stage recorded for the file (fused-fp16 when it recorded none).
+    """
+    from f5build.attention_pattern import check_attention  # (it imports f5build.cost.shapes)
+
+    form = str(manifest.files.get(file, {}).get("attention_form") or "fused-fp16")
+    depth, heads = manifest.model.get("depth"), manifest.model.get("heads")
+    rep = check_attention(skel, form, int(depth) if depth else None, int(heads) if heads else None)
+    reason = rep.reason()
+    if precision == "fp32":
+        reason = f"FP32 attention (TensorRT fuses MHA only with FP16/BF16 matmul inputs): {reason}"
+    return AttentionState(precision, form, rep.fused, reason, len(rep.blocks), rep.fusable_blocks)
 
 
 def chosen_buckets(manifest: Manifest, opts: CostOptions) -> list[Bucket]:
@@ -260,6 +359,11 @@ def compute(opts: CostOptions, device: Device = ORIN_AGX_64GB, log: Any = print)
             skipped.append(f"deployment {name}: no ONNX for {', '.join(absent)}; projected with FP32 there")
         usable[name] = {g: (p if p in variants[g] else "fp32") for g, p in graphs.items()}
     by_key = {(c.graph, c.precision): c.counts for c in wl}
+    attention = {}
+    for prec in variants["step"]:
+        skel, rel = counter.skeleton("step", prec)
+        attention[prec] = attention_state(manifest, skel, prec, rel)
+        log(f"  step.{prec} attention: {'fused' if attention[prec].fused else 'not fused'} ({attention[prec].reason})")
     projections = []
     for name, graphs in usable.items():
         counts = {g: by_key[(g, p)] for g, p in graphs.items()}
@@ -267,9 +371,28 @@ def compute(opts: CostOptions, device: Device = ORIN_AGX_64GB, log: Any = print)
             for tf32 in (True, False):
                 for fused in (False, True):
                     projections.append(project(name, graphs, counts, work, nfe, device, opts.util, tf32, fused))
+    # streamed time to first audio (the reference + a short first piece) and batch scaling in its bucket
+    first = workload_for(manifest, opts, opts.first_piece_seconds)
+    fname = Bucket(first.bucket_frames, 1).name
+    streaming, scaling = [], []
+    for name, graphs in usable.items():
+        fused = attention[graphs["step"]].fused
+        te = counter.cost("text_encoder", graphs["text_encoder"], fname, first.bucket_frames, 1).counts
+        voc = counter.cost("vocoder", graphs["vocoder"], "first piece", first.vocoder_frames, 1).counts
+        step_by_b = {}
+        for b in sorted({1, *(x for x in (2, 4) if x in manifest.buckets.batch)}):
+            c = counter.cost("step", graphs["step"], Bucket(first.bucket_frames, b).name, first.bucket_frames, b)
+            step_by_b[b] = graph_seconds(c.counts, device, opts.util, True, fused)
+        scaling.append(BatchScaling(name, first.bucket_frames, fused, step_by_b))
+        te_s = graph_seconds(te, device, opts.util, True, fused)
+        voc_s = graph_seconds(voc, device, opts.util, True, fused)
+        for nfe in opts.nfe:
+            total = te_s + nfe * step_by_b[1] + voc_s
+            streaming.append(StreamProjection(name, nfe, fused, fname, te_s, step_by_b[1], voc_s, total))
     return CostReport(
         str(opts.artifacts), manifest.name, manifest.model, device, opts.util, work, tuple(results), tuple(wl),
-        tuple(projections), usable, tuple(skipped), time.perf_counter() - t0,
+        tuple(projections), usable, tuple(skipped), time.perf_counter() - t0, attention, first, tuple(streaming),
+        tuple(scaling),
     )  # fmt: skip
 
 
@@ -298,13 +421,22 @@ def summary_lines(report: CostReport) -> list[str]:
         out.append(
             f"  step.{prec}: FP32 share {100 * share:.1f} % of the tensor-op FLOPs (n{report.workload.bucket_frames}_b1)"
         )
-    for p in report.projections:
-        if p.tf32 and not p.fused_attention:
-            off, fused = find(report, p, tf32=False), find(report, p, fused_attention=True)
-            out.append(
-                f"  {p.deployment} NFE {p.nfe}: step {1e3 * p.step_s:.2f} ms, request {p.total_s:.3f} s, "
-                f"RTF {p.rtf:.4f} (TF32 on; off {off.rtf:.4f}; fused attention {fused.rtf:.4f})"
-            )
+    for prec, a in report.attention.items():
+        out.append(f"  step.{prec} attention {'fused' if a.fused else 'NOT fused'}: {a.reason}")
+    for p in report.headline():
+        off, other = find(report, p, tf32=False), find(report, p, fused_attention=not p.fused_attention)
+        out.append(
+            f"  {p.deployment} NFE {p.nfe}: step {1e3 * p.step_s:.2f} ms, request {p.total_s:.3f} s, RTF {p.rtf:.4f} "
+            f"(attention {'fused' if p.fused_attention else 'not fused'}, TF32 on; off {off.rtf:.4f}; "
+            f"if attention were {'not ' if p.fused_attention else ''}fused {other.rtf:.4f})"
+        )
+    for s in report.streaming:
+        out.append(f"  {s.deployment} NFE {s.nfe}: streamed time to first audio {s.ttfa_s:.3f} s ({s.bucket})")
+    for b in report.batch_scaling:
+        ratios = ", ".join(f"B={k} {b.ratio(k):.2f}x" for k in b.step_s if k != 1)
+        out.append(f"  {b.deployment} step in n{b.bucket_frames}: {ratios} the B=1 step time")
+    if not report.comparable_to_pytorch:
+        out.append(f"  (not the full-size architecture: {PYTORCH_NOT_COMPARABLE})")
     return out
 
 
@@ -334,8 +466,26 @@ def report_dict(report: CostReport, opts: CostOptions) -> dict[str, Any]:
         "goal": 0.05,
         "definition": "FP32 (TF32-eligible) FLOPs / all tensor-op FLOPs (MatMul, Gemm, Conv, ConvTranspose, Einsum)",
     }
-    d["pytorch_reference"] = {"rtf": PYTORCH_RTF, "note": PYTORCH_NOTE}
+    d["pytorch_reference"] = {
+        "rtf": PYTORCH_RTF,
+        "note": PYTORCH_NOTE,
+        "comparable": report.comparable_to_pytorch,
+        **({} if report.comparable_to_pytorch else {"why_not": PYTORCH_NOT_COMPARABLE}),
+    }
+    d["headline"] = [asdict(p) for p in report.headline()]
+    d["batch_ratios"] = {b.deployment: {f"b{k}": b.ratio(k) for k in b.step_s if k != 1} for b in report.batch_scaling}
     return d
 
 
-__all__ = ["CostOptions", "CostReport", "GraphCost", "add_arguments", "compute", "run"]
+__all__ = [
+    "AttentionState",
+    "BatchScaling",
+    "CostOptions",
+    "CostReport",
+    "GraphCost",
+    "StreamProjection",
+    "add_arguments",
+    "compute",
+    "is_full_size",
+    "run",
+]

@@ -6,9 +6,19 @@ import io
 from pathlib import Path
 from typing import Any
 
-from f5build.cost import PYTORCH_NOTE, PYTORCH_RTF, CostOptions, CostReport, GraphCost, find, report_dict, step_share
+from f5build.cost import (
+    PYTORCH_NOT_COMPARABLE,
+    PYTORCH_NOTE,
+    PYTORCH_RTF,
+    CostOptions,
+    CostReport,
+    GraphCost,
+    find,
+    report_dict,
+    step_share,
+)
 from f5build.cost.orin import class_times
-from f5rt._fs import atomic_write_bytes, atomic_write_json
+from f5rt.files import atomic_write_bytes, atomic_write_json
 
 CLASSES = ("int8", "fp16", "fp32", "other")
 COLORS = {"int8": "#2a9d8f", "fp16": "#e9c46a", "fp32": "#e76f51", "other": "#adb5bd"}
@@ -72,8 +82,12 @@ def markdown(report: CostReport, opts: CostOptions) -> str:
         "of tensor ops: weights (1 byte per INT8 weight) + activations read + output written. Other ops: one op "
         "per output element (rough: a LayerNorm or Softmax costs several), 2x output bytes (written, read "
         "back) unless the output's only consumer is a pointwise op (fused chain); shape arithmetic, constants, "
-        "weight casts and Q/DQ fused into INT8 ops are left out. No fused attention (MHA) kernels assumed: the "
-        "score matrices of the attention go through DRAM.",
+        "weight casts and Q/DQ fused into INT8 ops are left out.",
+        "- Attention: a step variant is projected with TensorRT's fused MHA kernel (the score matrices stay on "
+        "chip) only when every attention block of its graph passes the fusable-pattern check "
+        "(f5build.attention_pattern: MatMul -> key-mask Add -> Softmax -> MatMul in FP16/BF16, head size 16..256 "
+        "and a multiple of 8, count = depth); otherwise the scores go through DRAM. TensorRT may still decline to "
+        "fuse: the compile stage reads the built engine's layers to confirm (the manifest's `attention`).",
         "",
         "## FP32 share of the step's FLOPs (goal <= 5 %)",
         "",
@@ -93,32 +107,68 @@ def markdown(report: CostReport, opts: CostOptions) -> str:
         )
     lines += [
         "",
+        "## Attention: fused or not (from the graph check)",
+        "",
+        "| step variant | form checked | fused | blocks in the pattern | reason |",
+        "|---|---|---|---|---|",
+    ]
+    for prec, a in report.attention.items():
+        lines.append(
+            f"| {prec} | {a.form} | **{'yes' if a.fused else 'no'}** | {a.fusable_blocks} / {a.blocks} | {a.reason} |"
+        )
+    lines += [
+        "",
         "## Projected time per request on the Orin",
         "",
-        "Columns: the graphs as exported (attention score matrices through DRAM), TF32 on (compile's default); "
-        "TF32 off (`--trt-no-tf32`); and with a fused attention kernel keeping the scores on chip (TensorRT's "
-        "MHA fusion, which needs FP16/INT8 attention: FP32 attention is unlikely to fuse).",
+        "RTF at the attention state the check gives (TF32 on, compile's default); then TF32 off (`--trt-no-tf32`) "
+        "and the other attention state, as a what-if.",
         "",
-        "| deployment | graphs | NFE | text encoder ms | step ms | vocoder ms | request s | RTF (TF32 on) | "
-        "RTF (TF32 off) | step ms, fused attention | RTF, fused attention |",
+        "| deployment | graphs | NFE | attention | text encoder ms | step ms | vocoder ms | request s | RTF | "
+        "RTF (TF32 off) | RTF if the other attention state |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for p in report.projections:
-        if not p.tf32 or p.fused_attention:
-            continue
-        off, fused = find(report, p, tf32=False), find(report, p, fused_attention=True)
+    for p in report.headline():
+        off, other = find(report, p, tf32=False), find(report, p, fused_attention=not p.fused_attention)
         graphs = ", ".join(f"{g} {v}" for g, v in p.graphs.items())
         lines.append(
-            f"| {p.deployment} | {graphs} | {p.nfe} | {1e3 * p.text_encoder_s:.2f} | {1e3 * p.step_s:.2f} | "
-            f"{1e3 * p.vocoder_s:.2f} | {p.total_s:.3f} | **{p.rtf:.4f}** | {off.rtf:.4f} | "
-            f"{1e3 * fused.step_s:.2f} | {fused.rtf:.4f} |"
+            f"| {p.deployment} | {graphs} | {p.nfe} | {'fused' if p.fused_attention else 'not fused'} | "
+            f"{1e3 * p.text_encoder_s:.2f} | {1e3 * p.step_s:.2f} | {1e3 * p.vocoder_s:.2f} | {p.total_s:.3f} | "
+            f"**{p.rtf:.4f}** | {off.rtf:.4f} | {other.rtf:.4f} |"
         )
     lo, hi = PYTORCH_RTF["nfe6_8"]
+    if report.comparable_to_pytorch:
+        lines += [
+            f"| f5-tts PyTorch (seed, measured on the Orin) | - | 7 | - | - | - | - | - | {PYTORCH_RTF['nfe7']} | - | - |",
+            f"| f5-tts PyTorch (seed, measured on the Orin) | - | 6-8 | - | - | - | - | - | {lo}-{hi} | - | - |",
+            "",
+            f"PyTorch figures: {PYTORCH_NOTE}.",
+        ]
+    else:
+        lines += ["", f"No PyTorch baseline row: {PYTORCH_NOT_COMPARABLE}."]
+    fp = report.first_piece
+    if fp is not None and report.streaming:
+        lines += [
+            "",
+            f"## Streamed time to first audio ({fp.ref_seconds:g} s reference + {fp.gen_seconds:g} s first piece "
+            f"= {fp.total_frames} frames -> n{fp.bucket_frames}_b1)",
+            "",
+            "Text encoder + NFE steps + vocoder of the first piece's frames, at each deployment's checked attention "
+            "state, TF32 on; then the step at B = 2 / 4 in the same bucket relative to B = 1 (what batching the "
+            "first pieces of a burst of requests buys).",
+            "",
+            "| deployment | NFE | attention | step ms | TTFA s | B=2 step / B=1 | B=4 step / B=1 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        scale = {b.deployment: b for b in report.batch_scaling}
+        for s_ in report.streaming:
+            b = scale[s_.deployment]
+            r2 = f"{b.ratio(2):.2f}" if 2 in b.step_s else "-"
+            r4 = f"{b.ratio(4):.2f}" if 4 in b.step_s else "-"
+            lines.append(
+                f"| {s_.deployment} | {s_.nfe} | {'fused' if s_.fused_attention else 'not fused'} | "
+                f"{1e3 * s_.step_s:.2f} | **{s_.ttfa_s:.3f}** | {r2} | {r4} |"
+            )
     lines += [
-        f"| f5-tts PyTorch (seed, measured on the Orin) | - | 7 | - | - | - | - | {PYTORCH_RTF['nfe7']} | - | - | - |",
-        f"| f5-tts PyTorch (seed, measured on the Orin) | - | 6-8 | - | - | - | - | {lo}-{hi} | - | - | - |",
-        "",
-        f"PyTorch figures: {PYTORCH_NOTE}.",
         "",
         f"### Step by op class at {wname} (TF32 on)",
         "",
@@ -207,14 +257,24 @@ def plot(report: CostReport) -> bytes:
                 if p.deployment == d and p.nfe == nfe and p.tf32 == tf32 and p.fused_attention == fused
             )
 
-        ax2.bar(xs, [rtf(d, True, False) for d in deps], width * 0.9, label=f"NFE {nfe} (TF32 on)", color=f"C{j}")
-        off = [rtf(d, False, False) for d in deps]
-        fused = [rtf(d, True, True) for d in deps]
+        checked = [rtf(d, True, report.fused(d)) for d in deps]
+        ax2.bar(xs, checked, width * 0.9, label=f"NFE {nfe} (attention as checked, TF32 on)", color=f"C{j}")
+        off = [rtf(d, False, report.fused(d)) for d in deps]
+        other = [rtf(d, True, not report.fused(d)) for d in deps]
         ax2.scatter(xs, off, marker="_", s=300, color="k", zorder=3, label="TF32 off" if j == 0 else None)
-        ax2.scatter(xs, fused, marker="v", s=30, color="k", zorder=3, label="fused attention" if j == 0 else None)
+        ax2.scatter(xs, other, marker="v", s=30, color="k", zorder=3, label="other attention state" if j == 0 else None)
     lo, hi = PYTORCH_RTF["nfe6_8"]
-    ax2.axhspan(lo, hi, color="grey", alpha=0.15, label=f"PyTorch NFE 6-8 ({lo}-{hi}, given)")
-    ax2.axhline(PYTORCH_RTF["nfe7"], color="grey", ls="--", label=f"PyTorch NFE 7 ({PYTORCH_RTF['nfe7']}, given)")
+    if report.comparable_to_pytorch:
+        ax2.axhspan(lo, hi, color="grey", alpha=0.15, label=f"PyTorch NFE 6-8 ({lo}-{hi}, given)")
+        ax2.axhline(PYTORCH_RTF["nfe7"], color="grey", ls="--", label=f"PyTorch NFE 7 ({PYTORCH_RTF['nfe7']}, given)")
+    else:
+        m = report.model
+        ax2.text(
+            0.02, 0.98,
+            f"dim {m.get('dim')} / depth {m.get('depth')} model: the full-size PyTorch baseline\n"
+            "(0.212 at NFE 7) is not comparable and not shown",
+            transform=ax2.transAxes, va="top", fontsize=7,
+        )  # fmt: skip
     ax2.set_xticks(range(len(deps)), deps)
     ax2.set_ylabel("projected RTF")
     u = report.utilisation

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from f5build.cli import ROOT, add_shared, artifacts_dir, csv_list
 from f5build.common import log, peak_rss_mb, tool_versions
+from f5build.context import ROOT, add_shared, artifacts_dir, csv_list
 from f5build.recipe import CPU_PRECISIONS
 from f5build.recordings import RecordedSamples, calibration_file
 from f5build.validate.comparator import ExactRowLoader, RecordedLoader, compare_graph, exact_rows
@@ -172,7 +172,18 @@ def compare_end_to_end(root: Path, precisions: list[str], opts: ValidateOptions)
     langs = {v: lang for v, lang in langs.items() if v in store.list()}
     if not langs:
         raise ValueError(f"no held-out voice in {voices_dir}")
-    utts = pick_utterances(corpus.read_lines(opts.corpus, cm), langs, opts.e2e_lines)
+    from f5build.validate.end_to_end import MIN_COVERAGE, vocab_coverage
+    from f5rt.text import load_vocab
+
+    vocab = load_vocab(root / "vocab.txt")
+    lines = corpus.read_lines(opts.corpus, cm)
+    spoken = [ln for ln in lines if vocab_coverage(ln.text, vocab) >= MIN_COVERAGE]
+    if len(spoken) < len(lines):
+        log(f"end to end: {len(lines) - len(spoken)} corpus lines left out: the model's vocab lacks their characters")
+    langs = {v: lang for v, lang in langs.items() if any(ln.lang == lang for ln in spoken)} or langs
+    utts = pick_utterances(spoken, langs, opts.e2e_lines)
+    if not utts:
+        raise ValueError(f"no held-out corpus line in {opts.corpus} is written in characters the model's vocab has")
     log(f"end to end: {len(utts)} held-out lines x fp32/{'/'.join(precisions)} (NFE {opts.e2e_nfe})")
     result = end_to_end(root, precisions, utts, {v: store.get(v) for v in langs}, opts.e2e_nfe, opts.threads)
     for prec in precisions:

@@ -76,8 +76,19 @@ class ExactRowLoader(RecordedLoader):
 
 
 def onnx_runner(path: Any, name: str) -> Any:
+    """A Polygraphy ONNX Runtime runner; a graph with BF16 attention (fused-bf16) runs as its CPU stand-in
+    (BF16 storage, FP32 arithmetic: f5build.attention_form.simulate_bf16), since ONNX Runtime's CPU provider
+    has no BF16 MatMul / Softmax kernels."""
+    import onnx
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
 
+    from f5build.attention_form import has_bf16_compute, simulate_bf16
+
+    if has_bf16_compute(onnx.load(str(path), load_external_data=False)):
+        model = simulate_bf16(onnx.load(str(path)))
+        return OnnxrtRunner(
+            SessionFromOnnx(model.SerializeToString(), providers=["cpu"]), name=f"{name} (bf16 simulated)"
+        )
     return OnnxrtRunner(SessionFromOnnx(str(path), providers=["cpu"]), name=name)
 
 

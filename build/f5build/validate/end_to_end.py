@@ -23,6 +23,21 @@ from f5build.validate.struct import EndToEndComparison, Utterance
 SEED_BASE = 100  # utterance i runs with seed SEED_BASE + i at every precision
 
 
+MIN_COVERAGE = 0.9
+
+
+def vocab_coverage(text: str, vocab: Mapping[str, int]) -> float:
+    """Fraction of the line's tokens (f5-tts' front-end) that the model's vocab has.
+
+    A token the vocab lacks becomes id 0 (f5-tts' unknown): a model trained on English only reads a
+    Mandarin line as nothing, and comparing precisions on that measures noise, not the model.
+    """
+    from f5rt.text import convert_char_to_pinyin
+
+    toks = [t for t in convert_char_to_pinyin([text])[0] if t != " "]
+    return sum(t in vocab for t in toks) / len(toks) if toks else 0.0
+
+
 def pick_utterances(lines: Sequence[Any], voice_langs: Mapping[str, str], count: int) -> list[tuple[str, str, str]]:
     """(lang, text, voice id): held-out lines round-robin over the corpus files, voice of the same language."""
     by_file: dict[str, list[Any]] = defaultdict(list)

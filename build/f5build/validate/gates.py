@@ -12,8 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from f5build.inputs import BuildInputError, read_yaml
 from f5build.validate.struct import GateCheck, GraphComparison, Utterance
 from f5rt.manifest import Manifest
 
@@ -27,12 +26,9 @@ VERDICT_GRAPHS = ("text_encoder", "step", "vocoder")
 
 def load_gates(path: Path) -> dict[str, Any]:
     """config/gates.yaml, with every metric name checked (a typo would otherwise gate nothing)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"gates file {path} not found") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping with 'graphs' and 'e2e'")
+    data = read_yaml(path, "gates file")
+    if not {"graphs", "e2e"} & set(data):
+        raise BuildInputError(path, "expected 'graphs' and/or 'e2e' sections (gates file); it gates nothing as it is")
     for graph, precs in (data.get("graphs") or {}).items():
         for prec, metrics in (precs or {}).items():
             for m in metrics or {}:

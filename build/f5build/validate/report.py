@@ -15,7 +15,7 @@ import numpy as np
 
 from f5build.validate.comparator import bucket_key
 from f5build.validate.struct import AccuracyReport
-from f5rt._fs import atomic_path, atomic_write_bytes, atomic_write_json
+from f5rt.files import atomic_path, atomic_write_bytes, atomic_write_json
 
 REPORT_JSON = "accuracy.json"
 REPORT_MD = "accuracy.md"

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from f5rt.backends.base import Backend, HostText, SampleJob, TextEmbeddings
 from f5rt.errors import BackendUnavailable
 from f5rt.manifest import Manifest
-from f5rt.precision import AUTO, CPU_PRECISIONS, trt_auto
+from f5rt.names import AUTO, BACKENDS, CPU_PRECISIONS
+from f5rt.precision import resolve
+
+if TYPE_CHECKING:
+    from f5rt.backends.onnxruntime import ThreadPolicy
 
 __all__ = ["Backend", "HostText", "SampleJob", "TextEmbeddings", "make_backend", "BACKENDS"]
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
 log = logging.getLogger(__name__)
 
 
-def make_backend(name: str, manifest: Manifest, precision: str = AUTO, threads: int | None = None) -> Backend:
+def make_backend(
+    name: str, manifest: Manifest, precision: str = AUTO, threads: int | ThreadPolicy | None = None
+) -> Backend:
     """Open `name` over `manifest`; `auto` takes TensorRT when its engines and a GPU are there, else ONNX Runtime.
 
     Precision `auto` (f5rt.precision) is the most reduced TensorRT deployment compiled, or on ONNX
@@ -28,17 +34,17 @@ def make_backend(name: str, manifest: Manifest, precision: str = AUTO, threads: 
     """
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
-    if name == "tensorrt" and precision in CPU_PRECISIONS:
-        raise ValueError(f"precision {precision!r} is an ONNX Runtime graph; use --backend onnxruntime (or auto)")
-    if name in ("auto", "tensorrt") and precision not in CPU_PRECISIONS:
+    if name == "tensorrt":
+        resolve(manifest, "tensorrt", precision)  # a CPU precision is refused before TensorRT is looked for
+    if name in (AUTO, "tensorrt") and precision not in CPU_PRECISIONS:
         try:
             from f5rt.backends.trt.backend import TensorRTBackend
 
-            return TensorRTBackend(manifest, precision=trt_auto(manifest) if precision == AUTO else precision)
+            return TensorRTBackend(manifest, precision=resolve(manifest, "tensorrt", precision))
         except BackendUnavailable as e:
             if name == "tensorrt":
                 raise
             log.warning("backend auto: TensorRT unavailable (%s); using ONNX Runtime", e)
     from f5rt.backends.onnxruntime import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(manifest, precision=precision, threads=threads)
+    return OnnxRuntimeBackend(manifest, precision=resolve(manifest, "onnxruntime", precision), threads=threads)

@@ -57,7 +57,8 @@ class SampleJob:
 
     x0: initial noise (B, N, C); cond: reference mel, zero beyond the reference (B, N, C);
     text: both text embeddings (B, N, D), as `encode_text` returned them; mask: valid frames (B, N);
-    t, dt: the Euler schedule (nfe,) shared by the batch; cfg: guidance strength per row (B,).
+    t, dt: the solver's steps (shared by the batch); cfg: guidance strength per row (B,);
+    solver: "euler" (one step-graph call per step) or "midpoint" (two: f5rt.options.SOLVERS).
     """
 
     bucket: Bucket
@@ -68,6 +69,7 @@ class SampleJob:
     t: np.ndarray
     dt: np.ndarray
     cfg: np.ndarray
+    solver: str = "euler"
 
     def __post_init__(self) -> None:
         b, n = self.bucket.batch, self.bucket.frames
@@ -83,12 +85,20 @@ class SampleJob:
             raise ValueError(f"SampleJob.mask must be bool ({b}, {n}), got {self.mask.dtype} {self.mask.shape}")
         if self.t.shape != self.dt.shape or self.t.ndim != 1 or len(self.t) == 0:
             raise ValueError(f"SampleJob.t and dt must be equal 1-D schedules, got {self.t.shape} {self.dt.shape}")
+        if self.solver not in ("euler", "midpoint"):
+            raise ValueError(f"SampleJob.solver must be euler or midpoint, got {self.solver!r}")
         if self.cfg.shape != (b,):
             raise ValueError(f"SampleJob.cfg must have shape ({b},), got {self.cfg.shape}")
 
     @property
     def nfe(self) -> int:
+        """Solver steps (the length of t and dt)."""
         return int(self.t.shape[0])
+
+    @property
+    def graph_calls(self) -> int:
+        """Step-graph calls the solve makes: one per Euler step, two per midpoint step."""
+        return self.nfe * (2 if self.solver == "midpoint" else 1)
 
 
 @runtime_checkable

@@ -2,14 +2,16 @@
 
 The NFE loop runs in Python, one step-graph call per step. Besides the graphs the TensorRT engines
 are built from, the build makes ONNX Runtime-only step graphs (f5rt.precision): `cpu-fp32`, attention
-fused into com.microsoft.MultiHeadAttention, and `cpu-int8`, which adds dynamic INT8 MatMuls. `threads` sets intra-op parallelism; by default one thread per CPU
-this process may run on (its affinity mask, so a container or `taskset` limit is respected, where
-ONNX Runtime's own default counts the machine's cores). Inter-op parallelism is 1: the graphs are
-one chain of large ops, and a second pool only competes with the first for the same cores.
+fused into com.microsoft.MultiHeadAttention, and `cpu-int8`, which adds dynamic INT8 MatMuls. How
+the sessions use the CPU is a `ThreadPolicy` (see there for the measurements behind the defaults).
 """
 
 from __future__ import annotations
 
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,17 +19,150 @@ import numpy as np
 from f5rt.backends.base import HostText, SampleJob
 from f5rt.errors import BackendUnavailable, ManifestError
 from f5rt.manifest import Manifest
-from f5rt.precision import AUTO, cpu_auto
+from f5rt.names import GRAPHS
+from f5rt.precision import resolve
 
 
-def default_threads() -> int:
-    """CPUs this process may run on (its affinity mask), at least 1."""
-    import os
+@dataclass(frozen=True)
+class CpuBudget:
+    """The CPUs this process may really use: its affinity mask and its cgroup's CPU quota.
 
+    `os.cpu_count()` (ONNX Runtime's own default) counts the machine; a container limited with
+    `--cpus 2` (a cgroup quota) or a `taskset` still sees every core there, and threads beyond the
+    budget only queue behind each other (with a quota, they are throttled together at each period).
+    """
+
+    affinity: int  # CPUs in the affinity mask
+    quota: float | None  # cgroup CPU quota in CPUs (cpu.max / cfs_quota_us), None: unlimited
+
+    @property
+    def cpus(self) -> int:
+        """Whole CPUs to plan threads for: the affinity count, capped by the quota rounded up (a
+        quota of 1.5 still lets two threads run 75 % of each period, more work than one thread)."""
+        if self.quota is None:
+            return self.affinity
+        return max(1, min(self.affinity, math.ceil(self.quota - 1e-9)))
+
+
+def _cgroup_quota(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPU quota (in CPUs) of this process's cgroup and its ancestors, smallest wins; None if none."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    quotas: list[float] = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        if controllers == "":  # cgroup v2: cpu.max = "<quota|max> <period>" in this group and above
+            base = root
+            candidates = [base / rel] + [base / Path(rel).parents[i] for i in range(len(Path(rel).parents))]
+            for d in candidates:
+                try:
+                    quota, period = (d / "cpu.max").read_text().split()[:2]
+                except (OSError, ValueError):
+                    continue
+                if quota != "max" and float(period) > 0:
+                    quotas.append(float(quota) / float(period))
+        elif "cpu" in controllers.split(","):  # cgroup v1
+            for d in (root / controllers / rel, root / controllers, root / "cpu" / rel, root / "cpu"):
+                try:
+                    quota_us = float((d / "cpu.cfs_quota_us").read_text())
+                    period_us = float((d / "cpu.cfs_period_us").read_text())
+                except (OSError, ValueError):
+                    continue
+                if quota_us > 0 and period_us > 0:
+                    quotas.append(quota_us / period_us)
+                break
+    return min(quotas) if quotas else None
+
+
+def cpu_budget() -> CpuBudget:
+    """This process's CPU budget (affinity mask and cgroup quota)."""
+    try:
+        affinity = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+        affinity = max(1, os.cpu_count() or 1)
+    return CpuBudget(affinity, _cgroup_quota())
+
+
+def default_threads(share: int = 1) -> int:
+    """Intra-op threads by default: the CPU budget (affinity, cgroup quota), split between `share`
+    engines that run side by side on it (Triton CPU instances), at least 1."""
+    return max(1, cpu_budget().cpus // max(1, int(share)))
+
+
+SPIN_ENV = "F5RT_ORT_SPINNING"  # "1"/"0": overrides the spinning default where no flag reaches (Triton)
+
+
+@dataclass(frozen=True)
+class ThreadPolicy:
+    """How the ONNX Runtime sessions use the CPU: intra-op threads, spinning, inter-op threads.
+
+    The defaults (`ThreadPolicy.default()`) and the measurements behind them are in
+    docs/benchmarks-cpu.md; in short:
+
+    - spinning off (`session.intra_op.allow_spinning = 0`): ONNX Runtime's workers otherwise spin
+      between the DiT's many parallel sections, and on a core shared with anything else (a neighbour,
+      another engine, `serve`'s event loop streaming audio) they take the slices the other thread
+      needed. On an AVX2 EPYC with one of two cores busy (cpu-int8 step, N = 600) two spinning
+      threads were the slowest choice (5.4-5.9 s; one thread 4.6-4.8 s, two without spinning
+      4.9-5.2 s); on an oversubscribed box, two non-spinning threads beat two spinning ones in every
+      row of the bench's thread table. Quiet, spinning saves only a wake-up per parallel section.
+    - threads = the CPU budget (affinity mask, cgroup quota): a quiet machine runs two threads much
+      faster than one, and with a core taken two non-spinning threads lose only a few percent to one
+      thread; the process cannot know whether a neighbour will stay, so it plans for what it may use.
+    - inter-op 1 (sequential execution): the graphs are one chain of large ops; a second pool would
+      only compete with the intra-op one for the same cores.
+
+    Users who own their cores can ask for spinning (`--ort-spinning on`) and any thread count.
+    """
+
+    intra_op: int
+    spinning: bool = False
+    inter_op: int = 1
+
+    def __post_init__(self) -> None:
+        if self.intra_op < 1 or self.inter_op < 1:
+            raise ValueError(f"threads must be >= 1, got intra-op {self.intra_op} and inter-op {self.inter_op}")
+
+    @classmethod
+    def default(cls, threads: int | None = None, spinning: bool | None = None, share: int = 1) -> ThreadPolicy:
+        """The policy for `threads` (None: the CPU budget / `share`) and `spinning` (None: off, or
+        F5RT_ORT_SPINNING=1)."""
+        if spinning is None:
+            env = os.environ.get(SPIN_ENV, "").strip().lower()
+            if env not in ("", "0", "1", "on", "off", "true", "false"):
+                raise ValueError(f"{SPIN_ENV}={env!r}: use 1 (spin) or 0 (do not)")
+            spinning = env in ("1", "on", "true")
+        if threads is not None and int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads} (leave it out for the CPU budget)")
+        return cls(int(threads) if threads else default_threads(share), bool(spinning))
+
+    def session_options(self, ort: Any) -> Any:
+        """An `onnxruntime.SessionOptions` carrying this policy (and the backend's fixed settings)."""
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = self.intra_op
+        opts.inter_op_num_threads = self.inter_op
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL if self.inter_op == 1 else ort.ExecutionMode.ORT_PARALLEL
+        spin = "1" if self.spinning else "0"
+        opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        return opts
+
+    def describe(self) -> str:
+        return f"{self.intra_op} thread(s), spinning {'on' if self.spinning else 'off'}, inter-op {self.inter_op}"
+
+
+def thread_setting(threads: int | None, spinning: str | None) -> int | ThreadPolicy | None:
+    """What `--threads` and `--ort-spinning on|off` ask of the backend (None: ThreadPolicy.default)."""
+    if spinning is None:
+        return threads
+    if spinning not in ("on", "off"):
+        raise ValueError(f"--ort-spinning takes on or off, got {spinning!r}")
+    return ThreadPolicy.default(threads, spinning=spinning == "on")
 
 
 def available() -> bool:
@@ -56,22 +191,23 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(
-        self, manifest: Manifest, precision: str = "fp32", threads: int | None = None, *, pad_to_buckets: bool = False
+        self,
+        manifest: Manifest,
+        precision: str = "fp32",
+        threads: int | ThreadPolicy | None = None,
+        *,
+        pad_to_buckets: bool = False,
     ) -> None:
         self.fixed_shapes = bool(pad_to_buckets)
         try:
             import onnxruntime as ort
         except ImportError as e:
             raise BackendUnavailable("onnxruntime is not installed (pip install 'f5rt[onnxruntime]')") from e
-        if precision == AUTO:
-            precision = cpu_auto(manifest)
+        precision = resolve(manifest, "onnxruntime", precision)
         self.precision = precision
-        self.threads = int(threads) if threads else default_threads()
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
+        self.policy = threads if isinstance(threads, ThreadPolicy) else ThreadPolicy.default(threads)
+        self.threads = self.policy.intra_op
+        opts = self.policy.session_options(ort)
         providers = ["CPUExecutionProvider"]
         self.graphs: dict[str, str] = {}  # graph -> precision of the file it runs
 
@@ -86,9 +222,7 @@ class OnnxRuntimeBackend:
             self.graphs[graph] = prec
             return ort.InferenceSession(str(manifest.find(graph, prec)), opts, providers=providers)
 
-        self._text = session("text_encoder")
-        self._step = session("step")
-        self._vocoder = session("vocoder")
+        self._text, self._step, self._vocoder = (session(g) for g in GRAPHS)
         entry = next(
             (
                 m
@@ -139,11 +273,23 @@ class OnnxRuntimeBackend:
     ) -> np.ndarray:
         b = x.shape[0]
         feed = {"cond": cond, "text_cond": text_cond, "text_uncond": text_uncond, "mask": mask, "cfg": cfg}
-        for t, dt in zip(job.t, job.dt, strict=True):
-            feed["x"] = x
+
+        def step(x_in: np.ndarray, t: float, dt: float) -> np.ndarray:
+            feed["x"] = x_in
             feed["t"] = np.full((b,), t, dtype=np.float32)
             feed["dt"] = np.full((b,), dt, dtype=np.float32)
-            (x,) = self._step.run(None, feed)
+            (out,) = self._step.run(None, feed)
+            return np.asarray(out)
+
+        for t, dt in zip(job.t, job.dt, strict=True):
+            if job.solver == "midpoint":
+                # The graph returns x_in + dt * v(x_in, t). Half step to the midpoint, then the full
+                # step's increment dt * v(x_mid, t + dt/2) is step(x_mid, t + dt/2, dt) - x_mid.
+                half = np.float32(dt) * np.float32(0.5)
+                x_mid = step(x, t, half)
+                x = x + (step(x_mid, np.float32(t) + half, dt) - x_mid)
+            else:
+                x = step(x, t, dt)
         return x
 
     def vocode(self, mel: np.ndarray) -> np.ndarray:

@@ -12,10 +12,11 @@ Endpoints:
     GET    /api/health              200 once warm-up finished, 503 before (and if it failed); never keyed
     GET    /metrics                 Prometheus text (keyed with --metrics-auth)
 
-One concept per module:
-    schemas     request schemas, strict JSON and field checks, SynthesisOptions from a request
+The HTTP adapter of the serving core (f5rt.service: request schema and checks, ServiceError, the
+batcher): it reads bodies, hands them to the core, and renders results and refusals. One concept
+per module:
     bodies      bounded body reads, content types, multipart voice uploads
-    errors      ApiError, the JSON error shape, exceptions -> HTTP status
+    errors      the JSON error shape of a ServiceError, the framework's own errors in that shape
     auth        API keys, scopes, the auth middleware, the bind check
     middleware  request counting and latency
     streaming   waiting on the worker, SSE, the speech response body
@@ -26,7 +27,7 @@ One concept per module:
     cli         `f5rt serve` arguments and startup
 
 Every refusal is a 4xx with {"error": {"code", "message"}}; nothing is written outside the voices
-folder. Inference runs on the batcher's worker thread (f5rt.batching), never on the event loop.
+folder. Inference runs on the batcher's worker thread (f5rt.service.batcher), never on the event loop.
 fastapi / uvicorn / python-multipart / prometheus_client are imported only when an app is created or
 served (the `serve` extra), so `import f5rt` and `f5rt --help` work without them.
 """
@@ -36,19 +37,13 @@ from __future__ import annotations
 from f5rt.server.app import ROUTES, create_app
 from f5rt.server.auth import AuthConfig
 from f5rt.server.cli import add_arguments, load_limits, main, serve
-from f5rt.server.errors import ApiError, map_error
-from f5rt.server.schemas import check_fields, parse_json_object
 
 __all__ = [
     "ROUTES",
-    "ApiError",
     "AuthConfig",
     "add_arguments",
-    "check_fields",
     "create_app",
     "load_limits",
     "main",
-    "map_error",
-    "parse_json_object",
     "serve",
 ]

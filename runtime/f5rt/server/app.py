@@ -6,17 +6,25 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING
 
-from f5rt.batching import Batcher
 from f5rt.limits import Limits
 from f5rt.metrics import Metrics
+from f5rt.options import SynthesisOptions
 from f5rt.server import handlers
 from f5rt.server.auth import AuthConfig, AuthMiddleware
 from f5rt.server.context import MODEL_ID, ServerContext
 from f5rt.server.errors import install_handlers
 from f5rt.server.middleware import MetricsMiddleware
 from f5rt.server.speech import speech
+from f5rt.service.batcher import Batcher
+from f5rt.service.engine import ChunkEngine
+from f5rt.voices import VoiceStore
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from f5rt.synthesizer import Synthesizer
 
 # (path, methods, handler): the whole API surface in one table.
 ROUTES = (
@@ -33,18 +41,18 @@ ROUTES = (
 
 
 def create_app(
-    synth: Any,
-    voices: Any,
+    synth: Synthesizer | ChunkEngine,
+    voices: VoiceStore,
     limits: Limits | None = None,
     *,
     default_voice: str | None = None,
     warmup: bool = True,
     metrics: Metrics | None = None,
-    defaults: Any = None,
+    defaults: SynthesisOptions | None = None,
     auth: AuthConfig | None = None,
     model_id: str = MODEL_ID,
-) -> Any:
-    """The FastAPI app serving `synth` with the voices of `voices` (a VoiceStore).
+) -> FastAPI:
+    """The FastAPI app serving `synth` (a Synthesizer, or its engine) with the voices of `voices`.
 
     defaults: the SynthesisOptions a request's absent fields take (default: f5-tts' own defaults);
     /v1/audio/speech, which has no sampling fields, always uses them (with its speed and seed).
@@ -57,18 +65,17 @@ def create_app(
 
     limits = limits or Limits()
     metrics = metrics or Metrics()
-    if defaults is None:
-        from f5rt.synthesizer import SynthesisOptions
+    from f5rt.synthesizer import Synthesizer  # the text front-end's imports: only when an app is made
 
-        defaults = SynthesisOptions()
-    batcher = Batcher(synth, limits, metrics)
+    engine = synth.engine if isinstance(synth, Synthesizer) else synth
+    batcher = Batcher(engine, limits, metrics)
     ctx = ServerContext(
-        synth=synth,
+        engine=engine,
         voices=voices,
         limits=limits,
         metrics=metrics,
         batcher=batcher,
-        defaults=defaults,
+        defaults=defaults or SynthesisOptions(),
         auth=auth or AuthConfig(),
         default_voice=default_voice,
         model_id=model_id,
@@ -79,7 +86,7 @@ def create_app(
     metrics.gauge("f5rt_ready", "1 once warm-up has finished.", lambda: 1.0 if batcher.ready else 0.0)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher.start(warmup=warmup)
         try:
             yield

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from f5rt.limits import Limits
+from f5rt.names import AUTO, BACKENDS, PRECISIONS
 from f5rt.server.auth import AuthConfig, check_bind, split_keys
 
 log = logging.getLogger("f5rt.server")
@@ -25,9 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, **kw)
 
     opt("--artifacts", type=Path, required=True, help="artifacts folder (manifest.json + graphs/engines)")
-    opt("--backend", default="auto", help="auto | onnxruntime | tensorrt")
-    opt("--precision", default="auto", help="auto | fp32 | fp16 | int8 | cpu-fp32 | cpu-int8 (see `f5rt synth --help`)")
+    opt("--backend", default=AUTO, choices=BACKENDS)
+    opt("--precision", default=AUTO, help=f"{' | '.join((AUTO, *PRECISIONS))} (see `f5rt synth --help`)")
     opt("--threads", type=int, help="CPU threads for ONNX Runtime (default: the CPUs this process may use)")
+    opt("--ort-spinning", choices=("on", "off"), help="ONNX Runtime's idle threads spin (default off)")
     p.add_argument("--voices", type=Path, required=True, help="voices folder: <id>/ref.wav + <id>/ref.txt")
     p.add_argument("--voice-cache", type=Path, help="mel cache folder (default: inside the voices folder)")
     p.add_argument("--default-voice", help="voice used when a request names none (default: first by name)")
@@ -83,13 +85,18 @@ def serve(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError:
         raise SystemExit("f5rt serve needs the 'serve' extra: pip install 'f5rt[serve]'") from None
+    from f5rt.backends.onnxruntime import thread_setting
     from f5rt.server.app import create_app
     from f5rt.synthesizer import SynthesisOptions, Synthesizer
     from f5rt.voices import VoiceStore
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     limits = load_limits(args)
-    synth = Synthesizer(args.artifacts, backend=args.backend, precision=args.precision, threads=args.threads)
+    # serve's engine runs one batch at a time on one thread, beside the event loop that streams the
+    # audio out: the ONNX Runtime default policy (all usable CPUs, no spinning) leaves that loop
+    # the time slices a spinning pool would take (f5rt.backends.onnxruntime.ThreadPolicy)
+    threads = thread_setting(args.threads, getattr(args, "ort_spinning", None))
+    synth = Synthesizer(args.artifacts, backend=args.backend, precision=args.precision, threads=threads)
     store = VoiceStore(args.voices, cache_dir=args.voice_cache)
     if args.default_voice is not None and args.default_voice not in store.list():
         raise SystemExit(f"--default-voice {args.default_voice!r} is not in {args.voices}")

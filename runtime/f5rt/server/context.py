@@ -9,67 +9,60 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TypeVar
 
 from f5rt.errors import F5RTError
 from f5rt.limits import Limits
 from f5rt.metrics import Metrics
+from f5rt.options import SynthesisOptions
 from f5rt.server.auth import AuthConfig
-from f5rt.server.errors import ApiError, map_error
-from f5rt.server.schemas import check_voice_id
-
-if TYPE_CHECKING:
-    from f5rt.batching import Batcher, Slot
+from f5rt.service.batcher import Batcher, Slot
+from f5rt.service.engine import ChunkEngine
+from f5rt.service.errors import ServiceError, map_error
+from f5rt.service.requests import resolve_voice
+from f5rt.voices import Voice, VoiceStore
 
 MODEL_ID = "f5-tts"
+T = TypeVar("T")
 
 
 @dataclass
 class ServerContext:
-    """synth: the Synthesizer (or anything with its interface); voices: a VoiceStore; defaults: the
+    """engine: the synthesizer's planning/running seam; voices: the VoiceStore; defaults: the
     SynthesisOptions absent request fields take; default_voice: None = the first voice by name."""
 
-    synth: Any
-    voices: Any
+    engine: ChunkEngine
+    voices: VoiceStore
     limits: Limits
     metrics: Metrics
     batcher: Batcher
-    defaults: Any
+    defaults: SynthesisOptions
     auth: AuthConfig
     default_voice: str | None = None
     model_id: str = MODEL_ID
 
     @property
     def sample_rate(self) -> int:
-        return int(self.synth.sample_rate)
+        return int(self.engine.sample_rate)
 
     @property
-    def engine(self) -> str:
-        return f"f5rt-{self.synth.backend_name}"
+    def engine_label(self) -> str:
+        return f"f5rt-{self.engine.backend_name}"
 
-    async def voices_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def voices_call(self, fn: Callable[..., T], *args: object) -> T:
         """VoiceStore reads files and prepares audio: always off the event loop."""
         return await asyncio.to_thread(fn, *args)
 
-    async def resolve_voice(self, voice_id: str | None) -> tuple[str, Any]:
-        """(id, Voice) of the named voice, or of the default one when None; 404 when there is none."""
-        ids = await self.voices_call(self.voices.list)
-        if voice_id is None:
-            voice_id = self.default_voice if self.default_voice is not None else (sorted(ids)[0] if ids else None)
-            if voice_id is None:
-                raise ApiError(404, "voice_not_found", "no voices are stored; upload one to /api/voices/{voice_id}")
-        check_voice_id(voice_id)
-        if voice_id not in ids:
-            raise ApiError(404, "voice_not_found", f"unknown voice {voice_id!r}; see GET /api/voices")
-        try:
-            return voice_id, await self.voices_call(self.voices.get, voice_id)
-        except F5RTError as e:
-            raise ApiError(500, "voice_unusable", f"stored voice {voice_id!r} cannot be used: {e}") from None
+    async def resolve_voice(self, voice_id: str | None) -> tuple[str, Voice]:
+        """(id, Voice) of the named voice, or of the default one when None (f5rt.service.requests)."""
+        return await self.voices_call(resolve_voice, self.voices, voice_id, self.default_voice)
 
     def check_ready(self) -> None:
         """Refuse at once when warm-up failed (requests sent during warm-up wait for it instead)."""
         if self.batcher.warmup_error is not None:
-            raise ApiError(503, "unavailable", f"warm-up failed: {self.batcher.warmup_error}", {"Retry-After": "30"})
+            raise ServiceError(
+                503, "unavailable", f"warm-up failed: {self.batcher.warmup_error}", {"Retry-After": "30"}
+            )
 
     def acquire(self) -> Slot:
         """Admission: a slot, or the batcher's Overloaded/ShuttingDown as a 503 with Retry-After."""

@@ -15,24 +15,29 @@ from __future__ import annotations
 import time
 import uuid
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING
 
 from f5rt import encoders
 from f5rt.server.bodies import read_json
 from f5rt.server.context import ServerContext
-from f5rt.server.errors import ApiError, map_error
-from f5rt.server.schemas import SPEECH_SCHEMA, FieldSpec, build_options, check_fields, check_text
 from f5rt.server.streaming import SpeechStream, await_future
+from f5rt.service.errors import ServiceError, map_error
+from f5rt.service.jobs import StreamJob
+from f5rt.service.requests import SPEECH_SCHEMA, Fields, FieldSpec, build_options, check_fields, check_text
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 ROUTE = "/v1/audio/speech"
 DEFAULT_FORMAT = "mp3"  # OpenAI's default
 STREAM_FORMATS = ("audio", "sse")
 
 
-def _response_format(fields: dict[str, Any], sample_rate: int) -> encoders.AudioFormat:
+def _response_format(fields: Fields, sample_rate: int) -> encoders.AudioFormat:
     fmt = fields.get("response_format", DEFAULT_FORMAT)
-    if fmt not in encoders.FORMATS:
-        raise ApiError(
+    if not isinstance(fmt, str) or fmt not in encoders.FORMATS:
+        raise ServiceError(
             400, "unsupported_format", f"response_format must be one of {sorted(encoders.FORMATS)}, got {fmt!r}"
         )
     try:
@@ -41,27 +46,30 @@ def _response_format(fields: dict[str, Any], sample_rate: int) -> encoders.Audio
         raise map_error(e) from None
 
 
-async def speech(ctx: ServerContext, request: Any) -> Any:
+async def speech(ctx: ServerContext, request: Request) -> Response:
     from starlette.responses import StreamingResponse
 
     t0 = time.monotonic()
     limits = ctx.limits
     body = await read_json(request, limits)
-    if isinstance(body.get("voice"), dict):  # OpenAI's custom-voice form {"id": "..."}
-        voice_obj = check_fields(body["voice"], {"id": FieldSpec("str", required=True)})
+    voice_field = body.get("voice")
+    if isinstance(voice_field, dict):  # OpenAI's custom-voice form {"id": "..."}
+        voice_obj = check_fields(voice_field, {"id": FieldSpec("str", required=True)})
         body = {**body, "voice": voice_obj["id"]}
     fields = check_fields(body, SPEECH_SCHEMA)
-    text = check_text(fields["input"], "input", limits.max_text_chars)
+    text_field, voice_id_field = fields["input"], fields.get("voice")
+    assert isinstance(text_field, str) and (voice_id_field is None or isinstance(voice_id_field, str))
+    text = check_text(text_field, "input", limits.max_text_chars)
     fmt = _response_format(fields, ctx.sample_rate)
     stream_format = fields.get("stream_format", "audio")
     if stream_format not in STREAM_FORMATS:
-        raise ApiError(400, "invalid_value", f"stream_format must be 'audio' or 'sse', got {stream_format!r}")
+        raise ServiceError(400, "invalid_value", f"stream_format must be 'audio' or 'sse', got {stream_format!r}")
     options = build_options(ctx.defaults, {k: fields[k] for k in ("speed", "seed") if k in fields}, limits)
     ctx.check_ready()
-    voice_id, voice = await ctx.resolve_voice(fields.get("voice"))
+    voice_id, voice = await ctx.resolve_voice(voice_id_field)
     slot = ctx.acquire()
     request_id = uuid.uuid4().hex
-    job = None
+    job: StreamJob | None = None
     try:
         job = ctx.batcher.open_stream(text, voice, options, limits.first_chunk_chars or None)
         first = await await_future(job.next_piece(), request, limits.request_timeout_s)

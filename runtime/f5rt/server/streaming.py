@@ -16,17 +16,24 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from f5rt.encoders import StreamEncoder
-from f5rt.server.errors import ApiError, map_error
+from f5rt.service.errors import ServiceError, map_error
+from f5rt.service.jobs import StreamJob
+from f5rt.service.work import Wave
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+T = TypeVar("T")
 
 log = logging.getLogger("f5rt.server")
 
 
-async def await_future(fut: Future, request: Any, timeout: float) -> Any:
+async def await_future(fut: Future[T], request: Request | None, timeout: float) -> T:
     """Wait for worker output without blocking the loop; cancel the work if the client goes away."""
     loop = asyncio.get_running_loop()
     afut = asyncio.wrap_future(fut)
@@ -35,18 +42,18 @@ async def await_future(fut: Future, request: Any, timeout: float) -> Any:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise ApiError(504, "timeout", f"request did not finish within {timeout:g} s")
+                raise ServiceError(504, "timeout", f"request did not finish within {timeout:g} s")
             done, _ = await asyncio.wait({afut}, timeout=min(0.25, remaining))
             if done:
                 return afut.result()
             if request is not None and await request.is_disconnected():
-                raise ApiError(499, "client_closed", "client closed the connection")
+                raise ServiceError(499, "client_closed", "client closed the connection")
     finally:
         if not afut.done():
             fut.cancel()  # still queued: the worker skips it; already running: the result is dropped
 
 
-def sse_event(obj: dict[str, Any]) -> bytes:
+def sse_event(obj: dict[str, object]) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode("utf-8") + b"\n\n"
 
 
@@ -62,8 +69,8 @@ class SpeechStream:
     whether the body runs to the end, fails, or is never iterated (the caller adds a finalizer).
     """
 
-    job: Any
-    first: np.ndarray | None
+    job: StreamJob
+    first: Wave | None
     encoder: StreamEncoder
     sse: bool
     text: str

@@ -1,7 +1,7 @@
 """Triton Inference Server support: the Python-backend models, their repository, a local server.
 
     f5rt.triton.model       SynthesisModel (`f5tts`) and StreamingModel (`f5tts_stream`, decoupled)
-    f5rt.triton.requests    input tensors -> a checked job, with `f5rt serve`'s own validation
+    f5rt.triton.requests    input tensors -> a checked job, through the serving core's checks (f5rt.service)
     f5rt.triton.params      the config.pbtxt parameters a model instance reads
     f5rt.triton.repository  writes <artifacts>/triton/ (KIND_GPU + TensorRT or KIND_CPU + ONNX Runtime)
     f5rt.triton.local       runs the `tritonserver` of the nvidia-pytriton wheel on a repository

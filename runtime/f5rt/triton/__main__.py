@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--precision", help="deployment / ONNX variant (default: a built TensorRT deployment, else fp32)")
     r.add_argument("--instances", type=int, default=1, help="instances per model (per GPU for KIND_GPU)")
     r.add_argument("--nfe", type=int, default=32, help="default NFE of requests that send none")
-    r.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per instance (0 = its default)")
+    r.add_argument(
+        "--threads", type=int, default=0, help="ONNX Runtime threads per instance (0 = the CPUs usable / CPU instances)"
+    )
     r.add_argument("--limits", default="", help="limits JSON (f5rt.limits.Limits); relative = to the repository")
     r.add_argument(
         "--queue-delay-us", type=int, help="dynamic batcher delay (0 = none; default: 50 ms on GPU, none on CPU)"

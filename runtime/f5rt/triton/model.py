@@ -7,15 +7,17 @@ CUDA graphs on the instance's GPU) and all instances of a model read the same vo
 
 Batching. `f5tts` uses Triton's dynamic batcher where the config has one (GPU instances): requests
 that arrive within the queue delay reach one `execute()` call together and run as one
-`Synthesizer.synthesize_batch` (B > 1 buckets; each request's audio equals what it would be alone). `f5tts_stream` is decoupled: its
-`execute()` only starts the streams, and one f5rt Batcher worker per instance advances every open
-stream one text chunk at a time, so a long stream never holds a short one behind it and a cancelled
-stream stops at the next chunk. README "Scaling out" has the measurements behind this choice.
+`Synthesizer.synthesize_batch`, whose engine calls group rows by schedule with the same code as
+`f5rt serve`'s batcher (f5rt.service.work.group_by_schedule; B > 1 buckets; each request's audio
+equals what it would be alone). `f5tts_stream` is decoupled: its `execute()` only starts the
+streams, and one f5rt.service Batcher worker per instance advances every open stream one text chunk
+at a time, so a long stream never holds a short one behind it and a cancelled stream stops at the
+next chunk. docs/triton.md has the measurements behind this choice.
 
 Errors never escape `execute()`: a bad request gets a Triton error with `f5rt serve`'s message
 (INVALID_ARG), a failure inside the engines an INTERNAL error, and the other requests of the same
 batch still get their audio. `triton_python_backend_utils` exists only inside Triton's stub, so it is
-imported in `initialize()`.
+imported in `initialize()`; the few of its objects used here are described by the protocols below.
 """
 
 from __future__ import annotations
@@ -25,13 +27,37 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from f5rt.errors import RequestTimeout
+from f5rt.service.batcher import Batcher, Slot
+from f5rt.service.errors import ServiceError
+from f5rt.synthesizer import SynthesisOptions, Synthesizer
 from f5rt.triton.params import ModelParams, ParameterError
-from f5rt.triton.requests import INPUTS, Job, RequestError, error_message, parse_request, triton_code
+from f5rt.triton.requests import INPUTS, Job, error_message, parse_request, triton_code
+from f5rt.voices import VoiceStore
+
+Response = object
+"""A pb_utils.InferenceResponse: made here, handed back to Triton, never read."""
+
+
+class _Tensor(Protocol):
+    def as_numpy(self) -> np.ndarray: ...
+
+
+class _Sender(Protocol):
+    def send(self, response: Response | None = None, flags: int = 0) -> None: ...
+    def is_cancelled(self) -> bool: ...
+
+
+class _Request(Protocol):
+    """The part of pb_utils.InferenceRequest the models use."""
+
+    def is_cancelled(self) -> bool: ...
+    def get_response_sender(self) -> _Sender: ...
+
 
 log = logging.getLogger("f5rt.triton")
 
@@ -50,19 +76,33 @@ def _select_gpu(args: dict[str, str]) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = visible[device] if device < len(visible) else str(device)
 
 
+def instance_threads(config: dict[str, Any], kind: str) -> int | None:
+    """ONNX Runtime threads of one CPU instance when config.pbtxt leaves `threads` at 0.
+
+    Every instance is a process with its own sessions, and Triton runs them side by side: K CPU
+    instances each taking the whole CPU budget would run K x budget threads whenever they are all
+    busy. Each gets the budget / K (at least 1; f5rt.backends.onnxruntime.default_threads), spinning
+    off as everywhere (ThreadPolicy). None (the runtime's default) for GPU instances.
+    """
+    if kind != "CPU":
+        return None
+    from f5rt.backends.onnxruntime import default_threads
+
+    groups = config.get("instance_group") or [{}]
+    count = sum(int(g.get("count", 1)) for g in groups if g.get("kind", "KIND_CPU") == "KIND_CPU")
+    return default_threads(share=max(1, count))
+
+
 class _Instance:
     """What both models share: parameters, the synthesizer, the voices and the tensor plumbing."""
 
     def initialize(self, args: dict[str, str]) -> None:
         import json
 
-        import triton_python_backend_utils as pb_utils
-
-        from f5rt.synthesizer import SynthesisOptions, Synthesizer
-        from f5rt.voices import VoiceStore
+        import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]  # only inside Triton's stub
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self.pb = pb_utils
+        self.pb: Any = pb_utils  # untyped: it exists only inside Triton's stub
         self.name = args.get("model_instance_name", "f5tts")
         config = json.loads(args["model_config"])
         self.batched = int(config.get("max_batch_size", 0)) > 0
@@ -71,7 +111,8 @@ class _Instance:
         p = self.params
         if not p.voices.is_dir():
             raise ParameterError(f"voices folder {p.voices} does not exist (config parameter 'voices')")
-        self.synth = Synthesizer(p.artifacts, backend=p.backend, precision=p.precision, threads=p.threads or None)
+        threads = p.threads or instance_threads(config, args.get("model_instance_kind", ""))
+        self.synth = Synthesizer(p.artifacts, backend=p.backend, precision=p.precision, threads=threads)
         self.voices = VoiceStore(p.voices, cache_dir=p.voice_cache)
         self.defaults = SynthesisOptions(nfe=p.default_nfe)
         self.defaults.validate()
@@ -88,26 +129,27 @@ class _Instance:
         )
 
     # -- tensors --------------------------------------------------------------------------------
-    def _inputs(self, request: Any) -> dict[str, np.ndarray | None]:
+    def _inputs(self, request: _Request) -> dict[str, np.ndarray | None]:
         out: dict[str, np.ndarray | None] = {}
         for name in INPUTS:
-            tensor = self.pb.get_input_tensor_by_name(request, name)
+            tensor: _Tensor | None = self.pb.get_input_tensor_by_name(request, name)
             out[name] = None if tensor is None else tensor.as_numpy()
         return out
 
-    def _parse(self, request: Any) -> Job:
+    def _parse(self, request: _Request) -> Job:
         return parse_request(self._inputs(request), self.voices, self.defaults, self.params.limits)
 
-    def _audio_response(self, audio: np.ndarray) -> Any:
+    def _audio_response(self, audio: np.ndarray) -> Response:
         wave = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
         rate = np.array([self.sample_rate], dtype=np.int32)
         if self.batched:  # every request is one batch row: [1, samples] and [1, 1]
             wave, rate = wave[None, :], rate[None, :]
-        return self.pb.InferenceResponse(
+        response: Response = self.pb.InferenceResponse(
             output_tensors=[self.pb.Tensor("audio", wave), self.pb.Tensor("sample_rate", rate)]
         )
+        return response
 
-    def _error(self, e: BaseException, code: str | None = None) -> Any:
+    def _error(self, e: BaseException, code: str | None = None) -> Response:
         """A Triton error response: INVALID_ARG for the caller's mistakes, UNAVAILABLE when busy, INTERNAL for ours."""
         if code is None:
             code = triton_code(e)
@@ -116,7 +158,8 @@ class _Instance:
         error_cls = self.pb.TritonError
         value = getattr(error_cls, code, None)
         err = error_cls(error_message(e)) if value is None else error_cls(error_message(e), value)
-        return self.pb.InferenceResponse(error=err)
+        response: Response = self.pb.InferenceResponse(error=err)
+        return response
 
     def _close_synth(self) -> None:
         synth = getattr(self, "synth", None)
@@ -127,35 +170,34 @@ class _Instance:
 class SynthesisModel(_Instance):
     """`f5tts`: one response per request, requests of one dynamic batch synthesized together."""
 
-    def execute(self, requests: Sequence[Any]) -> list[Any]:
-        responses: list[Any] = [None] * len(requests)
+    def execute(self, requests: Sequence[_Request]) -> list[Response]:
+        responses: list[Response | None] = [None] * len(requests)
         jobs: list[tuple[int, Job]] = []
         for i, request in enumerate(requests):
             try:
                 if request.is_cancelled():
-                    responses[i] = self._error(RequestError("request cancelled"), "CANCELLED")
+                    responses[i] = self._error(ServiceError(499, "cancelled", "request cancelled"), "CANCELLED")
                     continue
                 jobs.append((i, self._parse(request)))
             except Exception as e:
                 responses[i] = self._error(e)
-        groups: dict[tuple[Any, ...], list[tuple[int, Job]]] = {}
-        for i, job in jobs:
-            groups.setdefault(job.schedule_key, []).append((i, job))
-        for group in groups.values():
-            for i, response in self._run_group(group):
-                responses[i] = response
-        return responses
+        for i, response in self._run(jobs):
+            responses[i] = response
+        done = [r for r in responses if r is not None]
+        assert len(done) == len(requests), "every request gets exactly one response"
+        return done
 
-    def _run_group(self, group: list[tuple[int, Job]]) -> list[tuple[int, Any]]:
-        if len(group) > 1:
+    def _run(self, jobs: list[tuple[int, Job]]) -> list[tuple[int, Response]]:
+        """One synthesize_batch for the whole dynamic batch: its engine calls group rows by schedule."""
+        if len(jobs) > 1:
             try:
-                results = self.synth.synthesize_batch([(j.text, j.voice, j.options) for _, j in group])
-                return [(i, self._audio_response(r.audio)) for (i, _), r in zip(group, results, strict=True)]
+                results = self.synth.synthesize_batch([(j.text, j.voice, j.options) for _, j in jobs])
+                return [(i, self._audio_response(r.audio)) for (i, _), r in zip(jobs, results, strict=True)]
             except Exception:
                 # One bad request must not fail its neighbours: run each alone to pin the error on its owner.
-                log.warning("%s: batch of %d failed; running its requests one by one", self.name, len(group))
-        out = []
-        for i, job in group:
+                log.warning("%s: batch of %d failed; running its requests one by one", self.name, len(jobs))
+        out: list[tuple[int, Response]] = []
+        for i, job in jobs:
             try:
                 out.append((i, self._audio_response(self.synth.synthesize(job.text, job.voice, job.options).audio)))
             except Exception as e:
@@ -170,15 +212,13 @@ class StreamingModel(_Instance):
     """`f5tts_stream` (decoupled): one response per audio piece, then an empty final response."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        from f5rt.batching import Batcher
-
         super().initialize(args)
-        self.batcher = Batcher(self.synth, self.params.limits)
+        self.batcher = Batcher(self.synth.engine, self.params.limits)
         self.batcher.start(warmup=False)  # warmed up above
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
 
-    def execute(self, requests: Sequence[Any]) -> None:
+    def execute(self, requests: Sequence[_Request]) -> None:
         for request in requests:
             sender = request.get_response_sender()
             try:
@@ -193,13 +233,13 @@ class StreamingModel(_Instance):
             thread.start()
         return None
 
-    def _pump(self, job: Job, sender: Any, slot: Any) -> None:
+    def _pump(self, job: Job, sender: _Sender, slot: Slot) -> None:
         """Send each piece as the worker makes it; stop the stream's work when the client cancels."""
         timeout = self.params.limits.request_timeout_s
         stream = self.batcher.open_stream(
             job.text, job.voice, job.options, self.params.limits.first_chunk_chars or None
         )
-        final: Any = None
+        final: Response | None = None
         try:
             while True:
                 if sender.is_cancelled():
@@ -222,7 +262,7 @@ class StreamingModel(_Instance):
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
-    def _finish(self, sender: Any, response: Any) -> None:
+    def _finish(self, sender: _Sender, response: Response | None) -> None:
         """Close the response stream (an error, or the empty final response); never raises."""
         try:
             flag = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL

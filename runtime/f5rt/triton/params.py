@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from f5rt.limits import Limits
-
-BACKENDS = ("onnxruntime", "tensorrt", "auto")
+from f5rt.names import BACKENDS
 
 
 class ParameterError(ValueError):
@@ -34,7 +33,7 @@ class ModelParams:
     """What one model instance needs: where the engines and voices are, how to run them.
 
     default_nfe: NFE steps of a request that sends no `nfe` (f5-tts' default is 32).
-    threads: ONNX Runtime intra-op threads per instance (0 = ONNX Runtime's own choice).
+    threads: ONNX Runtime intra-op threads per instance (0 = the CPU budget split between the CPU instances).
     limits: the request bounds of `f5rt serve` (f5rt.limits.Limits), from a JSON file or defaults.
     """
 

@@ -21,10 +21,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from f5rt._fs import atomic_write_bytes
 from f5rt.errors import ManifestError
-from f5rt.manifest import GRAPHS, Manifest, load_manifest
-from f5rt.precision import AUTO, cpu_auto, trt_auto
+from f5rt.files import atomic_write_bytes
+from f5rt.manifest import Manifest, load_manifest
+from f5rt.names import AUTO, GRAPHS
+from f5rt.precision import resolve
 from f5rt.triton.params import ModelParams
 
 BATCH_MODEL = "f5tts"
@@ -35,7 +36,7 @@ _INPUTS = (
     ("text", "TYPE_STRING", False),
     ("voice_id", "TYPE_STRING", False),
     ("seed", "TYPE_INT64", True),
-    ("nfe", "TYPE_INT32", True),
+    ("nfe_step", "TYPE_INT32", True),
     ("speed", "TYPE_FP32", True),
 )
 _OUTPUTS = (("audio", "TYPE_FP32", -1), ("sample_rate", "TYPE_INT32", 1))
@@ -102,11 +103,11 @@ def choose_placement(manifest: Manifest, precision: str | None) -> Placement:
     most reduced TensorRT deployment compiled, else the best CPU variant validate passed, else fp32.
     """
     built = dict(manifest.data.get("deployments") or {})
-    if precision in (None, AUTO):
+    if precision is None or precision == AUTO:
         if built:
-            name = trt_auto(manifest)
+            name = resolve(manifest, "tensorrt", AUTO)
             return Placement("KIND_GPU", "tensorrt", name, f"TensorRT engines of deployment {name!r} are built")
-        name = cpu_auto(manifest)
+        name = resolve(manifest, "onnxruntime", AUTO)
         return Placement(
             "KIND_CPU", "onnxruntime", name, f"no TensorRT deployment is built: ONNX Runtime {name} on CPU"
         )

@@ -1,10 +1,11 @@
-"""A Triton request's input tensors -> a checked synthesis job, with `f5rt serve`'s own validation.
+"""A Triton request's input tensors -> a checked job, through the serving core's own checks.
 
-The Triton models accept the same request as `POST /api/tts` does, only carried in tensors: `text`
-and `voice_id` (BYTES), optional `seed` (INT64), `nfe` (INT32) and `speed` (FP32). The tensors are
-mapped onto the /api/tts field names (`nfe` -> `nfe_step`) and go through the very functions the
-HTTP server uses (`check_fields`, `check_text`, `build_options`, the voice-id rule), then the voice
-store; so a bad request gets the message `f5rt serve` gives, and there is one set of rules to keep.
+The Triton models accept the request `POST /api/tts` accepts, carried in tensors of the same names:
+`text` and `voice_id` (BYTES), optional `seed` (INT64), `nfe_step` (INT32) and `speed` (FP32). The
+tensors become the body they stand for, which goes through f5rt.service.requests (`parse_tts`, then
+`resolve_voice`) exactly as an HTTP body does; so a bad request gets the message `f5rt serve` gives,
+and there is one set of rules to keep. Every refusal is a `ServiceError`; `triton_code` says which
+Triton error code its status becomes.
 
 Nothing here imports Triton: the model code hands in `{name: numpy array or None}`, which keeps this
 module testable in the main suite without a server.
@@ -14,30 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
 import numpy as np
 
-from f5rt.errors import F5RTError
 from f5rt.limits import Limits
-from f5rt.server.errors import ApiError, map_error
-from f5rt.server.schemas import TTS_SCHEMA, build_options, check_fields, check_text, check_voice_id
-from f5rt.synthesizer import SynthesisOptions
+from f5rt.options import SynthesisOptions
+from f5rt.service.errors import ServiceError, map_error
+from f5rt.service.requests import TTS_SCHEMA, FieldSpec, parse_tts, resolve_voice
 from f5rt.voices import Voice, VoiceStore
 
-# Triton input name -> (/api/tts field name, kind); kind says how the single element is read.
-INPUTS: dict[str, tuple[str, str]] = {
-    "text": ("text", "str"),
-    "voice_id": ("voice_id", "str"),
-    "seed": ("seed", "int"),
-    "nfe": ("nfe_step", "int"),
-    "speed": ("speed", "float"),
-}
-REQUIRED = ("text", "voice_id")
-
-
-class RequestError(F5RTError):
-    """A request the model refuses; `message` is what the client sees (Triton INVALID_ARG)."""
+INPUTS: Mapping[str, FieldSpec] = {name: TTS_SCHEMA[name] for name in ("text", "voice_id", "seed", "nfe_step", "speed")}
+"""Triton input name -> its field of the request schema (the same name: one spelling per transport pair)."""
+REQUIRED = ("text", "voice_id")  # no default voice over Triton: a request names its voice
+TritonCode = Literal["INVALID_ARG", "UNAVAILABLE", "INTERNAL"]
 
 
 @dataclass(frozen=True)
@@ -49,93 +40,79 @@ class Job:
     voice: Voice
     options: SynthesisOptions
 
-    @property
-    def schedule_key(self) -> tuple[Any, ...]:
-        """Requests share one engine call only when they share the sampling schedule."""
-        return (self.options.nfe, self.options.sway, self.options.use_epss)
+
+def _refuse(message: str) -> ServiceError:
+    return ServiceError(400, "invalid_input", message)
 
 
-def _scalar(name: str, array: np.ndarray) -> Any:
+def _scalar(name: str, array: np.ndarray) -> object:
     """The one element of a [1] (or batched [1, 1]) input; more is refused, not silently dropped."""
     a = np.asarray(array)
     if a.size != 1:
-        raise RequestError(
+        raise _refuse(
             f"input {name!r} must hold exactly one element (shape [1, 1] with batching), got shape {list(a.shape)}: "
             "send one text per request; requests that arrive together are batched by the server"
         )
-    return a.reshape(-1)[0]
+    value: object = a.reshape(-1)[0]
+    return value
 
 
-def _decode(name: str, value: Any) -> str:
+def _decode(name: str, value: object) -> str:
     if isinstance(value, str):
         return value
-    if not isinstance(value, (bytes, np.bytes_)):
-        raise RequestError(f"input {name!r} must be BYTES (UTF-8 text), got {type(value).__name__}")
+    if not isinstance(value, bytes | np.bytes_):
+        raise _refuse(f"input {name!r} must be BYTES (UTF-8 text), got {type(value).__name__}")
     try:
         return bytes(value).decode("utf-8")
     except UnicodeDecodeError as e:
-        raise RequestError(f"input {name!r} is not valid UTF-8 (byte {e.start})") from None
+        raise _refuse(f"input {name!r} is not valid UTF-8 (byte {e.start})") from None
 
 
-def request_fields(inputs: Mapping[str, np.ndarray | None]) -> dict[str, Any]:
-    """Tensors -> the /api/tts JSON body they stand for (Python str/int/float values)."""
+def request_fields(inputs: Mapping[str, np.ndarray | None]) -> dict[str, object]:
+    """Tensors -> the request body they stand for (Python str/int/float values)."""
     unknown = sorted(k for k in inputs if k not in INPUTS)
     if unknown:
-        raise RequestError(f"unknown input(s) {unknown}; accepted: {sorted(INPUTS)}")
-    body: dict[str, Any] = {}
-    for name, (field, kind) in INPUTS.items():
+        raise _refuse(f"unknown input(s) {unknown}; accepted: {sorted(INPUTS)}")
+    body: dict[str, object] = {}
+    for name, spec in INPUTS.items():
         array = inputs.get(name)
         if array is None:
             continue
         value = _scalar(name, array)
-        if kind == "str":
-            body[field] = _decode(name, value)
-        elif kind == "int":
-            body[field] = int(value)
+        if spec.kind == "str":
+            body[name] = _decode(name, value)
+        elif spec.kind == "int":
+            body[name] = int(value)  # type: ignore[call-overload]  # an INT32/INT64 tensor's numpy scalar
         else:
-            body[field] = float(value)  # NaN/inf stay as they are: check_fields refuses them by name
+            body[name] = float(value)  # type: ignore[arg-type]  # NaN/inf stay: the schema refuses them by name
     return body
 
 
 def parse_request(
     inputs: Mapping[str, np.ndarray | None], voices: VoiceStore, defaults: SynthesisOptions, limits: Limits
 ) -> Job:
-    """Check one request exactly as `POST /api/tts` would and resolve its voice; RequestError if bad."""
-    try:
-        body = request_fields(inputs)
-        for name in REQUIRED:  # Triton already refuses an absent required input; an explicit check costs nothing
-            if INPUTS[name][0] not in body:
-                raise ApiError(400, "missing_field", f"field {INPUTS[name][0]!r} is required")
-        fields = check_fields(body, TTS_SCHEMA)
-        text = check_text(fields["text"], "text", limits.max_text_chars)
-        options = build_options(defaults, fields, limits)
-        voice_id = check_voice_id(fields["voice_id"])
-    except ApiError as e:
-        raise RequestError(e.message) from None
-    try:
-        voice = voices.get(voice_id)
-    except F5RTError as e:  # VoiceNotFound, or a stored voice whose audio is unusable
-        raise RequestError(str(e)) from None
-    return Job(text, voice_id, voice, options)
+    """Check one request exactly as `POST /api/tts` would and resolve its voice; ServiceError if bad."""
+    body = request_fields(inputs)
+    for name in REQUIRED:  # Triton already refuses an absent required input; an explicit check costs nothing
+        if name not in body:
+            raise ServiceError(400, "missing_field", f"field {name!r} is required")
+    req = parse_tts(body, defaults, limits)
+    voice_id, voice = resolve_voice(voices, req.voice_id)
+    return Job(req.text, voice_id, voice, req.options)
 
 
 def error_message(e: BaseException) -> str:
-    """What a client is told about a failure during synthesis (the server's own wording)."""
-    return str(e) if isinstance(e, RequestError) else map_error(e).message
+    """What a client is told about a failure (the serving core's wording, as `f5rt serve` says it)."""
+    return map_error(e).message
 
 
-def triton_code(e: BaseException) -> str:
-    """The TritonError code for `e`, from the HTTP status `f5rt serve` gives it.
-
-    4xx: the request's fault (INVALID_ARG); 503/504: capacity, try again (UNAVAILABLE); the rest is
-    the server's fault (INTERNAL).
-    """
-    if isinstance(e, RequestError):
+def triton_code(e: BaseException) -> TritonCode:
+    """The TritonError code for `e`, from its status: 4xx the request's fault (INVALID_ARG), 503/504
+    capacity, try again (UNAVAILABLE), the rest the server's fault (INTERNAL)."""
+    err = map_error(e)
+    if err.client_fault:
         return "INVALID_ARG"
-    status = map_error(e).status
-    if status < 500:
-        return "INVALID_ARG"
-    return "UNAVAILABLE" if status in (503, 504) else "INTERNAL"
+    return "UNAVAILABLE" if err.retryable else "INTERNAL"
 
 
-__all__ = ["INPUTS", "REQUIRED", "Job", "RequestError", "error_message", "parse_request", "triton_code"]
+__all__ = ["INPUTS", "REQUIRED", "Job", "error_message", "parse_request", "request_fields", "triton_code"]

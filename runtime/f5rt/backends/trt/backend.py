@@ -328,6 +328,13 @@ class TensorRTBackend:
             return runner.text_written(bucket.batch, bucket.frames)
 
     def sample(self, job: SampleJob) -> np.ndarray:
+        if job.solver != "euler":
+            # The CUDA graph replays the step engine's Euler updates in place; the midpoint's
+            # composition (x + step(x_mid) - x_mid) would need a device kernel of its own.
+            raise ValueError(
+                f"the TensorRT backend runs the euler solver only, not {job.solver!r}; "
+                "use the onnxruntime backend for the midpoint solver"
+            )
         runner = self._runners.get(job.bucket)
         if runner is None:
             raise NoBucketError(

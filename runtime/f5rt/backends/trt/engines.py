@@ -22,10 +22,11 @@ from f5rt.backends.trt.contract import GRAPH_INPUTS, GRAPH_OUTPUTS
 from f5rt.backends.trt.profiles import ProfileSpec, ShapeRange, profile_shapes
 from f5rt.buckets import Bucket, BucketTable
 from f5rt.errors import BackendUnavailable, ManifestError
-from f5rt.manifest import GRAPHS, Manifest
+from f5rt.manifest import Manifest
+from f5rt.names import GRAPHS, TRT_PRECISIONS
 
 REBUILD = "rebuild the engines on this device: `nox -s compile` (or run engines/build_engines.sh)"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = TRT_PRECISIONS
 MIN_TENSORRT = (10, 0)
 JETPACK_HINT = "JetPack 6.1 or later brings TensorRT 10.3 (JetPack 6.0 has 8.6)"
 

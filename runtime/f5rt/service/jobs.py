@@ -1,7 +1,7 @@
 """What the batcher runs: whole requests and streams, each cut into rows of chunk work.
 
-A job is planned on the worker thread (`Synthesizer.plan_request`) into one row per text chunk. Rows
-of any jobs may share one engine call (f5rt.batching decides which); what a job does with its rows'
+A job is planned on the worker thread (`ChunkEngine.plan_request`) into one row per text chunk. Rows
+of any jobs may share one engine call (f5rt.service.batcher decides which); what a job does with its rows'
 waves is its own business: a whole request joins them into one SynthesisResult when the last one
 arrives, a stream turns them into pieces in chunk order through the same incremental cross-fade as
 `Synthesizer.stream`, so its pieces join to exactly the audio of the whole request.
@@ -19,9 +19,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
-import numpy as np
+from f5rt.audio import CrossFader
+from f5rt.options import SynthesisOptions
+from f5rt.service.engine import ChunkEngine
+from f5rt.service.work import ChunkWork, RequestPlan, SynthesisResult, Wave
+from f5rt.voices import Voice
+
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -29,7 +35,7 @@ class Row:
     """One chunk of one job, waiting for (or in) an engine call."""
 
     job: Job
-    work: Any  # f5rt.synthesizer.ChunkWork
+    work: ChunkWork
 
     @property
     def first_piece(self) -> bool:
@@ -50,8 +56,8 @@ class Job:
     def __init__(
         self,
         text: str,
-        voice: Any,
-        options: Any,
+        voice: Voice,
+        options: SynthesisOptions,
         first_chunk_chars: int | None,
         enqueued: float,
         deadline: float,
@@ -60,10 +66,10 @@ class Job:
         self.text, self.voice, self.options, self.first_chunk_chars = text, voice, options, first_chunk_chars
         self.enqueued, self.deadline, self.seq = enqueued, deadline, seq
         self.started = False  # a row of it has gone into an engine call (its queue deadline no longer applies)
-        self.plan: Any = None
+        self._plan: RequestPlan | None = None
         self.timings: dict[str, float] = {}
-        self._synth: Any = None
-        self._waves: dict[int, np.ndarray] = {}
+        self._engine: ChunkEngine | None = None
+        self._waves: dict[int, Wave] = {}
         self._delivered = 0
 
     @property
@@ -71,18 +77,31 @@ class Job:
         """Cancelled, closed, failed or finished: its queued rows are dropped unrun."""
         raise NotImplementedError
 
-    def prepare(self, synth: Any) -> list[Row]:
+    @property
+    def plan(self) -> RequestPlan:
+        """The request's chunk works (set by `prepare` on the worker)."""
+        if self._plan is None:
+            raise RuntimeError("job not planned yet: the batcher calls prepare() first")
+        return self._plan
+
+    @property
+    def engine(self) -> ChunkEngine:
+        if self._engine is None:
+            raise RuntimeError("job not planned yet: the batcher calls prepare() first")
+        return self._engine
+
+    def prepare(self, engine: ChunkEngine) -> list[Row]:
         """Plan the request (worker thread); raises what planning raises (bad options, bad text)."""
         t0 = time.perf_counter()
-        self._synth = synth
-        self.plan = synth.plan_request(self.text, self.voice, self.options, self.first_chunk_chars)
+        self._engine = engine
+        self._plan = plan = engine.plan_request(self.text, self.voice, self.options, self.first_chunk_chars)
         self.timings["plan"] = time.perf_counter() - t0
-        rows = [Row(self, w) for w in self.plan.works]
+        rows = [Row(self, w) for w in plan.works]
         if not rows:
             self._complete()
         return rows
 
-    def deliver(self, index: int, wave: np.ndarray, timings: dict[str, float]) -> None:
+    def deliver(self, index: int, wave: Wave, timings: dict[str, float]) -> None:
         """The wave of chunk `index`, with the timings of the engine call it was computed in."""
         for key, value in timings.items():
             self.timings[key] = self.timings.get(key, 0.0) + value
@@ -109,9 +128,18 @@ class WholeJob(Job):
     and its remaining rows are skipped.
     """
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.future: Future = Future()
+    def __init__(
+        self,
+        text: str,
+        voice: Voice,
+        options: SynthesisOptions,
+        first_chunk_chars: int | None,
+        enqueued: float,
+        deadline: float,
+        seq: int,
+    ) -> None:
+        super().__init__(text, voice, options, first_chunk_chars, enqueued, deadline, seq)
+        self.future: Future[SynthesisResult] = Future()
 
     @property
     def dead(self) -> bool:
@@ -122,7 +150,7 @@ class WholeJob(Job):
 
     def _complete(self) -> None:
         waves = [self._waves[w.index] for w in self.plan.works]
-        result = self._synth.finish(self.plan, waves, self.timings)
+        result = self.engine.finish(self.plan, waves, self.timings)
         result.timings["total"] = sum(self.timings.get(k, 0.0) for k in ("plan", "engine"))
         self._waves.clear()
         _settle(self.future, result=result)
@@ -137,15 +165,26 @@ class StreamJob(Job):
 
     streaming = True
 
-    def __init__(self, *args: Any, on_close: Callable[[StreamJob], None]) -> None:
-        super().__init__(*args)
+    def __init__(
+        self,
+        text: str,
+        voice: Voice,
+        options: SynthesisOptions,
+        first_chunk_chars: int | None,
+        enqueued: float,
+        deadline: float,
+        seq: int,
+        *,
+        on_close: Callable[[StreamJob], None],
+    ) -> None:
+        super().__init__(text, voice, options, first_chunk_chars, enqueued, deadline, seq)
         self._on_close = on_close
         self._lock = threading.RLock()  # re-entrant: a future's done-callback may call close()
-        self._ready: collections.deque[np.ndarray] = collections.deque()
-        self._waiters: collections.deque[Future] = collections.deque()
+        self._ready: collections.deque[Wave] = collections.deque()
+        self._waiters: collections.deque[Future[Wave | None]] = collections.deque()
         self._final: tuple[BaseException | None] | None = None  # (None,) ended, (error,) failed
         self._closed = False
-        self._joiner: Any = None
+        self._joiner: CrossFader | None = None
         self._next = 0  # the chunk index the joiner needs next
 
     @property
@@ -156,9 +195,9 @@ class StreamJob(Job):
     def closed(self) -> bool:
         return self._closed
 
-    def next_piece(self) -> Future:
+    def next_piece(self) -> Future[Wave | None]:
         """A future of the next float32 piece, or None when the stream is finished or closed."""
-        fut: Future = Future()
+        fut: Future[Wave | None] = Future()
         with self._lock:
             if self._closed:
                 fut.set_result(None)
@@ -189,7 +228,7 @@ class StreamJob(Job):
 
     def _arrived(self, index: int) -> None:
         if self._joiner is None:
-            self._joiner = self._synth.joiner(self.plan.opts)
+            self._joiner = self.engine.joiner(self.plan.opts)
         while self._next in self._waves:
             piece = self._joiner.push(self._waves.pop(self._next))
             self._next += 1
@@ -203,7 +242,7 @@ class StreamJob(Job):
                 self._emit(tail)
         self._finish((None,))
 
-    def _emit(self, piece: np.ndarray) -> None:
+    def _emit(self, piece: Wave) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -225,13 +264,13 @@ class StreamJob(Job):
                 _settle(fut, error=final[0])
 
 
-def _settle(fut: Future, result: Any = None, error: BaseException | None = None) -> bool:
+def _settle(fut: Future[T], result: T | None = None, error: BaseException | None = None) -> bool:
     """Resolve a future unless its waiter cancelled it first; False if it was cancelled (or done)."""
     try:
         if error is not None:
             fut.set_exception(error)
         else:
-            fut.set_result(result)
+            fut.set_result(result)  # type: ignore[arg-type]  # None ends a stream's Future[Wave | None]
     except InvalidStateError:
         return False
     return True

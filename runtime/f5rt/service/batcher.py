@@ -4,10 +4,10 @@ Why one thread: the engines (one CUDA graph per bucket, or one ONNX Runtime sess
 device resource, so running two requests side by side only makes both slower; batching them into one
 engine call (B > 1) is where throughput comes from.
 
-Why rows: a request is planned (on the worker) into one row per text chunk (f5rt.jobs), and the
+Why rows: a request is planned (on the worker) into one row per text chunk (f5rt.service.jobs), and the
 worker schedules rows, not requests. Whole requests (`submit`) and streams (`open_stream`) queue
 rows alike, so the next piece of a stream and the chunks of a whole request can share one engine
-call when they share a sampling schedule (`schedule_key`). Each call takes the row of highest
+call when they share a sampling schedule (`SynthesisOptions.schedule_key`). Each call takes the row of highest
 priority (`Row.priority`: every stream's first piece, then the oldest job's earliest chunk) and adds
 compatible rows (same schedule, at most `max_batch` requests and the largest batch bucket). After
 `FIRST_PIECE_STREAK` first-piece calls in a row, the oldest other row gets the next call, so a steady
@@ -41,42 +41,35 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar
 
 from f5rt.errors import Overloaded, RequestTimeout, ShuttingDown  # defined in errors.py, importable from here too
-from f5rt.jobs import Job, Row, StreamJob, WholeJob
 from f5rt.limits import Limits
 from f5rt.metrics import Metrics
+from f5rt.options import SynthesisOptions
+from f5rt.service.engine import ChunkEngine
+from f5rt.service.jobs import Job, Row, StreamJob, WholeJob
+from f5rt.service.work import SynthesisResult
+from f5rt.voices import Voice
 
-log = logging.getLogger("f5rt.batching")
+T = TypeVar("T")
+
+log = logging.getLogger("f5rt.service.batcher")
 
 FIRST_PIECE_STREAK = 4
 """First-piece calls in a row while other rows wait, before one call goes to the oldest other row:
 first audio goes first, but streams arriving without pause cannot starve whole requests and later
 pieces (they get at least every fifth call). A burst of up to 4 x the batch cap streams is unaffected."""
 
-__all__ = ["Batcher", "Overloaded", "RequestTimeout", "ShuttingDown", "Slot", "StreamJob", "schedule_key"]
-
-
-def schedule_key(options: Any) -> tuple[Any, ...]:
-    """Requests share one engine call only when they share the sampling schedule (t, dt per step).
-
-    SampleJob holds one (nfe,) schedule for the whole batch; cfg is per row, so it does not split
-    batches. Everything that shapes the schedule goes in the key (ChunkWork.schedule_key is the same).
-    """
-    return (
-        getattr(options, "nfe", None),
-        getattr(options, "sway", None),
-        getattr(options, "use_epss", None),
-    )
+__all__ = ["Batcher", "Overloaded", "RequestTimeout", "ShuttingDown", "Slot", "StreamJob"]
 
 
 @dataclass(eq=False)
-class _Call:
-    fn: Callable[[], Any]
+class _Call(Generic[T]):
+    fn: Callable[[], T]
     enqueued: float
     deadline: float
-    future: Future = field(default_factory=Future)
+    future: Future[T] = field(default_factory=Future)
 
 
 class Slot:
@@ -94,15 +87,16 @@ class Slot:
 class Batcher:
     """The single inference worker (see the module docstring)."""
 
-    def __init__(self, synth: Any, limits: Limits, metrics: Metrics | None = None) -> None:
-        self.synth = synth
+    def __init__(self, engine: ChunkEngine, limits: Limits, metrics: Metrics | None = None) -> None:
+        self.engine = engine
         self.limits = limits
         self.metrics = metrics
-        self._inbox: collections.deque[Job | _Call] = collections.deque()  # not yet planned / run, FIFO
+        self._inbox: collections.deque[Job | _Call[object]] = collections.deque()  # not yet planned / run, FIFO
         self._rows: list[Row] = []  # planned chunks waiting for an engine call
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self._warmup = True
         self._stopping = False
         self._paused = False
         self._inflight = 0
@@ -115,7 +109,7 @@ class Batcher:
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self, warmup: bool = True) -> None:
-        """Start the worker; with warmup its first job is synth.warmup() and `ready` turns true after."""
+        """Start the worker; with warmup its first job is engine.warmup() and `ready` turns true after."""
         if self._thread is not None:
             return
         self._warmup = warmup
@@ -167,32 +161,39 @@ class Batcher:
 
     # ---- submission ------------------------------------------------------------------------
 
-    def submit(self, text: str, voice: Any, options: Any, timeout: float | None = None) -> Future:
+    def submit(
+        self, text: str, voice: Voice, options: SynthesisOptions, timeout: float | None = None
+    ) -> Future[SynthesisResult]:
         """Queue one synthesis; the future resolves to its SynthesisResult (or its error)."""
         job = WholeJob(text, voice, options, None, *self._times(timeout))
         self._enqueue(job)
         return job.future
 
     def open_stream(
-        self, text: str, voice: Any, options: Any, first_chunk_chars: int | None, timeout: float | None = None
+        self,
+        text: str,
+        voice: Voice,
+        options: SynthesisOptions,
+        first_chunk_chars: int | None,
+        timeout: float | None = None,
     ) -> StreamJob:
         """Queue a stream; read it with `next_piece()`, and `close()` it when the reader goes away."""
         job = StreamJob(text, voice, options, first_chunk_chars, *self._times(timeout), on_close=self._forget)
         self._enqueue(job)
         return job
 
-    def call(self, fn: Callable[[], Any], timeout: float | None = None) -> Future:
+    def call(self, fn: Callable[[], T], timeout: float | None = None) -> Future[T]:
         """Run `fn` alone on the worker thread (anything that touches the engines), in arrival order."""
         now = time.monotonic()
         job = _Call(fn, now, now + (timeout or self.limits.request_timeout_s))
-        self._enqueue(job)
+        self._enqueue(job)  # type: ignore[arg-type]  # the queue holds calls of any result type
         return job.future
 
     def _times(self, timeout: float | None) -> tuple[float, float, int]:
         now = time.monotonic()
         return now, now + (timeout or self.limits.request_timeout_s), next(self._seq)
 
-    def _enqueue(self, item: Job | _Call) -> None:
+    def _enqueue(self, item: Job | _Call[object]) -> None:
         with self._cond:
             if self._stopping:
                 raise ShuttingDown("server is shutting down")
@@ -210,12 +211,13 @@ class Batcher:
         if self._warmup:
             try:
                 t0 = time.monotonic()
-                self.synth.warmup()
+                self.engine.warmup()
                 log.info("warm-up done in %.2f s", time.monotonic() - t0)
             except Exception as e:  # the server reports it on /api/health and refuses requests
                 log.exception("warm-up failed")
                 self.warmup_error = f"{type(e).__name__}: {e}"
-                return self._abandon(ShuttingDown(f"warm-up failed: {e}"))
+                self._abandon(ShuttingDown(f"warm-up failed: {e}"))
+                return
         self.ready = True
         while True:
             with self._cond:
@@ -247,14 +249,14 @@ class Batcher:
             self._refuse(item, error)
 
     @staticmethod
-    def _refuse(item: Job | _Call, error: Exception) -> None:
+    def _refuse(item: Job | _Call[object], error: Exception) -> None:
         if isinstance(item, _Call):
             if item.future.set_running_or_notify_cancel():
                 item.future.set_exception(error)
         else:
             item.fail(error)
 
-    def _admit(self, items: list[Job | _Call]) -> None:
+    def _admit(self, items: list[Job | _Call[object]]) -> None:
         """Plan new jobs into rows and run calls, in arrival order (planning is cheap next to sampling)."""
         for item in items:
             if self._stopping:  # stop() came while an earlier item ran: it did not see these
@@ -269,7 +271,7 @@ class Batcher:
                 item.fail(RequestTimeout("request timed out in the queue"))
                 continue
             try:
-                rows = item.prepare(self.synth)
+                rows = item.prepare(self.engine)
             except Exception as e:  # bad options or text: the request's own error
                 item.fail(e)
                 continue
@@ -304,16 +306,16 @@ class Batcher:
     @property
     def _cap(self) -> int:
         """Rows per engine call: the synthesizer's largest batch bucket."""
-        return int(getattr(self.synth, "max_rows", self.limits.max_batch))
+        return self.engine.max_rows
 
     def _group(self, head: Row) -> list[Row]:
         """Head plus the queued rows that may share its engine call (see the module docstring)."""
         max_jobs = self.limits.max_batch if self.limits.batching else 1
-        key = head.work.schedule_key
+        key = head.work.opts.schedule_key
         group, jobs = [head], {id(head.job)}
 
         def take(row: Row, limit: int) -> None:
-            if len(group) >= limit or row is head or row.work.schedule_key != key:
+            if len(group) >= limit or row is head or row.work.opts.schedule_key != key:
                 return
             if id(row.job) not in jobs:
                 if len(jobs) >= max_jobs:
@@ -330,13 +332,13 @@ class Batcher:
         for row in fits:
             if row.first_piece:
                 take(row, self._cap)
-        padded = min(self._cap, int(getattr(self.synth, "padded_rows", lambda n: n)(len(group))))
+        padded = min(self._cap, self.engine.padded_rows(len(group)))
         for row in fits:  # rows that ride in the batch bucket's padding cost nothing (fixed shapes)
             if not row.first_piece:
                 take(row, padded)
         return group
 
-    def _run_call(self, job: _Call) -> None:
+    def _run_call(self, job: _Call[object]) -> None:
         if not job.future.set_running_or_notify_cancel():
             return
         if time.monotonic() > job.deadline:
@@ -371,7 +373,7 @@ class Batcher:
         timings: dict[str, float] = {}
         t0 = time.monotonic()
         try:
-            waves = self.synth.run_chunks([r.work for r in rows], timings)
+            waves = self.engine.run_chunks([r.work for r in rows], timings)
             if len(waves) != len(rows):
                 raise RuntimeError(f"run_chunks returned {len(waves)} waves for {len(rows)} rows")
         except Exception as e:

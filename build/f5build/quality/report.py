@@ -1,0 +1,125 @@
+"""reports/<name>/quality.{md,json,png}: ceilings, every condition, gates, the chat-reader default."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from f5build.quality.gates import GateVerdict
+from f5build.quality.scoring import ConditionScore, UtteranceScore
+from f5rt.files import atomic_path, atomic_write_json
+
+HEAD = "| condition | utts | WER | similarity | verified | OVRL | SIG | BAK | P.808 |"
+
+
+def _row(s: ConditionScore) -> str:
+    return (
+        f"| {s.name} | {s.utterances} | {s.wer:.3f} | {s.sim:.3f} | {s.verify_rate:.0%} | {s.ovrl:.2f} "
+        f"| {s.sig:.2f} | {s.bak:.2f} | {s.p808:.2f} |"
+    )
+
+
+def choose_default(results: Sequence[ConditionScore], nfe_range: tuple[int, int] = (6, 8)) -> ConditionScore | None:
+    """The chat reader's default: the FP32 condition with NFE in range and the lowest WER (ties: fewer steps).
+
+    Only Euler schedules (sway, EPSS) are candidates: the midpoint solver runs on ONNX Runtime only,
+    and a service default must run on every backend (the TensorRT CUDA graph replays Euler steps)."""
+    lo, hi = nfe_range
+    pool = [r for r in results if r.precision == "fp32" and lo <= r.nfe <= hi and r.schedule != "midpoint"]
+    return min(pool, key=lambda r: (round(r.wer, 3), r.nfe, -r.ovrl)) if pool else None
+
+
+def _plot(results: Sequence[ConditionScore], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for (metric, title), ax in zip(
+        (("wer", "word error rate"), ("sim", "speaker similarity"), ("ovrl", "DNSMOS OVRL")), axes, strict=False
+    ):
+        for precision, schedule in sorted({(r.precision, r.schedule) for r in results if r.nfe > 0}):
+            rows = sorted(
+                (r for r in results if r.precision == precision and r.schedule == schedule), key=lambda r: r.nfe
+            )
+            ax.plot([r.nfe for r in rows], [getattr(r, metric) for r in rows], "-o" if schedule == "sway" else "--s",
+                    label=f"{precision} {schedule}")  # fmt: skip
+        for r in results:
+            if r.nfe == 0:
+                ax.axhline(getattr(r, metric), color="grey", linestyle=":", linewidth=1)
+        ax.set(title=title, xlabel="NFE", xscale="log")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def write_quality_report(
+    out: Path,
+    model: str,
+    ceilings: Sequence[ConditionScore],
+    results: Sequence[ConditionScore],
+    verdicts: Sequence[GateVerdict],
+    details: dict[str, list[UtteranceScore]],
+    meta: dict[str, Any],
+) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    default = choose_default(results)
+    passed = all(v.passed for v in verdicts)
+    lines = [
+        f"# Listening figures: {model}",
+        "",
+        f"{'All quality gates passed' if passed else 'QUALITY GATES FAILED'} ({len(verdicts)} checked). "
+        f"ASR: Whisper {meta.get('asr')}; similarity: resemblyzer; naturalness: DNSMOS (speechmos).",
+        "",
+        "## Ceilings",
+        "",
+        HEAD,
+        "|---|---|---|---|---|---|---|---|---|",
+        *(_row(c) for c in ceilings),
+        "",
+        "## Conditions",
+        "",
+        HEAD,
+        "|---|---|---|---|---|---|---|---|---|",
+        *(_row(r) for r in results),
+        "",
+        "![quality vs NFE](quality.png)",
+        "",
+        "## Gates (each precision vs FP32 at the same NFE, schedule and seeds)",
+        "",
+        *(
+            f"- {'pass' if v.passed else 'FAIL'} {v.condition}" + (f": {'; '.join(v.failures)}" if v.failures else "")
+            for v in verdicts
+        ),  # fmt: skip
+        "",
+    ]
+    if default is not None:
+        lines += [
+            "## Chat-reader default",
+            "",
+            f"NFE {default.nfe}, {default.schedule}: WER {default.wer:.3f}, similarity {default.sim:.3f}, "
+            f"OVRL {default.ovrl:.2f} (the FP32 Euler condition at NFE 6-8 with the lowest WER).",
+            "",
+        ]
+    (out / "quality.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_json(
+        out / "quality.json",
+        {
+            "model": model,
+            "meta": meta,
+            "passed": passed,
+            "ceilings": [c.to_dict() for c in ceilings],
+            "conditions": [r.to_dict() for r in results],
+            "gates": [asdict(v) for v in verdicts],
+            "default": default.to_dict() if default else None,
+            "utterances": {k: [asdict(s) for s in v] for k, v in details.items()},
+        },
+    )
+    if results:
+        _plot([*ceilings, *results], out / "quality.png")
+    return out

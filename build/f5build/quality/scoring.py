@@ -1,0 +1,124 @@
+"""Scores of one utterance and their means over a condition: typed results, no dicts.
+
+- word error rate: jiwer's WER between the normalised intended text and the normalised transcript
+  (lowercase, punctuation dropped, digits spelled out as Whisper sometimes writes numbers as digits);
+- speaker similarity: cosine of the output's embedding with its own reference's, and the highest
+  cosine with any *other* held-out speaker's reference; `verified` when its own is the higher, so
+  cloning is shown against other voices, not assumed;
+- DNSMOS OVRL / SIG / BAK and P.808.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+]
+_ONES += ["seventeen", "eighteen", "nineteen"]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def _spell(n: int) -> str:
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        rest = n % 100
+        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " " + _spell(rest))
+    return " ".join(_ONES[int(d)] for d in str(n))
+
+
+def normalize(text: str) -> str:
+    """Lowercase words only: digits spelled out, punctuation and case dropped, spaces collapsed."""
+    text = re.sub(r"\d+", lambda m: f" {_spell(int(m.group()))} ", text.lower())
+    text = text.replace("ok ", "okay ").replace("'", "")
+    return " ".join(re.sub(r"[^a-z]+", " ", text).split())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    ref, hyp = normalize(reference), normalize(hypothesis)
+    if not ref:
+        raise ValueError(f"reference text {reference!r} has no words")
+    return float(jiwer.wer(ref, hyp)) if hyp else 1.0
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
+
+
+@dataclass(frozen=True)
+class UtteranceScore:
+    """One generated (or ceiling) utterance, scored."""
+
+    id: str
+    speaker: str
+    text: str
+    transcript: str
+    wer: float
+    sim_own: float
+    sim_other: float
+    ovrl: float
+    sig: float
+    bak: float
+    p808: float
+    seconds: float
+
+    @property
+    def verified(self) -> bool:
+        return self.sim_own > self.sim_other
+
+
+@dataclass(frozen=True)
+class ConditionScore:
+    """Means over the utterances of one condition (a precision at an NFE and schedule, or a ceiling)."""
+
+    name: str
+    precision: str
+    nfe: int
+    schedule: str
+    utterances: int
+    wer: float
+    sim: float
+    verify_rate: float
+    ovrl: float
+    sig: float
+    bak: float
+    p808: float
+
+    @classmethod
+    def of(cls, name: str, precision: str, nfe: int, schedule: str, scores: list[UtteranceScore]) -> ConditionScore:
+        if not scores:
+            raise ValueError(f"{name}: no utterances were scored")
+
+        def mean(attr: str) -> float:
+            return float(np.mean([getattr(s, attr) for s in scores]))
+
+        verify = float(np.mean([s.verified for s in scores]))
+        return cls(name, precision, nfe, schedule, len(scores), mean("wer"), mean("sim_own"), verify,
+                   mean("ovrl"), mean("sig"), mean("bak"), mean("p808"))  # fmt: skip
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)

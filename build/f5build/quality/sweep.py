@@ -1,0 +1,162 @@
+"""The listening sweep: every condition synthesizes the held-out set through the real runtime.
+
+A condition is a precision at an NFE with a schedule:
+
+- `sway`: a uniform time grid with f5-tts' sway sampling (coefficient -1);
+- `epss`: f5-tts' Empirically Pruned Step Sampling (+ sway) where f5-tts has a table for the NFE
+  (5, 6, 7, 10, 12, 16); for another NFE the condition is skipped, as f5-tts falls back to uniform;
+- `midpoint`: the midpoint solver on a uniform grid with sway, NFE / 2 steps of two step-graph calls
+  (so it is compared with the others at equal graph calls); odd NFE are skipped.
+
+Each utterance clones a held-out speaker from their reference line (audio + text) and says a
+held-out sentence, with seed = utterance index, so every condition hears the same requests with the
+same noise. Two ceilings are scored the same way: the ground-truth audio and copy-synthesis (the
+ground-truth mel through the model's own vocoder graph, FP32).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from f5build.quality.instruments import Dnsmos, SpeakerEncoder, Transcriber
+from f5build.quality.scoring import ConditionScore, UtteranceScore, cosine, wer
+from f5build.train.corpus import SAMPLE_RATE, Corpus, Utterance
+
+SCHEDULES = ("sway", "epss", "midpoint")
+
+
+@dataclass(frozen=True)
+class Condition:
+    precision: str
+    nfe: int
+    schedule: str
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.nfe < 1:
+            raise ValueError(f"nfe must be at least 1, got {self.nfe}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.precision}/nfe{self.nfe}/{self.schedule}"
+
+    def runnable(self) -> bool:
+        from f5rt.schedules import EPSS_TABLE
+
+        if self.schedule == "epss":
+            return self.nfe in EPSS_TABLE
+        return self.schedule != "midpoint" or self.nfe % 2 == 0
+
+
+class Listener:
+    """The three instruments, plus the held-out speakers' reference embeddings."""
+
+    def __init__(self, evalset: Corpus, cache: Path, asr_model: str = "base", threads: int = 1) -> None:
+        self.asr = Transcriber(cache, asr_model, threads)
+        self.speaker = SpeakerEncoder()
+        self.mos = Dnsmos()
+        self.refs = {u.speaker: self.speaker(evalset.wave(u), SAMPLE_RATE) for u in evalset.split("ref")}
+        if len(self.refs) < 2:
+            raise ValueError("speaker verification needs at least two held-out speakers with a reference line")
+
+    def score(self, u: Utterance, audio: np.ndarray, rate: int) -> UtteranceScore:
+        emb = self.speaker(audio, rate)
+        own = cosine(emb, self.refs[u.speaker])
+        other = max(cosine(emb, e) for s, e in self.refs.items() if s != u.speaker)
+        text = self.asr(audio, rate)
+        m = self.mos(audio, rate)
+        return UtteranceScore(u.id, u.speaker, u.text, text, wer(u.text, text), own, other,
+                              m.ovrl, m.sig, m.bak, m.p808, audio.shape[0] / rate)  # fmt: skip
+
+
+def eval_items(evalset: Corpus, count: int) -> list[tuple[Utterance, Utterance]]:
+    """(reference, target) for the first `count` held-out lines, speakers taken in turn."""
+    refs = {u.speaker: u for u in evalset.split("ref")}
+    items = [(refs[u.speaker], u) for u in evalset.split("eval") if u.speaker in refs]
+    if count > len(items):
+        raise ValueError(f"{count} utterances asked for, the held-out set has {len(items)}")
+    return items[:count]
+
+
+def ceilings(
+    artifacts: Path, evalset: Corpus, items: Sequence[tuple[Utterance, Utterance]], listener: Listener, threads: int
+) -> list[ConditionScore]:
+    """Ground truth and copy-synthesis (true mel -> the model's FP32 vocoder graph)."""
+    from f5rt.backends import make_backend
+    from f5rt.manifest import load_manifest
+
+    truth = [listener.score(t, evalset.wave(t), SAMPLE_RATE) for _, t in items]
+    backend = make_backend("onnxruntime", load_manifest(artifacts), precision="fp32", threads=threads)
+    try:
+        copy = []
+        for _, t in items:
+            mel = np.ascontiguousarray(evalset.mel_of(t).T[None])
+            copy.append(listener.score(t, np.clip(backend.vocode(mel)[0], -1, 1), SAMPLE_RATE))
+    finally:
+        backend.close()
+    return [
+        ConditionScore.of("ground truth", "-", 0, "-", truth),
+        ConditionScore.of("copy-synthesis", "fp32", 0, "-", copy),
+    ]
+
+
+def synthesize_condition(
+    synth: object, cond: Condition, evalset: Corpus, items: Sequence[tuple[Utterance, Utterance]]
+) -> Iterable[tuple[Utterance, np.ndarray, int]]:
+    from f5rt.synthesizer import SynthesisOptions, Synthesizer
+
+    assert isinstance(synth, Synthesizer)
+    for i, (ref, tgt) in enumerate(items):
+        voice = synth.voice_from_audio(evalset.wave(ref), ref.text, sample_rate=SAMPLE_RATE, voice_id=ref.speaker)
+        solver = "midpoint" if cond.schedule == "midpoint" else "euler"
+        opts = SynthesisOptions(nfe=cond.nfe, use_epss=cond.schedule == "epss", seed=i, solver=solver)
+        result = synth.synthesize(tgt.text, voice, opts)
+        yield tgt, np.clip(result.audio, -1, 1), result.sample_rate
+
+
+def run_conditions(
+    artifacts: Path,
+    conditions: Sequence[Condition],
+    evalset: Corpus,
+    items: Sequence[tuple[Utterance, Utterance]],
+    listener: Listener,
+    threads: int,
+    keep_audio: Path | None = None,
+) -> tuple[list[ConditionScore], dict[str, list[UtteranceScore]]]:
+    """Score every runnable condition; one Synthesizer per precision, reused across NFE and schedules."""
+    from f5rt.synthesizer import Synthesizer
+
+    results: list[ConditionScore] = []
+    details: dict[str, list[UtteranceScore]] = {}
+    by_precision: dict[str, list[Condition]] = {}
+    for c in conditions:
+        if c.runnable():
+            by_precision.setdefault(c.precision, []).append(c)
+    for precision, conds in by_precision.items():
+        with Synthesizer(artifacts, backend="onnxruntime", precision=precision, threads=threads) as synth:
+            for cond in conds:
+                scores = []
+                for tgt, audio, rate in synthesize_condition(synth, cond, evalset, items):
+                    scores.append(listener.score(tgt, audio, rate))
+                    if keep_audio is not None:
+                        import soundfile as sf
+
+                        out = keep_audio / cond.name.replace("/", "_") / f"{tgt.id}.wav"
+                        out.parent.mkdir(parents=True, exist_ok=True)
+                        sf.write(out, audio, rate)
+                details[cond.name] = scores
+                results.append(ConditionScore.of(cond.name, cond.precision, cond.nfe, cond.schedule, scores))
+                print(f"quality {cond.name}: {_line(results[-1])}", flush=True)
+    return results, details
+
+
+def _line(s: ConditionScore) -> str:
+    return (
+        f"WER {s.wer:.3f}  sim {s.sim:.3f}  verified {s.verify_rate:.0%}  OVRL {s.ovrl:.2f}  "
+        f"SIG {s.sig:.2f}  BAK {s.bak:.2f}  ({s.utterances} utts)"
+    )

@@ -1,0 +1,118 @@
+"""Train the embedded F5-TTS + Vocos on espeak-ng speech -> models/<name>/ in f5-tts' released layout.
+
+Parts, in order (`--train-parts`, default all of them):
+
+    corpus   espeak-ng speech by many synthetic speakers (cached in artifacts/train-corpus)
+    vocos    the vocoder, from the vocos package's modules, on the corpus' f5-tts mels
+    f5       the DiT, f5-tts' own CFM + DiT, resumable, with alignment signals on held-out speakers
+    export   the EMA weights as model_<steps>.safetensors + vocab.txt + vocos/ + the arch YAML
+    plot     loss curves and alignment signals -> reports/train/
+    evaluate every kept checkpoint: alignment signals + WER, similarity, DNSMOS -> reports/train/
+
+Training state lives outside the work tree (`--train-dir`, default ~/.cache/f5-aot/train), is saved
+atomically every few hundred steps, and a rerun continues from it: kill it at any time. Every seed
+is fixed; `--train-steps` and `--train-vocos-steps` say how far to go (a rerun with larger numbers
+trains on). `--train-threads` sets torch's intra-op threads (default 1, so a second job fits beside
+it on a 2-core machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from f5build.context import ROOT, csv_list
+
+PARTS = ("corpus", "vocos", "f5", "export", "plot", "evaluate")
+DEFAULT_OUT = ROOT / "models" / "f5tts-small-en"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("train (embedded F5-TTS + Vocos on espeak-ng speech)")
+    g.add_argument("--train-parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)} (default: all)")
+    g.add_argument(
+        "--train-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "f5-aot" / "train",
+        help="training state, logs and kept checkpoints (outside the work tree; resumed from)",
+    )
+    g.add_argument("--train-corpus", type=Path, default=ROOT / "artifacts" / "train-corpus", help="corpus cache")
+    g.add_argument("--train-out", type=Path, default=DEFAULT_OUT, help="where the released layout goes")
+    g.add_argument("--train-steps", type=int, default=None, help="DiT steps to reach (default: the recipe's)")
+    g.add_argument("--train-vocos-steps", type=int, default=None, help="Vocos steps to reach (default: the recipe's)")
+    g.add_argument("--train-threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    g.add_argument("--train-reports", type=Path, default=ROOT / "reports" / "train", help="loss plots and tables")
+
+
+@dataclass(frozen=True)
+class Options:
+    parts: tuple[str, ...]
+    train_dir: Path
+    corpus: Path
+    out: Path
+    reports: Path
+    steps: int | None
+    vocos_steps: int | None
+    threads: int
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Options:
+        parts = csv_list(args.train_parts)
+        unknown = [p for p in parts if p not in PARTS]
+        if unknown:
+            raise ValueError(f"--train-parts: unknown part(s) {unknown}; known: {', '.join(PARTS)}")
+        for name in ("train_steps", "train_vocos_steps"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if args.train_threads < 1:
+            raise ValueError(f"--train-threads must be at least 1, got {args.train_threads}")
+        return cls(
+            parts=parts,
+            train_dir=Path(args.train_dir),
+            corpus=Path(args.train_corpus),
+            out=Path(args.train_out),
+            reports=Path(args.train_reports),
+            steps=args.train_steps,
+            vocos_steps=args.train_vocos_steps,
+            threads=int(args.train_threads),
+        )
+
+
+def run(options: Options) -> int:
+    from f5build.train.corpus import CorpusOptions, corpus_is_current, load_corpus, make_corpus
+
+    copts = CorpusOptions()
+    if "corpus" in options.parts and not corpus_is_current(options.corpus, copts):
+        print(f"making the training corpus in {options.corpus}", flush=True)
+        make_corpus(options.corpus, copts, workers=max(1, options.threads))
+    corpus = load_corpus(options.corpus)
+    if "vocos" in options.parts:
+        from f5build.train.vocoder import VocosTrainer, VocosTrainOptions
+
+        vopts = replace(VocosTrainOptions(), threads=options.threads)
+        vopts = replace(vopts, steps=options.vocos_steps or vopts.steps)
+        VocosTrainer(corpus, options.train_dir, vopts).run_until(vopts.steps)
+    if "f5" in options.parts:
+        from f5build.train.f5 import F5Trainer, F5TrainOptions, make_vocab
+        from f5build.train.signals import alignment_signals
+
+        fopts = replace(F5TrainOptions(), threads=options.threads)
+        fopts = replace(fopts, steps=options.steps or fopts.steps)
+        trainer = F5Trainer(corpus, make_vocab(corpus), options.train_dir, fopts)
+        trainer.run_until(fopts.steps, signals=lambda ema, step: alignment_signals(ema, corpus).to_dict())
+    if "export" in options.parts:
+        from f5build.train.release import export_release
+
+        path = export_release(options.train_dir, options.out, corpus)
+        print(f"released layout written: {path}", flush=True)
+    if "plot" in options.parts:
+        from f5build.train.report import write_training_report
+
+        write_training_report(options.train_dir, options.reports)
+    if "evaluate" in options.parts:
+        from f5build.train.evaluate import evaluate_checkpoints
+
+        evaluate_checkpoints(options.train_dir, corpus, options.reports)
+    return 0

@@ -1,0 +1,251 @@
+"""The training corpus: espeak-ng speech of template lines by many synthetic speakers, cached.
+
+`make_corpus` is deterministic for a given espeak-ng version and settings: the same seed gives the
+same speakers, lines, audio and mels. The corpus is written to a temporary folder beside its target
+and renamed into place only when complete, so a killed run leaves either the previous corpus or
+none. Its `corpus.json` records the settings, the espeak-ng version and each file's sha256;
+`load_corpus` refuses a folder whose files do not match it.
+
+Layout of `artifacts/train-corpus/`:
+
+    corpus.json     settings, counts, espeak-ng version, file hashes
+    utts.jsonl      one utterance per line: id, speaker, text, split, sample and frame offsets
+    speakers.json   every speaker's espeak-ng arguments, and which are held out
+    audio.npy       every utterance's 24 kHz waveform, int16, end to end
+    mel.npy         every utterance's f5-tts mel (frames, 100), float16, end to end
+
+Splits: `phrase` and `train` (training speakers; single words / short phrases and sentences),
+`eval` (held-out sentences spoken by held-out speakers) and `ref` (one reference utterance per
+held-out speaker, the voice prompt when the eval sentences are generated).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from f5build.train.sentences import phrases, sentences
+from f5build.train.speakers import Speaker, make_speakers
+from f5build.train.state import staged_folder
+from f5rt.files import atomic_write_json, sha256_file
+
+SAMPLE_RATE = 24000
+HOP = 256
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CorpusOptions:
+    """How big the corpus is; every count is part of its identity (recorded in corpus.json)."""
+
+    train_speakers: int = 96
+    held_out_speakers: int = 8
+    held_out_variants: int = 8
+    train_sentences: int = 6000
+    phrases: int = 2500
+    eval_sentences: int = 48
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    speaker: str
+    text: str
+    split: str
+    sample_start: int
+    samples: int
+    frame_start: int
+    frames: int
+
+
+@dataclass
+class Corpus:
+    """A loaded corpus: utterances, speakers, and memory-mapped audio and mels."""
+
+    root: Path
+    utts: list[Utterance]
+    speakers: dict[str, Speaker]
+    held_out: set[str]
+    audio: np.ndarray
+    mel: np.ndarray
+
+    def split(self, name: str) -> list[Utterance]:
+        return [u for u in self.utts if u.split == name]
+
+    def wave(self, u: Utterance) -> np.ndarray:
+        """float32 waveform in [-1, 1]."""
+        return self.audio[u.sample_start : u.sample_start + u.samples].astype(np.float32) / 32768.0
+
+    def mel_of(self, u: Utterance) -> np.ndarray:
+        """(frames, 100) float32 log-mel."""
+        return self.mel[u.frame_start : u.frame_start + u.frames].astype(np.float32)
+
+
+def espeak_version() -> str:
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise FileNotFoundError("espeak-ng not found: install it with `apt-get install -y espeak-ng` (Debian/Ubuntu)")
+    return subprocess.run([exe, "--version"], capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+
+
+def speak(speaker: Speaker, text: str) -> np.ndarray:
+    """espeak-ng speech of `text` at 24 kHz, float32, silence trimmed to 0.1 s lead / 0.15 s tail."""
+    from scipy.signal import resample_poly
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "s.wav"
+        cmd = ["espeak-ng", *speaker.espeak_args(), "-w", str(wav), "--", text]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+        import soundfile as sf
+
+        raw, rate = sf.read(wav, dtype="float32")
+    if rate != 22050:
+        raise RuntimeError(f"espeak-ng wrote {rate} Hz audio, 22050 Hz expected")
+    audio = resample_poly(raw, 160, 147).astype(np.float32)
+    loud = np.flatnonzero(np.abs(audio) > 0.01)
+    if loud.size == 0:
+        raise RuntimeError(f"espeak-ng made silence for {text!r} with {speaker.voice}")
+    start = max(0, loud[0] - int(0.1 * SAMPLE_RATE))
+    end = min(audio.size, loud[-1] + int(0.15 * SAMPLE_RATE))
+    audio = audio[start:end]
+    rms = float(np.sqrt(np.mean(audio**2)))
+    # Speech-like loudness with some spread, so the model does not learn one level.
+    gain = (0.06 + 0.06 * (hash_unit(text + speaker.id))) / max(rms, 1e-6)
+    return np.clip(audio * gain, -1.0, 1.0)
+
+
+def hash_unit(key: str) -> float:
+    """A stable number in [0, 1) from a string (Python's hash() is salted per process)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+def _plan(opts: CorpusOptions) -> tuple[list[Speaker], list[Speaker], list[tuple[str, str, str]]]:
+    """Speakers and (split, speaker id, text) for every utterance, in corpus order."""
+    import random
+
+    train_spk, held_spk = make_speakers(opts.train_speakers, opts.held_out_speakers, opts.held_out_variants, opts.seed)
+    n_ref = opts.held_out_speakers
+    lines = sentences(opts.train_sentences + opts.eval_sentences + n_ref, opts.seed + 1)
+    train_lines = lines[: opts.train_sentences]
+    eval_lines = lines[opts.train_sentences : opts.train_sentences + opts.eval_sentences]
+    ref_lines = lines[opts.train_sentences + opts.eval_sentences :]
+    rng = random.Random(opts.seed + 2)
+    plan: list[tuple[str, str, str]] = []
+    plan += [("phrase", rng.choice(train_spk).id, t) for t in phrases(opts.phrases, opts.seed + 3)]
+    plan += [("train", rng.choice(train_spk).id, t) for t in train_lines]
+    plan += [("ref", s.id, ref_lines[i]) for i, s in enumerate(held_spk)]
+    plan += [("eval", held_spk[i % len(held_spk)].id, t) for i, t in enumerate(eval_lines)]
+    return train_spk, held_spk, plan
+
+
+def _mels(waves: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """f5-tts' own mel (vocos type) of each waveform, (frames, 100)."""
+    import torch
+    from f5_tts.model.modules import MelSpec
+
+    spec = MelSpec(n_fft=1024, hop_length=HOP, win_length=1024, n_mel_channels=100, target_sample_rate=SAMPLE_RATE)
+    with torch.no_grad():
+        for w in waves:
+            yield spec(torch.from_numpy(w)[None])[0].T.numpy()
+
+
+SPLITS = ("phrase", "train", "ref", "eval")
+
+
+def make_corpus(
+    out: Path, opts: CorpusOptions, workers: int = 2, progress: bool = True, splits: tuple[str, ...] = SPLITS
+) -> Path:
+    """Write the corpus to `out` (replacing it only when complete); returns `out`.
+
+    `splits` limits it to some splits (`("ref", "eval")` is the held-out evaluation set the quality
+    stage needs, made in seconds): utterance ids and content are the same as in the full corpus.
+    """
+    from tqdm import tqdm
+
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown corpus split(s) {unknown}; known: {', '.join(SPLITS)}")
+    train_spk, held_spk, full_plan = _plan(opts)
+    speakers = {s.id: s for s in [*train_spk, *held_spk]}
+    numbered = [(i, p) for i, p in enumerate(full_plan) if p[0] in splits]
+    plan = [p for _, p in numbered]
+    with staged_folder(out) as tmp:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            jobs = pool.map(lambda p: speak(speakers[p[1]], p[2]), plan)
+            waves = list(tqdm(jobs, total=len(plan), desc="espeak-ng", disable=not progress, mininterval=5))
+        mels = list(tqdm(_mels(waves), total=len(waves), desc="mel", disable=not progress, mininterval=5))
+        utts: list[Utterance] = []
+        s0 = f0 = 0
+        for (i, (split, spk, text)), w, m in zip(numbered, waves, mels, strict=False):
+            utts.append(Utterance(f"{split}{i:05d}", spk, text, split, s0, w.size, f0, m.shape[0]))
+            s0 += w.size
+            f0 += m.shape[0]
+        np.save(tmp / "audio.npy", np.concatenate([np.round(w * 32767).astype(np.int16) for w in waves]))
+        np.save(tmp / "mel.npy", np.concatenate(mels).astype(np.float16))
+        with open(tmp / "utts.jsonl", "w", encoding="utf-8") as f:
+            for u in utts:
+                f.write(json.dumps(asdict(u), ensure_ascii=False) + "\n")
+        atomic_write_json(
+            tmp / "speakers.json",
+            {"speakers": [s.to_dict() for s in speakers.values()], "held_out": [s.id for s in held_spk]},
+        )
+        files = ("audio.npy", "mel.npy", "utts.jsonl", "speakers.json")
+        counts = {s: sum(u.split == s for u in utts) for s in splits}
+        hours = {s: round(sum(u.samples for u in utts if u.split == s) / SAMPLE_RATE / 3600, 3) for s in counts}
+        atomic_write_json(
+            tmp / "corpus.json",
+            {
+                "format": FORMAT,
+                "options": asdict(opts),
+                "splits": list(splits),
+                "espeak": espeak_version(),
+                "counts": counts,
+                "hours": hours,
+                "files": {name: sha256_file(tmp / name) for name in files},
+            },
+        )
+    return out
+
+
+def corpus_is_current(root: Path, opts: CorpusOptions, splits: tuple[str, ...] = SPLITS) -> bool:
+    """True when `root` holds a complete corpus made with these options and splits."""
+    try:
+        meta = json.loads((root / "corpus.json").read_text())
+    except (OSError, ValueError):
+        return False
+    made = tuple(meta.get("splits", SPLITS))
+    return meta.get("format") == FORMAT and meta.get("options") == asdict(opts) and made == tuple(splits)
+
+
+def load_corpus(root: Path, verify: bool = True) -> Corpus:
+    """Read a corpus folder; with `verify`, every file's sha256 must match corpus.json."""
+    meta_path = root / "corpus.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{root}: no corpus.json (make the corpus with `nox -s train -- --corpus-only`)")
+    meta = json.loads(meta_path.read_text())
+    if verify:
+        for name, digest in meta["files"].items():
+            if sha256_file(root / name) != digest:
+                raise ValueError(f"{root / name}: sha256 differs from corpus.json (remake the corpus)")
+    utts = [Utterance(**json.loads(line)) for line in (root / "utts.jsonl").read_text(encoding="utf-8").splitlines()]
+    spk = json.loads((root / "speakers.json").read_text())
+    speakers = {d["id"]: Speaker(**d) for d in spk["speakers"]}
+    return Corpus(
+        root,
+        utts,
+        speakers,
+        set(spk["held_out"]),
+        np.load(root / "audio.npy", mmap_mode="r"),
+        np.load(root / "mel.npy", mmap_mode="r"),
+    )

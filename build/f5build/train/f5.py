@@ -1,0 +1,197 @@
+"""Training the embedded F5-TTS: f5-tts' own CFM + DiT, its mel, tokenizer and masking recipe.
+
+The loss is f5-tts' `CFM.forward` unchanged (random 70-100 % infilling span, audio dropped 30 % and
+text + audio 20 % of the time for classifier-free guidance, flow-matching MSE on the span), so the
+trained weights are an f5-tts checkpoint in every respect. What this module adds is what a 2-core
+CPU needs: frame-budget batches with a length curriculum (`batches`), an EMA kept as f5-tts' trainer
+keeps it (`ema_model_state_dict` with `ema_model.*` keys), resumable state saved atomically outside
+the work tree, and cheap alignment signals on held-out speakers (`signals`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from f5build.train.batches import Curriculum, FrameBatches
+from f5build.train.corpus import Corpus
+from f5build.train.state import load_state, save_state
+
+ARCH = dict(dim=128, depth=6, heads=2, dim_head=64, ff_mult=2, text_dim=64, conv_layers=2, text_mask_padding=True)
+MEL = dict(
+    n_fft=1024, hop_length=256, win_length=1024, n_mel_channels=100, target_sample_rate=24000, mel_spec_type="vocos"
+)
+
+
+@dataclass(frozen=True)
+class F5TrainOptions:
+    steps: int = 60000
+    lr: float = 5e-4
+    warmup: int = 300
+    grad_clip: float = 1.0
+    ema_beta: float = 0.999
+    seed: int = 0
+    threads: int = 1
+    save_every: int = 250
+    keep_every: int = 2500
+    signals_every: int = 1000
+    curriculum: Curriculum = field(default_factory=Curriculum)
+    arch: dict[str, Any] = field(default_factory=lambda: dict(ARCH))
+
+
+def tokens(text: str) -> list[str]:
+    """f5-tts' front-end for one line (pinyin conversion leaves English as characters)."""
+    from f5_tts.model.utils import convert_char_to_pinyin
+
+    return list(convert_char_to_pinyin([text])[0])
+
+
+def make_vocab(corpus: Corpus) -> list[str]:
+    """Space first (id 0, also f5-tts' unknown), then every token the training text uses, sorted."""
+    seen = {t for u in corpus.utts if u.split in ("phrase", "train") for t in tokens(u.text)}
+    seen.discard(" ")
+    return [" ", *sorted(seen)]
+
+
+def build_cfm(vocab: list[str], arch: dict[str, Any]) -> torch.nn.Module:
+    from f5_tts.model.backbones.dit import DiT
+    from f5_tts.model.cfm import CFM
+
+    dit = DiT(**arch, text_num_embeds=len(vocab), mel_dim=100)
+    return CFM(transformer=dit, mel_spec_kwargs=MEL, vocab_char_map={t: i for i, t in enumerate(vocab)})
+
+
+def ema_state(ema: torch.nn.Module, step: int) -> dict[str, torch.Tensor]:
+    """The EMA as f5-tts' trainer saves it (ema_pytorch layout): ema_model.* + initted + step."""
+    state = {f"ema_model.{k}": v.detach().clone() for k, v in ema.state_dict().items()}
+    state["initted"] = torch.tensor(True)
+    state["step"] = torch.tensor(step)
+    return state
+
+
+class F5Trainer:
+    """One training run; `run_until(step)` resumes from the newest state in `ckpt_dir`."""
+
+    def __init__(self, corpus: Corpus, vocab: list[str], ckpt_dir: Path, opts: F5TrainOptions) -> None:
+        self.corpus = corpus
+        self.vocab = vocab
+        self.ckpt_dir = ckpt_dir
+        self.opts = opts
+        torch.manual_seed(opts.seed)
+        self.cfm = build_cfm(vocab, opts.arch)
+        self.ema = copy.deepcopy(self.cfm).eval().requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.cfm.parameters(), lr=opts.lr, weight_decay=0.01)
+        self.step = 0
+        self.seconds = 0.0  # CPU seconds spent in training steps, over every resumed run
+        self.batches = FrameBatches(corpus.split("phrase") + corpus.split("train"), opts.curriculum, opts.seed)
+        self.log_path = ckpt_dir / "f5_log.jsonl"
+
+    def lr_at(self, step: int) -> float:
+        return self.opts.lr * min(1.0, (step + 1) / self.opts.warmup)
+
+    def resume(self) -> bool:
+        state = load_state(self.ckpt_dir / "f5_state.pt")
+        if state is None:
+            return False
+        if state["vocab"] != self.vocab or state["arch"] != self.opts.arch:
+            raise ValueError(
+                f"{self.ckpt_dir}: its training state is for another vocab or architecture; "
+                "pass another --train-dir or delete it to start over"
+            )
+        self.cfm.load_state_dict(state["model_state_dict"])
+        self.ema.load_state_dict(
+            {k[len("ema_model.") :]: v for k, v in state["ema_model_state_dict"].items() if k.startswith("ema_model.")}
+        )
+        self.opt.load_state_dict(state["optimizer_state_dict"])
+        self.step = int(state["step"])
+        self.seconds = float(state.get("seconds", 0.0))
+        random.setstate(state["py_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        return True
+
+    def save(self) -> None:
+        state = {
+            "model_state_dict": self.cfm.state_dict(),
+            "ema_model_state_dict": ema_state(self.ema, self.step),
+            "optimizer_state_dict": self.opt.state_dict(),
+            "step": self.step,
+            "seconds": self.seconds,
+            "vocab": self.vocab,
+            "arch": self.opts.arch,
+            "options": {k: v for k, v in asdict(self.opts).items() if k != "curriculum"},
+            "py_rng": random.getstate(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        save_state(self.ckpt_dir / "f5_state.pt", state)
+        if self.step % self.opts.keep_every == 0:
+            save_state(
+                self.ckpt_dir / f"f5_ema_{self.step:06d}.pt", {"ema_model_state_dict": state["ema_model_state_dict"]}
+            )
+
+    def _batch(self, step: int) -> tuple[torch.Tensor, list[list[str]], torch.Tensor]:
+        utts = self.batches.batch(step)
+        longest = max(u.frames for u in utts)
+        mel = torch.zeros(len(utts), longest, 100)
+        for i, u in enumerate(utts):
+            mel[i, : u.frames] = torch.from_numpy(self.corpus.mel_of(u))
+        lens = torch.tensor([u.frames for u in utts])
+        return mel, [tokens(u.text) for u in utts], lens
+
+    def train_step(self) -> dict[str, float]:
+        mel, text, lens = self._batch(self.step)
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        self.cfm.train()
+        loss, _, _ = self.cfm(mel, text=text, lens=lens)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.cfm.parameters(), self.opts.grad_clip)
+        self.opt.step()
+        with torch.no_grad():
+            beta = min(self.opts.ema_beta, (1 + self.step) / (10 + self.step))
+            for e, p in zip(self.ema.parameters(), self.cfm.parameters(), strict=False):
+                e.lerp_(p, 1 - beta)
+        self.step += 1
+        return {"loss": float(loss), "grad_norm": float(norm), "frames": int(lens.sum()), "batch": len(lens)}
+
+    def run_until(self, steps: int, signals: Any = None, progress: bool = True) -> None:
+        from tqdm import tqdm
+
+        torch.set_num_threads(self.opts.threads)
+        if self.step == 0 and not self.resume():
+            random.seed(self.opts.seed)
+        bar = tqdm(total=steps, initial=self.step, desc="f5", disable=not progress, mininterval=10)
+        window: list[float] = []
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            while self.step < steps:
+                t_step = time.process_time()
+                rec = self.train_step()
+                self.seconds += time.process_time() - t_step
+                window.append(rec["loss"])
+                bar.update(1)
+                if not math.isfinite(rec["loss"]):
+                    raise FloatingPointError(f"loss is {rec['loss']} at step {self.step}; lower --train-lr")
+                if self.step % 50 == 0:
+                    rec |= {"step": self.step, "loss_avg": float(np.mean(window)), "lr": self.lr_at(self.step)}
+                    rec |= {"cap": self.batches.curriculum.cap(self.step), "sec": round(self.seconds, 1)}
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    bar.set_postfix(loss=f"{rec['loss_avg']:.3f}")
+                    window = []
+                if self.step % self.opts.save_every == 0 or self.step == steps:
+                    self.save()
+                if signals is not None and self.step % self.opts.signals_every == 0:
+                    out = signals(self.ema, self.step)
+                    log.write(json.dumps({"step": self.step, "signals": out}) + "\n")
+                    log.flush()
+        bar.close()

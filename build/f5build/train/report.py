@@ -1,0 +1,63 @@
+"""Training report: loss curves and alignment signals -> reports/train/{train.md,train.json,loss.png}."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from f5rt.files import atomic_path, atomic_write_json
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_training_report(train_dir: Path, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f5 = _rows(train_dir / "f5_log.jsonl")
+    vocos = _rows(train_dir / "vocos_log.jsonl")
+    losses = [r for r in f5 if "loss_avg" in r]
+    signals = [{"step": r["step"], **r["signals"]} for r in f5 if "signals" in r]
+    out.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    axes[0].plot([r["step"] for r in losses], [r["loss_avg"] for r in losses])
+    axes[0].set(title="DiT flow-matching loss", xlabel="step", yscale="log")
+    axes[1].plot([r["step"] for r in vocos], [r["mel_l1"] for r in vocos], label="mel L1")
+    axes[1].plot([r["step"] for r in vocos], [r["stft"] for r in vocos], label="MR-STFT")
+    axes[1].set(title="Vocos losses", xlabel="step")
+    axes[1].legend()
+    for key, style in (("loudness_corr", "-"), ("loudness_corr_unrelated", "--")):
+        axes[2].plot([s["step"] for s in signals], [s[key] for s in signals], style, label=key)
+    axes[2].set(title="alignment: loudness contour vs truth", xlabel="step")
+    axes[2].legend()
+    fig.tight_layout()
+    with atomic_path(out / "loss.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    atomic_write_json(out / "train.json", {"f5": losses, "vocos": vocos, "signals": signals})
+    lines = ["# Training", "", "![losses](loss.png)", ""]
+    if losses:
+        last = losses[-1]
+        lines += [
+            f"DiT: step {last['step']}, loss {last['loss_avg']:.4f}, {last['sec'] / 3600:.2f} CPU-hours of training steps.",
+            "",
+        ]
+    if vocos:
+        last = vocos[-1]
+        lines += [f"Vocos: step {last['step']}, mel L1 {last['mel_l1']:.4f}, {last['sec'] / 3600:.2f} CPU-hours.", ""]
+    if signals:
+        lines += ["| step | mel L1 | unrelated | loudness corr | unrelated |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {s['step']} | {s['mel_l1']:.3f} | {s['mel_l1_unrelated']:.3f} | {s['loudness_corr']:.3f} "
+            f"| {s['loudness_corr_unrelated']:.3f} |"
+            for s in signals
+        ]
+    (out / "train.md").write_text("\n".join(lines) + "\n")
+    return out

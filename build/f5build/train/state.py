@@ -1,0 +1,68 @@
+"""Training state files: written atomically, read back with a clear error when damaged.
+
+A training run is killed at any moment (Ctrl-C, the OOM killer, a session ending); its state file is
+replaced only by a complete newer one (temp file + fsync + rename), so the newest state on disk is
+always loadable and a rerun resumes from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_state(path: Path) -> dict[str, Any] | None:
+    """The state in `path`, or None when there is none yet."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for a damaged file
+        raise ValueError(
+            f"{path}: training state unreadable ({type(e).__name__}: {e}); delete it to start over"
+        ) from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise ValueError(f"{path}: not a training state (no 'step'); delete it to start over")
+    return state
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A temporary folder beside `out` that replaces it when the block succeeds.
+
+    The previous `out` stays whole until the new one is complete (a corpus, a release); a block that
+    raises, or a process that is killed, leaves it as it was and at most a `.name.*` folder behind.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; these are ordinary shared folders
+    try:
+        yield tmp
+        old = out.with_name(f".{out.name}.old")
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

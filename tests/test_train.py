@@ -1,0 +1,207 @@
+"""The training side of the embedded model: corpus, batches, resumable training, released layout.
+
+The corpus tests speak with espeak-ng (CI installs it); the training tests use a tiny architecture
+and a few steps, so they prove the mechanics (determinism, resume, the layout users' loaders read),
+not the model's quality (that is `f5build quality`'s job).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from f5build.train.batches import Curriculum, FrameBatches
+from f5build.train.corpus import CorpusOptions, corpus_is_current, load_corpus, make_corpus
+from f5build.train.sentences import phrases, sentences
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = CorpusOptions(
+    train_speakers=3, held_out_speakers=2, held_out_variants=2, train_sentences=6, phrases=10, eval_sentences=4
+)
+TINY_ARCH = dict(dim=64, depth=2, heads=2, dim_head=32, ff_mult=2, text_dim=32, conv_layers=1, text_mask_padding=True)
+TINY_VOCOS = dict(dim=32, intermediate_dim=64, num_layers=1, padding="center")
+
+needs_espeak = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt-get install -y espeak-ng)"
+)
+
+
+def test_lines_are_distinct_and_fixed_by_the_seed():
+    a, b = sentences(200, 7), sentences(200, 7)
+    assert a == b and len(set(a)) == 200
+    assert sentences(200, 8) != a
+    p = phrases(300, 7)
+    assert len(set(p)) == 300 and max(len(x.split()) for x in p) <= 7
+    with pytest.raises(ValueError, match="distinct"):
+        phrases(100_000, 7)
+
+
+def test_curriculum_grows_and_batches_are_a_function_of_the_step():
+    from f5build.train.corpus import Utterance
+
+    utts = [Utterance(f"u{i}", "s", "x", "train", 0, 0, 0, 40 + 7 * i) for i in range(120)]
+    cur = Curriculum(start_frames=100, max_frames=800, ramp_steps=10, batch_frames=600)
+    assert cur.cap(0) == 100 and cur.cap(5) == 450 and cur.cap(10) == cur.cap(99) == 800
+    fb = FrameBatches(utts, cur, seed=3)
+    for step in (0, 4, 50):
+        batch = fb.batch(step)
+        assert [u.id for u in batch] == [u.id for u in FrameBatches(utts, cur, seed=3).batch(step)]
+        assert max(u.frames for u in batch) <= cur.cap(step)
+        assert len(batch) == 1 or len(batch) * max(u.frames for u in batch) <= cur.batch_frames
+    with pytest.raises(ValueError, match="start cap"):
+        FrameBatches(utts[10:], Curriculum(start_frames=50), seed=0)
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed (apt-get install -y espeak-ng)")
+    return make_corpus(tmp_path_factory.mktemp("corpus") / "c", SMALL, progress=False)
+
+
+@needs_espeak
+def test_corpus_is_deterministic_split_and_verified(small_corpus: Path, tmp_path: Path):
+    again = make_corpus(tmp_path / "again", SMALL, progress=False)
+    a = json.loads((small_corpus / "corpus.json").read_text())
+    b = json.loads((again / "corpus.json").read_text())
+    assert a["files"] == b["files"]  # same speech, mels and split, byte for byte
+    assert corpus_is_current(small_corpus, SMALL) and not corpus_is_current(small_corpus, replace(SMALL, seed=9))
+    c = load_corpus(small_corpus)
+    assert {s: len(c.split(s)) for s in ("phrase", "train", "ref", "eval")} == {
+        "phrase": 10,
+        "train": 6,
+        "ref": 2,
+        "eval": 4,
+    }
+    held = {c.speakers[s].variant for s in c.held_out}
+    trained = {c.speakers[u.speaker].variant for u in c.utts if u.split in ("phrase", "train")}
+    assert held and not held & trained  # held-out speakers use timbres no training speaker has
+    for u in c.utts:
+        assert c.mel_of(u).shape == (u.samples // 256 + 1, 100)
+        assert np.abs(c.wave(u)).max() > 0.05
+    # the held-out set alone has the same utterances as in the full corpus
+    ev = load_corpus(make_corpus(tmp_path / "ev", SMALL, progress=False, splits=("ref", "eval")))
+    assert [(u.id, u.text) for u in ev.utts] == [(u.id, u.text) for u in c.utts if u.split in ("ref", "eval")]
+    np.testing.assert_array_equal(ev.mel_of(ev.utts[0]), c.mel_of(c.split("ref")[0]))
+    # a changed file is refused
+    tampered = tmp_path / "tampered"
+    shutil.copytree(small_corpus, tampered)
+    (tampered / "utts.jsonl").write_text((tampered / "utts.jsonl").read_text().replace("train", "trian", 1))
+    with pytest.raises(ValueError, match="sha256"):
+        load_corpus(tampered)
+
+
+def _trainers(corpus_root: Path, ckpt: Path):
+    from f5build.train.f5 import F5Trainer, F5TrainOptions, make_vocab
+    from f5build.train.vocoder import VocosTrainer, VocosTrainOptions
+
+    corpus = load_corpus(corpus_root)
+    cur = Curriculum(start_frames=400, max_frames=400, ramp_steps=1, batch_frames=800)
+    f5 = F5Trainer(corpus, make_vocab(corpus), ckpt, F5TrainOptions(arch=dict(TINY_ARCH), curriculum=cur, save_every=2))
+    voc = VocosTrainer(corpus, ckpt, VocosTrainOptions(arch=dict(TINY_VOCOS), batch=2, save_every=2, steps=4))
+    return f5, voc
+
+
+@needs_espeak
+def test_training_resumes_to_the_same_weights(small_corpus: Path, tmp_path: Path):
+    once, _ = _trainers(small_corpus, tmp_path / "once")
+    once.run_until(4, progress=False)
+    first, _ = _trainers(small_corpus, tmp_path / "twice")
+    first.run_until(2, progress=False)
+    resumed, _ = _trainers(small_corpus, tmp_path / "twice")  # a new process would start like this
+    resumed.run_until(4, progress=False)
+    assert resumed.step == once.step == 4
+    for (name, a), b in zip(once.cfm.state_dict().items(), resumed.cfm.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    losses = [
+        json.loads(x)["loss"] for x in (tmp_path / "once" / "f5_log.jsonl").read_text().splitlines() if "loss" in x
+    ]
+    assert all(np.isfinite(losses))
+
+
+@needs_espeak
+def test_released_layout_loads_through_the_checkpoint_path(small_corpus: Path, tmp_path: Path):
+    from f5build.load import ReleasedCheckpoint, _checkpoint
+    from f5build.train.release import export_release
+
+    f5, voc = _trainers(small_corpus, tmp_path / "ckpt")
+    f5.run_until(2, progress=False)
+    voc.run_until(2, progress=False)
+    out = export_release(tmp_path / "ckpt", tmp_path / "models" / "small", load_corpus(small_corpus))
+    rel = ReleasedCheckpoint.open(out)
+    assert rel.checkpoint.name == "model_2.safetensors"
+    bundle = _checkpoint(rel.checkpoint, rel.vocab, rel.vocoder, str(rel.model_config), "ema")
+    for name, value in f5.ema.transformer.state_dict().items():
+        torch.testing.assert_close(bundle.dit.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    for name, value in voc.vocos.state_dict().items():
+        torch.testing.assert_close(bundle.vocos.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    (out / "vocab.txt").write_text((out / "vocab.txt").read_text() + "x\n")
+    with pytest.raises(ValueError, match="sha256 differs"):
+        ReleasedCheckpoint.open(out)
+
+
+def test_the_committed_embedded_checkpoint_loads_and_matches_its_hashes():
+    from f5build.load import EMBEDDED_DIR, load_model
+
+    meta = json.loads((EMBEDDED_DIR / "checkpoint.json").read_text())
+    size = sum((EMBEDDED_DIR / rel).stat().st_size for rel in meta["files"])
+    assert size < 40 * 2**20, f"the committed checkpoint is {size / 2**20:.1f} MB, over the 40 MB budget"
+    bundle = load_model("f5tts-small-en")  # verifies every sha256 in checkpoint.json on the way
+    assert bundle.source["kind"] == "checkpoint" and bundle.arch == meta["arch"]
+    assert sum(p.numel() for p in bundle.dit.parameters()) > 1e6
+
+
+KILLED_RUN = """
+import os, signal, sys
+from pathlib import Path
+sys.path[:0] = [{tests!r}]
+import torch
+import f5build.train.f5 as f5mod
+from test_train import _trainers
+
+saves = 0
+real_save = f5mod.save_state
+
+
+def dying_save(path, state):
+    # the 2nd save of the training state dies half-way: its temp file is written, not yet renamed
+    global saves
+    if path.name == "f5_state.pt":
+        saves += 1
+        if saves == 2:
+            torch.save(state, path.with_name("." + path.name + ".half.tmp"))
+            os.kill(os.getpid(), signal.SIGKILL)
+    real_save(path, state)
+
+
+f5mod.save_state = dying_save
+trainer, _ = _trainers(Path({corpus!r}), Path({ckpt!r}))
+trainer.run_until(6, progress=False)
+"""
+
+
+@needs_espeak
+def test_training_killed_mid_save_resumes_to_the_same_weights(small_corpus: Path, tmp_path: Path):
+    """SIGKILL while the training state is being saved: the previous state stays loadable, and the
+    rerun reaches bitwise the weights of an uninterrupted run."""
+    import subprocess
+    import sys
+
+    once, _ = _trainers(small_corpus, tmp_path / "once")
+    once.run_until(6, progress=False)
+    script = KILLED_RUN.format(tests=str(Path(__file__).parent), corpus=str(small_corpus), ckpt=str(tmp_path / "k"))
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert r.returncode == -9, r.stderr[-2000:]
+    from f5build.train.state import load_state
+
+    assert load_state(tmp_path / "k" / "f5_state.pt")["step"] == 2  # the 1st save (save_every=2), intact
+    resumed, _ = _trainers(small_corpus, tmp_path / "k")
+    resumed.run_until(6, progress=False)
+    for (name, a), b in zip(once.cfm.state_dict().items(), resumed.cfm.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
