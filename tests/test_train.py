@@ -205,3 +205,38 @@ def test_training_killed_mid_save_resumes_to_the_same_weights(small_corpus: Path
     resumed.run_until(6, progress=False)
     for (name, a), b in zip(once.cfm.state_dict().items(), resumed.cfm.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+@needs_espeak
+def test_training_continues_from_a_released_checkpoint(small_corpus: Path, tmp_path: Path):
+    """A fresh clone has the release, not the state: --train-from seeds the state from it."""
+    from f5build.train.release import export_release
+    from f5build.train.warmstart import Release, seed_train_dir
+
+    f5, voc = _trainers(small_corpus, tmp_path / "ckpt")
+    f5.run_until(2, progress=False)
+    voc.run_until(2, progress=False)
+    out = export_release(tmp_path / "ckpt", tmp_path / "models" / "small", load_corpus(small_corpus))
+    release = Release.read(out)
+    assert (release.steps, release.vocos_steps) == (2, 2)
+    release.check_matches(f5.vocab, dict(TINY_ARCH), dict(TINY_VOCOS))
+    with pytest.raises(ValueError, match="DiT arch"):
+        release.check_matches(f5.vocab, {**TINY_ARCH, "depth": 3}, dict(TINY_VOCOS))
+    with pytest.raises(ValueError, match="vocab"):
+        release.check_matches(f5.vocab[:-1], dict(TINY_ARCH), dict(TINY_VOCOS))
+
+    fresh, fresh_voc = _trainers(small_corpus, tmp_path / "fresh")
+    assert seed_train_dir(tmp_path / "fresh", release, fresh, fresh_voc)
+    assert not seed_train_dir(tmp_path / "fresh", release, fresh, fresh_voc)  # a state exists: left alone
+    resumed, resumed_voc = _trainers(small_corpus, tmp_path / "fresh")
+    resumed.run_until(2, progress=False)  # nothing to do: the state is at step 2 already
+    resumed_voc.run_until(2, progress=False)
+    assert resumed.step == 2 and resumed_voc.step == 2
+    assert resumed.lr_at(2) == pytest.approx(resumed.opts.lr / resumed.opts.warmup)  # warmup runs again
+    for name, value in f5.ema.state_dict().items():
+        torch.testing.assert_close(resumed.cfm.state_dict()[name], value, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(resumed.ema.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    for name, value in voc.vocos.state_dict().items():
+        torch.testing.assert_close(resumed_voc.vocos.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    resumed.run_until(3, progress=False)  # and it trains on
+    assert resumed.step == 3

@@ -12,7 +12,9 @@ Parts, in order (`--train-parts`, default all of them):
 Training state lives outside the work tree (`--train-dir`, default ~/.cache/f5-aot/train), is saved
 atomically every few hundred steps, and a rerun continues from it: kill it at any time. Every seed
 is fixed; `--train-steps` and `--train-vocos-steps` say how far to go (a rerun with larger numbers
-trains on). `--train-threads` sets torch's intra-op threads (default 1, so a second job fits beside
+trains on). `--train-from models/<name>` continues a released checkpoint on a machine without the
+state (a fresh clone): see `f5build.train.warmstart` for what that keeps and what it resets.
+`--train-threads` sets torch's intra-op threads (default 1, so a second job fits beside
 it on a 2-core machine).
 """
 
@@ -21,8 +23,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from f5build.context import ROOT, csv_list
+
+if TYPE_CHECKING:
+    from f5build.train.corpus import Corpus
 
 PARTS = ("corpus", "vocos", "f5", "export", "plot", "evaluate")
 DEFAULT_OUT = ROOT / "models" / "f5tts-small-en"
@@ -41,6 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-out", type=Path, default=DEFAULT_OUT, help="where the released layout goes")
     g.add_argument("--train-steps", type=int, default=None, help="DiT steps to reach (default: the recipe's)")
     g.add_argument("--train-vocos-steps", type=int, default=None, help="Vocos steps to reach (default: the recipe's)")
+    g.add_argument(
+        "--train-from",
+        type=Path,
+        default=None,
+        help="a released folder (models/<name>) to continue when --train-dir holds no state yet",
+    )
     g.add_argument("--train-threads", type=int, default=1, help="torch intra-op threads (default 1)")
     g.add_argument("--train-reports", type=Path, default=ROOT / "reports" / "train", help="loss plots and tables")
 
@@ -55,6 +67,7 @@ class Options:
     steps: int | None
     vocos_steps: int | None
     threads: int
+    start_from: Path | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -77,6 +90,7 @@ class Options:
             steps=args.train_steps,
             vocos_steps=args.train_vocos_steps,
             threads=int(args.train_threads),
+            start_from=None if args.train_from is None else Path(args.train_from),
         )
 
 
@@ -88,6 +102,8 @@ def run(options: Options) -> int:
         print(f"making the training corpus in {options.corpus}", flush=True)
         make_corpus(options.corpus, copts, workers=max(1, options.threads))
     corpus = load_corpus(options.corpus)
+    if options.start_from is not None:
+        _warm_start(options, corpus)
     if "vocos" in options.parts:
         from f5build.train.vocoder import VocosTrainer, VocosTrainOptions
 
@@ -116,3 +132,21 @@ def run(options: Options) -> int:
 
         evaluate_checkpoints(options.train_dir, corpus, options.reports)
     return 0
+
+
+def _warm_start(options: Options, corpus: Corpus) -> None:
+    from f5build.train.f5 import F5Trainer, F5TrainOptions, make_vocab
+    from f5build.train.vocoder import VocosTrainer, VocosTrainOptions
+    from f5build.train.warmstart import Release, seed_train_dir
+
+    assert options.start_from is not None
+    release = Release.read(options.start_from)
+    fopts, vopts = F5TrainOptions(), VocosTrainOptions()
+    vocab = make_vocab(corpus)
+    release.check_matches(vocab, fopts.arch, vopts.arch)
+    f5 = F5Trainer(corpus, vocab, options.train_dir, fopts)
+    vocos = VocosTrainer(corpus, options.train_dir, vopts)
+    if seed_train_dir(options.train_dir, release, f5, vocos):
+        print(f"continuing {options.start_from} (step {release.steps}) in {options.train_dir}", flush=True)
+    else:
+        print(f"{options.train_dir} already holds a training state: --train-from ignored, resuming it", flush=True)

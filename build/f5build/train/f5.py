@@ -91,12 +91,13 @@ class F5Trainer:
         self.ema = copy.deepcopy(self.cfm).eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(self.cfm.parameters(), lr=opts.lr, weight_decay=0.01)
         self.step = 0
+        self.warmup_from = 0  # the step the learning-rate warmup starts at (a warm start reruns it)
         self.seconds = 0.0  # CPU seconds spent in training steps, over every resumed run
         self.batches = FrameBatches(corpus.split("phrase") + corpus.split("train"), opts.curriculum, opts.seed)
         self.log_path = ckpt_dir / "f5_log.jsonl"
 
     def lr_at(self, step: int) -> float:
-        return self.opts.lr * min(1.0, (step + 1) / self.opts.warmup)
+        return self.opts.lr * min(1.0, (step - self.warmup_from + 1) / self.opts.warmup)
 
     def resume(self) -> bool:
         state = load_state(self.ckpt_dir / "f5_state.pt")
@@ -113,6 +114,7 @@ class F5Trainer:
         )
         self.opt.load_state_dict(state["optimizer_state_dict"])
         self.step = int(state["step"])
+        self.warmup_from = int(state.get("warmup_from", 0))
         self.seconds = float(state.get("seconds", 0.0))
         random.setstate(state["py_rng"])
         torch.set_rng_state(state["torch_rng"])
@@ -124,6 +126,7 @@ class F5Trainer:
             "ema_model_state_dict": ema_state(self.ema, self.step),
             "optimizer_state_dict": self.opt.state_dict(),
             "step": self.step,
+            "warmup_from": self.warmup_from,
             "seconds": self.seconds,
             "vocab": self.vocab,
             "arch": self.opts.arch,

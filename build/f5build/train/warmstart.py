@@ -1,0 +1,102 @@
+"""Continue training from a released checkpoint when the training state itself is gone.
+
+The resumable state (`f5_state.pt`, `vocos_state.pt`: weights, optimizer moments, RNG) lives outside
+the work tree and is about twice the size of the release, so it is not committed; a machine that
+starts from a clone has only `models/<name>/`. `--train-from models/<name>` seeds an empty
+`--train-dir` from that release: the DiT and its EMA both start from the released EMA weights, the
+Vocos from its released state dict, and the step counters from `checkpoint.json`, so the batch
+sequence (a function of seed and step) and the curriculum continue where the release stopped. What
+cannot be recovered is stated, not hidden: the optimizer moments start at zero (AdamW rebuilds them
+within a few hundred steps; the learning-rate warmup is run again for that reason) and the DiT's raw
+weights equal its EMA. A release whose vocab or architecture differs from this recipe's is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from f5build.load import ReleasedCheckpoint
+
+
+@dataclass(frozen=True)
+class Release:
+    """A released layout's weights and records, verified against its checkpoint.json."""
+
+    folder: Path
+    steps: int
+    vocos_steps: int
+    train_cpu_hours: float
+    vocab: list[str]
+    arch: dict[str, Any]
+    vocos_arch: dict[str, Any]
+    ema_transformer: dict[str, torch.Tensor]
+    vocos_state: dict[str, torch.Tensor]
+
+    @classmethod
+    def read(cls, folder: Path) -> Release:
+        from safetensors.torch import load_file
+
+        rel = ReleasedCheckpoint.open(folder)  # every file's sha256 checked
+        meta = json.loads((folder / "checkpoint.json").read_text(encoding="utf-8"))
+        try:
+            steps, vocos_steps = int(meta["steps"]), int(meta["vocos_steps"])
+            hours = float(meta.get("train_cpu_hours", 0.0))
+            vocos_arch = dict(meta["vocos_arch"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{folder / 'checkpoint.json'}: no training record to continue from ({e})") from None
+        arch = dict(yaml.safe_load(rel.model_config.read_text(encoding="utf-8"))["model"]["arch"])
+        vocab = rel.vocab.read_text(encoding="utf-8").split("\n")
+        if vocab and vocab[-1] == "":
+            vocab = vocab[:-1]
+        ema = {k: v for k, v in load_file(str(rel.checkpoint)).items() if k.startswith("ema_model.transformer.")}
+        vocos = torch.load(rel.vocoder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        return cls(folder, steps, vocos_steps, hours, vocab, arch, vocos_arch, ema, vocos)
+
+    def check_matches(self, vocab: list[str], arch: dict[str, Any], vocos_arch: dict[str, Any]) -> None:
+        problems = []
+        if self.vocab != vocab:
+            problems.append(f"its vocab ({len(self.vocab)} tokens) is not the corpus' ({len(vocab)})")
+        if self.arch != arch:
+            problems.append(f"its DiT arch {self.arch} is not the recipe's {arch}")
+        if self.vocos_arch != vocos_arch:
+            problems.append(f"its Vocos arch {self.vocos_arch} is not the recipe's {vocos_arch}")
+        if problems:
+            raise ValueError(f"--train-from {self.folder}: {'; '.join(problems)}; train from scratch instead")
+
+    def cfm_state(self) -> dict[str, torch.Tensor]:
+        """The EMA transformer as a CFM state dict (the mel extractor has no weights)."""
+        return {k[len("ema_model.") :]: v.clone() for k, v in self.ema_transformer.items()}
+
+
+def seed_train_dir(train_dir: Path, release: Release, f5: Any, vocos: Any) -> bool:
+    """Give empty trainers `f5` (F5Trainer) and `vocos` (VocosTrainer) the release's weights and steps.
+
+    Returns False (and touches nothing) when `train_dir` already holds a state: a run in progress is
+    always continued from its own, complete state.
+    """
+    if (train_dir / "f5_state.pt").exists() or (train_dir / "vocos_state.pt").exists():
+        return False
+    state = release.cfm_state()
+    missing, unexpected = f5.cfm.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("mel_spec.") for k in missing):
+        raise ValueError(f"--train-from {release.folder}: weights do not fit the DiT ({missing[:3]} {unexpected[:3]})")
+    f5.ema.load_state_dict(f5.cfm.state_dict())
+    f5.step = release.steps
+    f5.warmup_from = release.steps
+    vocos.vocos.load_state_dict(release.vocos_state)
+    vocos.step = release.vocos_steps
+    f5.seconds = release.train_cpu_hours * 3600.0  # DiT + Vocos together, as the release records them
+    random.seed(f5.opts.seed * 1_000_003 + release.steps)
+    f5.save()
+    vocos.save()
+    with open(train_dir / "f5_log.jsonl", "a", encoding="utf-8") as log:
+        note = f"warm start from {release.folder} at step {release.steps}: optimizer moments reset, warmup rerun"
+        log.write(json.dumps({"step": release.steps, "note": note}) + "\n")
+    return True
