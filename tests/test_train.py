@@ -240,3 +240,33 @@ def test_training_continues_from_a_released_checkpoint(small_corpus: Path, tmp_p
         torch.testing.assert_close(resumed_voc.vocos.state_dict()[name], value, rtol=0, atol=0, msg=name)
     resumed.run_until(3, progress=False)  # and it trains on
     assert resumed.step == 3
+
+
+def test_train_device_is_checked_not_guessed():
+    from f5build.train.device import on_cpu, resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="expected cpu or cuda"):
+        resolve_device("mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+            resolve_device("cuda")
+    lin = torch.nn.Linear(2, 2)
+    assert on_cpu(lin) is lin  # nothing copied when it is on the CPU already
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible to torch")
+@needs_espeak
+def test_training_on_a_gpu_saves_a_state_the_cpu_resumes(small_corpus: Path, tmp_path: Path):
+    from f5build.train.f5 import F5Trainer, F5TrainOptions, make_vocab
+
+    corpus = load_corpus(small_corpus)
+    cur = Curriculum(start_frames=400, max_frames=400, ramp_steps=1, batch_frames=800)
+    opts = F5TrainOptions(arch=dict(TINY_ARCH), curriculum=cur, save_every=2, device="cuda")
+    gpu = F5Trainer(corpus, make_vocab(corpus), tmp_path, opts)
+    gpu.run_until(2, progress=False)
+    assert next(gpu.cfm.parameters()).device.type == "cuda"
+    cpu = F5Trainer(corpus, make_vocab(corpus), tmp_path, replace(opts, device="cpu"))
+    cpu.run_until(3, progress=False)  # resumes the GPU's state on the CPU and trains on
+    assert cpu.step == 3

@@ -14,7 +14,6 @@ import copy
 import json
 import math
 import random
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 
 from f5build.train.batches import Curriculum, FrameBatches
 from f5build.train.corpus import Corpus
+from f5build.train.device import on_cpu, resolve_device, step_clock
 from f5build.train.state import load_state, save_state
 
 ARCH = dict(dim=128, depth=6, heads=2, dim_head=64, ff_mult=2, text_dim=64, conv_layers=2, text_mask_padding=True)
@@ -41,6 +41,7 @@ class F5TrainOptions:
     ema_beta: float = 0.999
     seed: int = 0
     threads: int = 1
+    device: str = "cpu"  # "cuda" trains the same recipe on a GPU (f5build.train.device)
     save_every: int = 250
     keep_every: int = 2500
     signals_every: int = 1000
@@ -86,13 +87,14 @@ class F5Trainer:
         self.vocab = vocab
         self.ckpt_dir = ckpt_dir
         self.opts = opts
+        self.device = resolve_device(opts.device)
         torch.manual_seed(opts.seed)
-        self.cfm = build_cfm(vocab, opts.arch)
+        self.cfm = build_cfm(vocab, opts.arch).to(self.device)
         self.ema = copy.deepcopy(self.cfm).eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(self.cfm.parameters(), lr=opts.lr, weight_decay=0.01)
         self.step = 0
         self.warmup_from = 0  # the step the learning-rate warmup starts at (a warm start reruns it)
-        self.seconds = 0.0  # CPU seconds spent in training steps, over every resumed run
+        self.seconds = 0.0  # seconds spent in training steps (CPU time; wall time on a GPU), over every resumed run
         self.batches = FrameBatches(corpus.split("phrase") + corpus.split("train"), opts.curriculum, opts.seed)
         self.log_path = ckpt_dir / "f5_log.jsonl"
 
@@ -118,6 +120,8 @@ class F5Trainer:
         self.seconds = float(state.get("seconds", 0.0))
         random.setstate(state["py_rng"])
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         return True
 
     def save(self) -> None:
@@ -133,6 +137,8 @@ class F5Trainer:
             "options": {k: v for k, v in asdict(self.opts).items() if k != "curriculum"},
             "py_rng": random.getstate(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+            "device": self.device.type,
         }
         save_state(self.ckpt_dir / "f5_state.pt", state)
         if self.step % self.opts.keep_every == 0:
@@ -147,7 +153,7 @@ class F5Trainer:
         for i, u in enumerate(utts):
             mel[i, : u.frames] = torch.from_numpy(self.corpus.mel_of(u))
         lens = torch.tensor([u.frames for u in utts])
-        return mel, [tokens(u.text) for u in utts], lens
+        return mel.to(self.device), [tokens(u.text) for u in utts], lens.to(self.device)
 
     def train_step(self) -> dict[str, float]:
         mel, text, lens = self._batch(self.step)
@@ -177,9 +183,9 @@ class F5Trainer:
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a", encoding="utf-8") as log:
             while self.step < steps:
-                t_step = time.process_time()
+                t_step = step_clock(self.device)
                 rec = self.train_step()
-                self.seconds += time.process_time() - t_step
+                self.seconds += step_clock(self.device) - t_step
                 window.append(rec["loss"])
                 bar.update(1)
                 if not math.isfinite(rec["loss"]):
@@ -194,7 +200,7 @@ class F5Trainer:
                 if self.step % self.opts.save_every == 0 or self.step == steps:
                     self.save()
                 if signals is not None and self.step % self.opts.signals_every == 0:
-                    out = signals(self.ema, self.step)
+                    out = signals(on_cpu(self.ema), self.step)
                     log.write(json.dumps({"step": self.step, "signals": out}) + "\n")
                     log.flush()
         bar.close()

@@ -105,6 +105,7 @@ def export_release(train_dir: Path, out: Path, corpus: Corpus) -> Path:
             "steps": step,
             "vocos_steps": int(vocos["step"]),
             "train_cpu_hours": round((float(f5.get("seconds", 0)) + float(vocos.get("seconds", 0))) / 3600, 2),
+            "train_device": f5.get("device", "cpu"),  # a GPU-trained DiT's seconds are wall seconds
             "arch": f5["arch"],
             "vocos_arch": vocos["arch"],
             "corpus": json.loads((corpus.root / "corpus.json").read_text())["files"],
