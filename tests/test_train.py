@@ -270,3 +270,18 @@ def test_training_on_a_gpu_saves_a_state_the_cpu_resumes(small_corpus: Path, tmp
     cpu = F5Trainer(corpus, make_vocab(corpus), tmp_path, replace(opts, device="cpu"))
     cpu.run_until(3, progress=False)  # resumes the GPU's state on the CPU and trains on
     assert cpu.step == 3
+
+
+def test_a_damaged_training_state_is_refused_by_name(tmp_path: Path):
+    from f5build.train.state import load_state, save_state
+
+    path = tmp_path / "f5_state.pt"
+    assert load_state(path) is None  # no state yet: start from scratch
+    save_state(path, {"step": 7, "w": torch.ones(3)})
+    assert load_state(path)["step"] == 7
+    path.write_bytes(path.read_bytes()[:40])  # truncated, as a full disk or a copy cut short leaves it
+    with pytest.raises(ValueError, match=r"f5_state\.pt: training state unreadable .* delete it to start over"):
+        load_state(path)
+    save_state(path, {"weights": torch.ones(3)})
+    with pytest.raises(ValueError, match="not a training state"):
+        load_state(path)
