@@ -58,6 +58,20 @@ def test_gates_compare_each_precision_with_fp32_at_the_same_nfe():
     assert "similarity" in failures and "OVRL" in failures
 
 
+def test_wer_is_gated_only_where_fp32_says_the_text():
+    """Babble (FP32 WER above the bound): a WER jump is noted, not failed; similarity still gates."""
+    results = [
+        _cond("fp32", 16, 1.25, 0.60, 1.3),
+        _cond("cpu-fp32", 16, 8.0, 0.60, 1.3),  # Whisper looped on one utterance
+        _cond("int8", 16, 1.25, 0.55, 1.3),  # similarity -0.05
+    ]
+    verdicts = {v.condition: v for v in check(results, QualityGates())}
+    assert verdicts["cpu-fp32/nfe16/sway"].passed and "WER not gated" in verdicts["cpu-fp32/nfe16/sway"].notes[0]
+    assert not verdicts["int8/nfe16/sway"].passed and "similarity" in verdicts["int8/nfe16/sway"].failures[0]
+    strict = check(results, QualityGates(wer_gated_below=10.0))  # a bound above FP32's WER: gated again
+    assert not next(v for v in strict if v.condition == "cpu-fp32/nfe16/sway").passed
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -93,7 +93,9 @@ def write_quality_report(
         "## Gates (each precision vs FP32 at the same NFE, schedule and seeds)",
         "",
         *(
-            f"- {'pass' if v.passed else 'FAIL'} {v.condition}" + (f": {'; '.join(v.failures)}" if v.failures else "")
+            f"- {'pass' if v.passed else 'FAIL'} {v.condition}"
+            + (f": {'; '.join(v.failures)}" if v.failures else "")
+            + (f" ({'; '.join(v.notes)})" if v.notes else "")
             for v in verdicts
         ),  # fmt: skip
         "",
