@@ -485,11 +485,11 @@ def test_building_a_plan_checked_for_another_tensorrt_is_refused() -> None:
     with pytest.raises(
         ManifestError, match=r"checked for TensorRT 10\.3's ONNX parser, this device has TensorRT 10\.7\.0\.23"
     ):
-        comp.check_plan_target(plan, comp.Target("10.7.0.23", "12.8", "H200", "9.0"))
+        comp.check_plan_target(plan, comp.Target("10.7.0.23", "12.8", "RTX 4090", "8.9"))
     with pytest.raises(
         ManifestError, match=r"add TensorRT 10\.7's parser limits to f5build\.compile\.ONNX_LIMITS, then re-run"
     ):
-        comp.check_plan_target(plan, comp.Target("10.7.0.23", "12.8", "H200", "9.0"))
+        comp.check_plan_target(plan, comp.Target("10.7.0.23", "12.8", "RTX 4090", "8.9"))
 
 
 def test_tensorrt_older_than_10_plans_only_and_names_jetpack(
