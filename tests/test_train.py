@@ -108,6 +108,16 @@ def _trainers(corpus_root: Path, ckpt: Path):
     return f5, voc
 
 
+def _released(corpus_root: Path, tmp_path: Path):
+    """Two steps of each trainer, exported as a release: (f5 trainer, vocos trainer, release folder)."""
+    from f5build.train.release import export_release
+
+    f5, voc = _trainers(corpus_root, tmp_path / "ckpt")
+    f5.run_until(2, progress=False)
+    voc.run_until(2, progress=False)
+    return f5, voc, export_release(tmp_path / "ckpt", tmp_path / "models" / "small", load_corpus(corpus_root))
+
+
 @needs_espeak
 def test_training_resumes_to_the_same_weights(small_corpus: Path, tmp_path: Path):
     once, _ = _trainers(small_corpus, tmp_path / "once")
@@ -128,12 +138,8 @@ def test_training_resumes_to_the_same_weights(small_corpus: Path, tmp_path: Path
 @needs_espeak
 def test_released_layout_loads_through_the_checkpoint_path(small_corpus: Path, tmp_path: Path):
     from f5build.load import ReleasedCheckpoint, _checkpoint
-    from f5build.train.release import export_release
 
-    f5, voc = _trainers(small_corpus, tmp_path / "ckpt")
-    f5.run_until(2, progress=False)
-    voc.run_until(2, progress=False)
-    out = export_release(tmp_path / "ckpt", tmp_path / "models" / "small", load_corpus(small_corpus))
+    f5, voc, out = _released(small_corpus, tmp_path)
     rel = ReleasedCheckpoint.open(out)
     assert rel.checkpoint.name == "model_2.safetensors"
     bundle = _checkpoint(rel.checkpoint, rel.vocab, rel.vocoder, str(rel.model_config), "ema")
@@ -210,13 +216,9 @@ def test_training_killed_mid_save_resumes_to_the_same_weights(small_corpus: Path
 @needs_espeak
 def test_training_continues_from_a_released_checkpoint(small_corpus: Path, tmp_path: Path):
     """A fresh clone has the release, not the state: --train-from seeds the state from it."""
-    from f5build.train.release import export_release
     from f5build.train.warmstart import Release, seed_train_dir
 
-    f5, voc = _trainers(small_corpus, tmp_path / "ckpt")
-    f5.run_until(2, progress=False)
-    voc.run_until(2, progress=False)
-    out = export_release(tmp_path / "ckpt", tmp_path / "models" / "small", load_corpus(small_corpus))
+    f5, voc, out = _released(small_corpus, tmp_path)
     release = Release.read(out)
     assert (release.steps, release.vocos_steps) == (2, 2)
     release.check_matches(f5.vocab, dict(TINY_ARCH), dict(TINY_VOCOS))
