@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_export import RELEASED_VOCOS_CONFIG  # the hub's config.yaml of the tiny Vocos
+from test_export import export_args, write_vocos  # the export command line; a Vocos folder as on the hub
 
 from f5build.cli import main
 
@@ -43,31 +43,14 @@ def checkpoint_set(tmp_path_factory, tiny_bundle):
 
     save_file(state, str(d / "model.safetensors"))
     torch.save({"ema_model_state_dict": state}, d / "model.pt")
-    voc = d / "vocos"
-    voc.mkdir()
-    (voc / "config.yaml").write_text(RELEASED_VOCOS_CONFIG.format(padding="center"))
-    torch.save(tiny_bundle.vocos.state_dict(), voc / "pytorch_model.bin")
+    write_vocos(d / "vocos", tiny_bundle.vocos)
     (d / "arch.yaml").write_text(yaml.safe_dump({"model": {"arch": dict(TINY_ARCH)}}))
     return d
 
 
 def export_argv(ckpt: Path, d: Path, out: Path, *extra: str) -> list[str]:
-    from f5build.load import default_vocab_path
-
-    return [
-        "export",
-        "--model",
-        str(ckpt),
-        "--vocab",
-        str(default_vocab_path()),
-        "--vocoder",
-        str(d / "vocos"),
-        "--model-config",
-        str(d / "arch.yaml"),
-        "--artifacts-root",
-        str(out),
-        *extra,
-    ]
+    """test_export's export command line, for a checkpoint set laid out by `checkpoint_set`."""
+    return export_args(ckpt, d / "vocos", d / "arch.yaml", out, *extra)
 
 
 def cut(src: Path, dst: Path, fraction: float = 0.5) -> Path:
