@@ -149,21 +149,15 @@ def recorded_feeds(
     return out
 
 
-def _gates(path: Path) -> dict[str, float]:
-    from f5build.validate.gates import graph_spec, load_gates
-
-    spec = graph_spec(load_gates(path), "step", "fp16")
-    return {k: float(v) for k, v in spec.items() if k in ("min_cosine", "min_snr_db")}
-
-
 def run(opts: FormsOptions, log: Any = print) -> list[FormResult]:
     from f5build.validate.comparator import sample_errors
+    from f5build.validate.gates import step_bounds
 
     manifest = load_manifest(opts.artifacts)
     recipe = load_recipe(opts.recipe).graphs["step"]
     src = manifest.find("step", "fp32")
     frames = list(opts.buckets) or sorted(set(manifest.buckets.frames))
-    gates = _gates(opts.gates)
+    gates = step_bounds(opts.gates, "fp16")
     rng = np.random.default_rng(opts.seed)
     text = _session(manifest.find("text_encoder", "fp32"), opts.threads)
     feeds = recorded_feeds(manifest, frames, opts.recorded)

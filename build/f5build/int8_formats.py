@@ -92,13 +92,6 @@ class FormatResult:
         return statistics.median(self.step_seconds) if self.step_seconds else float("nan")
 
 
-def _gates(path: Path) -> dict[str, float]:
-    from f5build.validate.gates import graph_spec, load_gates
-
-    spec = graph_spec(load_gates(path), "step", "cpu-int8")
-    return {k: float(v) for k, v in spec.items() if k in ("min_cosine", "min_snr_db")}
-
-
 def _session(path: Path, threads: int | None) -> Any:
     import onnxruntime as ort
 
@@ -121,6 +114,7 @@ def _time_step(sess: Any, feed: dict[str, np.ndarray], calls: int) -> list[float
 def run(opts: FormatsOptions, log: Callable[[str], None] = print) -> list[FormatResult]:
     from f5build.attention_forms import recorded_feeds, synthetic_feed
     from f5build.validate.comparator import sample_errors
+    from f5build.validate.gates import step_bounds
 
     manifest = load_manifest(opts.artifacts)
     rule = load_recipe(opts.recipe).graphs["step"].cpu
@@ -131,7 +125,7 @@ def run(opts: FormatsOptions, log: Callable[[str], None] = print) -> list[Format
     feeds = recorded_feeds(manifest, sorted(set(manifest.buckets.frames)), opts.recorded)
     if not feeds:
         raise FileNotFoundError(f"{opts.artifacts}: no step recording; run the calibrate stage first")
-    gates = _gates(opts.gates)
+    gates = step_bounds(opts.gates, "cpu-int8")
     text = _session(manifest.find("text_encoder", "fp32"), opts.threads)
     timing_feed = synthetic_feed(manifest, text, opts.frames, 0.5, np.random.default_rng(0))
     del text

@@ -46,6 +46,13 @@ def graph_spec(gates: Mapping[str, Any], graph: str, precision: str) -> dict[str
     return dict((gates.get("graphs", {}).get(graph, {}) or {}).get(precision.removeprefix("trt-")) or {})
 
 
+def step_bounds(path: Path, precision: str) -> dict[str, float]:
+    """The step graph's cosine and SNR lower bounds at `precision`, read from the gates file at `path`
+    (what the measuring tools judge a variant by, as validate does)."""
+    spec = graph_spec(load_gates(path), "step", precision)
+    return {k: float(v) for k, v in spec.items() if k in ("min_cosine", "min_snr_db")}
+
+
 def polygraphy_tolerances(gates: Mapping[str, Any], graph: str, precision: str) -> dict[str, Any]:
     """atol / rtol / stat of Polygraphy's compare_accuracy for this graph and precision."""
     return {**POLYGRAPHY_DEFAULT, **(graph_spec(gates, graph, precision).get("polygraphy") or {})}
