@@ -97,13 +97,15 @@ def test_corpus_is_deterministic_split_and_verified(small_corpus: Path, tmp_path
         load_corpus(tampered)
 
 
-def _trainers(corpus_root: Path, ckpt: Path):
+def _trainers(corpus_root: Path, ckpt: Path, ctc: float = 0.0):
+    from f5build.train.ctc import CTCOptions
     from f5build.train.f5 import F5Trainer, F5TrainOptions, make_vocab
     from f5build.train.vocoder import VocosTrainer, VocosTrainOptions
 
     corpus = load_corpus(corpus_root)
     cur = Curriculum(start_frames=400, max_frames=400, ramp_steps=1, batch_frames=800)
-    f5 = F5Trainer(corpus, make_vocab(corpus), ckpt, F5TrainOptions(arch=dict(TINY_ARCH), curriculum=cur, save_every=2))
+    opts = F5TrainOptions(arch=dict(TINY_ARCH), curriculum=cur, save_every=2, ctc=CTCOptions(weight=ctc, block=1))
+    f5 = F5Trainer(corpus, make_vocab(corpus), ckpt, opts)
     voc = VocosTrainer(corpus, ckpt, VocosTrainOptions(arch=dict(TINY_VOCOS), batch=2, save_every=2, steps=4))
     return f5, voc
 
@@ -242,6 +244,80 @@ def test_training_continues_from_a_released_checkpoint(small_corpus: Path, tmp_p
         torch.testing.assert_close(resumed_voc.vocos.state_dict()[name], value, rtol=0, atol=0, msg=name)
     resumed.run_until(3, progress=False)  # and it trains on
     assert resumed.step == 3
+
+
+@needs_espeak
+def test_ctc_alignment_aid_trains_the_dit_resumes_exactly_and_is_not_released(small_corpus: Path, tmp_path: Path):
+    """The CTC head is a training-time aid: its gradient reaches the DiT blocks below it, a resumed run
+    reaches the uninterrupted one's weights bit for bit (head and optimizer included), and neither the
+    EMA nor the release carries it; checkpoint.json records from which step it was used."""
+    from f5build.train.release import export_release
+
+    once, voc = _trainers(small_corpus, tmp_path / "once", ctc=0.5)
+    once.run_until(4, progress=False)
+    logged = [json.loads(x) for x in (tmp_path / "once" / "f5_log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["ctc"]) for r in logged if "ctc" in r)
+    plain, _ = _trainers(small_corpus, tmp_path / "plain")
+    plain.run_until(4, progress=False)
+    block0 = "transformer.transformer_blocks.0.attn.to_q.weight"
+    assert not torch.equal(once.cfm.state_dict()[block0], plain.cfm.state_dict()[block0])  # the aid trained it
+
+    first, _ = _trainers(small_corpus, tmp_path / "twice", ctc=0.5)
+    first.run_until(2, progress=False)
+    resumed, _ = _trainers(small_corpus, tmp_path / "twice", ctc=0.5)
+    resumed.run_until(4, progress=False)
+    assert resumed.ctc is not None and once.ctc is not None
+    for (name, a), b in zip(once.cfm.state_dict().items(), resumed.cfm.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    for name, a in once.ctc.head.state_dict().items():
+        torch.testing.assert_close(a, resumed.ctc.head.state_dict()[name], rtol=0, atol=0, msg=name)
+
+    assert not any("ctc" in k or "head" in k for k in once.ema.state_dict())
+    voc.run_until(2, progress=False)
+    out = export_release(tmp_path / "once", tmp_path / "models" / "small", load_corpus(small_corpus))
+    meta = json.loads((out / "checkpoint.json").read_text())
+    assert meta["train_ctc"] == {"from_step": 0, "weight": 0.5, "block": 1}
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model_4.safetensors"), "pt") as f:
+        assert set(f.keys()) == {f"ema_model.{k}" for k in once.ema.state_dict() if k.startswith("transformer.")}
+
+
+@needs_espeak
+def test_ctc_joins_a_run_trained_without_it_and_skips_text_dropped_batches(small_corpus: Path, tmp_path: Path):
+    plain, _ = _trainers(small_corpus, tmp_path / "run")
+    plain.run_until(2, progress=False)
+    aided, _ = _trainers(small_corpus, tmp_path / "run", ctc=0.5)
+    aided.run_until(3, progress=False)
+    assert aided.ctc_from == 2  # the state had no head: it starts at the step the aid joined
+    assert aided.ctc is not None
+    mel, text, lens = aided._batch(0)
+    with torch.no_grad():
+        aided.cfm.transformer(
+            x=mel, cond=mel, text=torch.zeros(len(text), 4, dtype=torch.long), time=torch.rand(len(text)),
+            mask=None, drop_text=True,
+        )  # fmt: skip
+    assert aided.ctc.loss([[1, 2]] * len(text), lens) is None  # CFG dropped the text: nothing to spell
+    with pytest.raises(RuntimeError, match="no DiT forward pass recorded"):
+        aided.ctc.loss([[1, 2]] * len(text), lens)
+
+
+def test_ctc_options_are_checked(tmp_path: Path):
+    import argparse
+
+    from f5build.train import Options, add_arguments
+    from f5build.train.ctc import CTCAlignment, CTCOptions
+    from f5build.train.f5 import build_cfm
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    for bad, match in ((["--train-ctc", "-1"], "--train-ctc must be"), (["--train-ctc-block", "0"], "at least 1")):
+        with pytest.raises(ValueError, match=match):
+            Options.from_args(p.parse_args(bad))
+    opts = Options.from_args(p.parse_args(["--train-ctc", "0.2", "--train-ctc-block", "2"])).f5_options()
+    assert (opts.ctc.weight, opts.ctc.block) == (0.2, 2)
+    with pytest.raises(ValueError, match="only 2 blocks"):
+        CTCAlignment(build_cfm([" ", "a"], dict(TINY_ARCH)), 2, CTCOptions(weight=1, block=3), torch.device("cpu"))
 
 
 def test_train_device_is_checked_not_guessed():

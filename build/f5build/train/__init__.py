@@ -29,6 +29,7 @@ from f5build.context import ROOT, csv_list
 
 if TYPE_CHECKING:
     from f5build.train.corpus import Corpus
+    from f5build.train.f5 import F5TrainOptions
 
 PARTS = ("corpus", "vocos", "f5", "export", "plot", "evaluate")
 DEFAULT_OUT = ROOT / "models" / "f5tts-small-en"
@@ -59,6 +60,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="where the DiT trains: cpu (default) or cuda[:N]; the Vocos, signals and evaluation stay on the CPU",
     )
     g.add_argument("--train-threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    g.add_argument(
+        "--train-ctc",
+        type=float,
+        default=None,
+        help="weight of the training-time CTC alignment term (f5build.train.ctc; 0 = off; default: the recipe's)",
+    )
+    g.add_argument(
+        "--train-ctc-block",
+        type=int,
+        default=None,
+        help="DiT block (1-based) the CTC head reads (default: the recipe's)",
+    )
     g.add_argument("--train-reports", type=Path, default=ROOT / "reports" / "train", help="loss plots and tables")
 
 
@@ -74,6 +87,8 @@ class Options:
     threads: int
     start_from: Path | None = None
     device: str = "cpu"
+    ctc_weight: float | None = None
+    ctc_block: int | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -85,6 +100,10 @@ class Options:
             value = getattr(args, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if args.train_ctc is not None and not args.train_ctc >= 0:
+            raise ValueError(f"--train-ctc must be a weight >= 0 (0 = off), got {args.train_ctc}")
+        if args.train_ctc_block is not None and args.train_ctc_block < 1:
+            raise ValueError(f"--train-ctc-block must be at least 1 (blocks count from 1), got {args.train_ctc_block}")
         if args.train_threads < 1:
             raise ValueError(f"--train-threads must be at least 1, got {args.train_threads}")
         return cls(
@@ -98,7 +117,22 @@ class Options:
             threads=int(args.train_threads),
             start_from=None if args.train_from is None else Path(args.train_from),
             device=str(args.train_device),
+            ctc_weight=args.train_ctc,
+            ctc_block=args.train_ctc_block,
         )
+
+    def f5_options(self) -> F5TrainOptions:
+        """The recipe's DiT options with what the command line overrides."""
+        from f5build.train.ctc import CTCOptions
+        from f5build.train.f5 import F5TrainOptions
+
+        base = F5TrainOptions()
+        ctc = CTCOptions(
+            weight=base.ctc.weight if self.ctc_weight is None else self.ctc_weight,
+            block=base.ctc.block if self.ctc_block is None else self.ctc_block,
+            seed=base.ctc.seed,
+        )
+        return replace(base, threads=self.threads, device=self.device, steps=self.steps or base.steps, ctc=ctc)
 
 
 def run(options: Options) -> int:
@@ -118,11 +152,10 @@ def run(options: Options) -> int:
         vopts = replace(vopts, steps=options.vocos_steps or vopts.steps)
         VocosTrainer(corpus, options.train_dir, vopts).run_until(vopts.steps)
     if "f5" in options.parts:
-        from f5build.train.f5 import F5Trainer, F5TrainOptions, make_vocab
+        from f5build.train.f5 import F5Trainer, make_vocab
         from f5build.train.signals import alignment_signals
 
-        fopts = replace(F5TrainOptions(), threads=options.threads, device=options.device)
-        fopts = replace(fopts, steps=options.steps or fopts.steps)
+        fopts = options.f5_options()
         trainer = F5Trainer(corpus, make_vocab(corpus), options.train_dir, fopts)
         trainer.run_until(fopts.steps, signals=lambda ema, step: alignment_signals(ema, corpus).to_dict())
     if "export" in options.parts:

@@ -23,6 +23,7 @@ import torch
 
 from f5build.train.batches import Curriculum, FrameBatches
 from f5build.train.corpus import Corpus
+from f5build.train.ctc import CTCAlignment, CTCOptions
 from f5build.train.device import on_cpu, resolve_device, step_clock
 from f5build.train.state import load_state, save_state
 
@@ -46,6 +47,7 @@ class F5TrainOptions:
     keep_every: int = 2500
     signals_every: int = 1000
     curriculum: Curriculum = field(default_factory=Curriculum)
+    ctc: CTCOptions = field(default_factory=CTCOptions)  # training-time alignment aid (f5build.train.ctc)
     arch: dict[str, Any] = field(default_factory=lambda: dict(ARCH))
 
 
@@ -92,6 +94,13 @@ class F5Trainer:
         self.cfm = build_cfm(vocab, opts.arch).to(self.device)
         self.ema = copy.deepcopy(self.cfm).eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(self.cfm.parameters(), lr=opts.lr, weight_decay=0.01)
+        self.char_map = {t: i for i, t in enumerate(vocab)}
+        self.ctc: CTCAlignment | None = None
+        self.ctc_opt: torch.optim.Optimizer | None = None
+        self.ctc_from: int | None = None  # the step the CTC term joined the loss (None: never)
+        if opts.ctc.weight > 0:  # after the EMA copy: the hooks belong to the trained model only
+            self.ctc = CTCAlignment(self.cfm, len(vocab), opts.ctc, self.device)
+            self.ctc_opt = torch.optim.AdamW(self.ctc.head.parameters(), lr=opts.lr, weight_decay=0.01)
         self.step = 0
         self.warmup_from = 0  # the step the learning-rate warmup starts at (a warm start reruns it)
         self.seconds = 0.0  # seconds spent in training steps (CPU time; wall time on a GPU), over every resumed run
@@ -118,6 +127,13 @@ class F5Trainer:
         self.step = int(state["step"])
         self.warmup_from = int(state.get("warmup_from", 0))
         self.seconds = float(state.get("seconds", 0.0))
+        self.ctc_from = state.get("ctc_from")
+        if self.ctc is not None and self.ctc_opt is not None:
+            if "ctc_head" in state:
+                self.ctc.head.load_state_dict(state["ctc_head"])
+                self.ctc_opt.load_state_dict(state["ctc_optimizer"])
+            else:  # a state trained without the aid: the head starts fresh from here
+                self.ctc_from = self.step
         random.setstate(state["py_rng"])
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
@@ -139,7 +155,11 @@ class F5Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "device": self.device.type,
+            "ctc_from": self.ctc_from,
         }
+        if self.ctc is not None and self.ctc_opt is not None:
+            state["ctc_head"] = self.ctc.head.state_dict()
+            state["ctc_optimizer"] = self.ctc_opt.state_dict()
         save_state(self.ckpt_dir / "f5_state.pt", state)
         if self.step % self.opts.keep_every == 0:
             save_state(
@@ -157,20 +177,39 @@ class F5Trainer:
 
     def train_step(self) -> dict[str, float]:
         mel, text, lens = self._batch(self.step)
-        for g in self.opt.param_groups:
-            g["lr"] = self.lr_at(self.step)
+        optimizers = [self.opt] if self.ctc_opt is None else [self.opt, self.ctc_opt]
+        for opt in optimizers:
+            for g in opt.param_groups:
+                g["lr"] = self.lr_at(self.step)
         self.cfm.train()
         loss, _, _ = self.cfm(mel, text=text, lens=lens)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total, extra = loss, {}
+        if self.ctc is not None:
+            if self.ctc_from is None:
+                self.ctc_from = self.step
+            ctc = self.ctc.loss([[self.char_map.get(t, 0) for t in row] for row in text], lens)
+            if ctc is not None:
+                total = loss + self.opts.ctc.weight * ctc
+                extra["ctc"] = float(ctc.detach())
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        total.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.cfm.parameters(), self.opts.grad_clip)
+        if self.ctc is not None and self.ctc_opt is not None:
+            torch.nn.utils.clip_grad_norm_(self.ctc.head.parameters(), self.opts.grad_clip)
+            self.ctc_opt.step()
         self.opt.step()
         with torch.no_grad():
             beta = min(self.opts.ema_beta, (1 + self.step) / (10 + self.step))
             for e, p in zip(self.ema.parameters(), self.cfm.parameters(), strict=False):
                 e.lerp_(p, 1 - beta)
         self.step += 1
-        return {"loss": float(loss), "grad_norm": float(norm), "frames": int(lens.sum()), "batch": len(lens)}
+        return {
+            "loss": float(loss.detach()),
+            "grad_norm": float(norm),
+            "frames": int(lens.sum()),
+            "batch": len(lens),
+        } | extra
 
     def run_until(self, steps: int, signals: Any = None, progress: bool = True) -> None:
         from tqdm import tqdm
@@ -180,6 +219,7 @@ class F5Trainer:
             random.seed(self.opts.seed)
         bar = tqdm(total=steps, initial=self.step, desc="f5", disable=not progress, mininterval=10)
         window: list[float] = []
+        ctc_window: list[float] = []
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a", encoding="utf-8") as log:
             while self.step < steps:
@@ -187,16 +227,22 @@ class F5Trainer:
                 rec = self.train_step()
                 self.seconds += step_clock(self.device) - t_step
                 window.append(rec["loss"])
+                if "ctc" in rec:
+                    ctc_window.append(rec["ctc"])
                 bar.update(1)
                 if not math.isfinite(rec["loss"]):
                     raise FloatingPointError(f"loss is {rec['loss']} at step {self.step}; lower --train-lr")
                 if self.step % 50 == 0:
                     rec |= {"step": self.step, "loss_avg": float(np.mean(window)), "lr": self.lr_at(self.step)}
                     rec |= {"cap": self.batches.curriculum.cap(self.step), "sec": round(self.seconds, 1)}
+                    post = {"loss": f"{rec['loss_avg']:.3f}"}
+                    if ctc_window:
+                        rec["ctc_avg"] = float(np.mean(ctc_window))
+                        post["ctc"] = f"{rec['ctc_avg']:.2f}"
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
-                    bar.set_postfix(loss=f"{rec['loss_avg']:.3f}")
-                    window = []
+                    bar.set_postfix(post)
+                    window, ctc_window = [], []
                 if self.step % self.opts.save_every == 0 or self.step == steps:
                     self.save()
                 if signals is not None and self.step % self.opts.signals_every == 0:

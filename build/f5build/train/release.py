@@ -106,6 +106,10 @@ def export_release(train_dir: Path, out: Path, corpus: Corpus) -> Path:
             "vocos_steps": int(vocos["step"]),
             "train_cpu_hours": round((float(f5.get("seconds", 0)) + float(vocos.get("seconds", 0))) / 3600, 2),
             "train_device": f5.get("device", "cpu"),  # a GPU-trained DiT's seconds are wall seconds
+            # the training-time CTC alignment aid (f5build.train.ctc), when used: its head is not released
+            "train_ctc": None
+            if f5.get("ctc_from") is None
+            else {"from_step": int(f5["ctc_from"]), **{k: f5["options"]["ctc"][k] for k in ("weight", "block")}},
             "arch": f5["arch"],
             "vocos_arch": vocos["arch"],
             "corpus": json.loads((corpus.root / "corpus.json").read_text())["files"],

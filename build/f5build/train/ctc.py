@@ -1,0 +1,86 @@
+"""A training-time alignment aid: a CTC head on a middle DiT block, dropped at export.
+
+F5-TTS learns where each character is spoken only implicitly: the text enters the DiT as character
+embeddings at frames 0..len(text)-1, padded to the mel length, and the attention has to discover the
+monotonic map from frames to characters through the flow-matching loss alone. f5-tts' own recipe
+gets there with ~300,000 frames per update for hundreds of thousands of updates; a 2-core CPU does
+1,200 frames per update, and the embedded model's alignment signals stalled below chance for
+20,000 steps (docs/training.md).
+
+This head reads the hidden states after one DiT block (`block`, 1-based) and is trained with CTC to
+spell the line's tokens in order over the utterance's frames. Its gradient asks the blocks below to
+carry, at every frame, which character is being spoken there: the alignment the velocity prediction
+needs. It is a training loss only: the head is a separate module with its own optimizer, never part
+of the DiT's state dict, the EMA or the release, so inference, the export and the released layout
+stay f5-tts' own. Batches whose text the CFG recipe dropped (20 % of them) add no CTC term: with no
+text there is nothing to spell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class CTCOptions:
+    weight: float = 0.0  # 0 = off (f5-tts' loss alone)
+    block: int = 3  # the head reads the output of this DiT block (1-based)
+    seed: int = 7  # the head's initialisation (a generator of its own: the main RNG stream is untouched)
+
+    def __post_init__(self) -> None:
+        if self.weight < 0:
+            raise ValueError(f"--train-ctc must be >= 0, got {self.weight}")
+        if self.block < 1:
+            raise ValueError(f"--train-ctc-block must be >= 1, got {self.block}")
+
+
+class CTCAlignment:
+    """Attaches to a CFM's DiT, records what one forward pass needs, and returns the CTC term.
+
+    Use: `loss = ctc.loss(targets, lens)` right after `cfm(mel, text=..., lens=...)`; it reads the
+    hidden states and the drop_text flag that forward pass recorded through hooks (f5-tts' CFM draws
+    drop_text inside its forward, so a hook is the only place to see it without changing f5-tts).
+    """
+
+    def __init__(self, cfm: torch.nn.Module, vocab_size: int, opts: CTCOptions, device: torch.device) -> None:
+        dit: Any = cfm.transformer
+        if opts.block > len(dit.transformer_blocks):
+            raise ValueError(f"--train-ctc-block {opts.block}: the DiT has only {len(dit.transformer_blocks)} blocks")
+        self.opts = opts
+        gen = torch.Generator().manual_seed(opts.seed)
+        head = torch.nn.Linear(dit.dim, vocab_size + 1)  # class 0 = CTC blank, token id i -> class i + 1
+        with torch.no_grad():
+            bound = 1.0 / dit.dim**0.5
+            head.weight.copy_(torch.empty_like(head.weight).uniform_(-bound, bound, generator=gen))
+            head.bias.zero_()
+        self.head = head.to(device)
+        self._hidden: torch.Tensor | None = None
+        self._drop_text = False
+        dit.transformer_blocks[opts.block - 1].register_forward_hook(self._keep_hidden)
+        dit.register_forward_pre_hook(self._keep_flags, with_kwargs=True)
+
+    def _keep_hidden(self, _module: torch.nn.Module, _args: Any, output: torch.Tensor) -> None:
+        self._hidden = output
+
+    def _keep_flags(self, _module: torch.nn.Module, _args: Any, kwargs: dict[str, Any]) -> None:
+        self._drop_text = bool(kwargs.get("drop_text", False))
+        self._hidden = None
+
+    def loss(self, targets: list[list[int]], lens: torch.Tensor) -> torch.Tensor | None:
+        """The CTC term of the last forward pass (mean over the batch of per-token loss), or None when
+        that pass dropped the text."""
+        hidden, self._hidden = self._hidden, None
+        if hidden is None:
+            raise RuntimeError("CTCAlignment.loss: no DiT forward pass recorded since the last call")
+        if self._drop_text:
+            return None
+        logp = F.log_softmax(self.head(hidden).float(), dim=-1).transpose(0, 1)  # (N, B, classes)
+        flat = torch.tensor([t + 1 for row in targets for t in row], dtype=torch.long)
+        target_lens = torch.tensor([len(row) for row in targets], dtype=torch.long)
+        return F.ctc_loss(
+            logp, flat.to(logp.device), lens.to(torch.long), target_lens.to(logp.device), blank=0, zero_infinity=True
+        )
