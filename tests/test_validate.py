@@ -79,6 +79,13 @@ def test_validate_passes_and_reports(quantized_v: Path, tmp_path: Path) -> None:
     md = (reports / "accuracy.md").read_text()
     assert "step.int8.min_cosine" in md and "all gates passed" in md
     assert load_manifest(quantized_v).data["stages"]["validate"]["passed"] is True
+    # cpu-int8's verdict says which INT8 arithmetic it was measured with (f5build.int8_arithmetic)
+    from f5build.int8_arithmetic import probe
+
+    here = probe()
+    assert rep["int8_arithmetic"]["kind"] == here.kind and here.describe() in md
+    verdicts = load_manifest(quantized_v).data["stages"]["validate"]["precisions"]
+    assert verdicts["cpu-int8"]["int8_arithmetic"] == here.kind
 
 
 def _corrupt_scale(path: Path) -> str:
@@ -112,6 +119,29 @@ def test_corrupted_scale_fails_the_gate(quantized_v: Path, tmp_path: Path, capsy
     assert rep["passed"] is False
     failed = {g["gate"] for g in rep["gates"] if not g["passed"]}
     assert "step.int8.min_cosine" in failed and "vocoder.int8.min_cosine" not in failed
+
+
+def test_a_partial_run_keeps_other_verdicts_and_no_record_keeps_all(quantized_v: Path, tmp_path: Path) -> None:
+    """--val-precisions replaces only the verdicts it measured; --val-no-record (another processor's
+    arithmetic, nox -s avx2) reports and leaves every verdict as it was."""
+    from f5rt.manifest import load_manifest, update_manifest
+
+    root = tmp_path / "art" / "tiny"
+    shutil.copytree(quantized_v, root)
+    marker = {"passed": False, "gates": 1, "files": {"step.int8.onnx": "earlier"}}
+    update_manifest(root, lambda d: d.setdefault("stages", {}).setdefault("validate", {}).update(
+        precisions={"int8": dict(marker), "cpu-int8": dict(marker)}
+    ))  # fmt: skip
+    assert _validate(root, tmp_path / "r1", "--val-no-e2e", "--val-precisions", "cpu-fp32") == 0
+    verdicts = load_manifest(root).data["stages"]["validate"]["precisions"]
+    assert verdicts["int8"] == marker and verdicts["cpu-int8"] == marker  # not measured: kept
+    assert verdicts["cpu-fp32"]["passed"] is True
+    assert "int8_arithmetic" not in json.loads((tmp_path / "r1" / "accuracy.json").read_text())
+
+    before = load_manifest(root).data["stages"]["validate"]
+    assert _validate(root, tmp_path / "r2", "--val-no-e2e", "--val-precisions", "cpu-int8", "--val-no-record") == 0
+    assert load_manifest(root).data["stages"]["validate"] == before
+    assert json.loads((tmp_path / "r2" / "accuracy.json").read_text())["passed"] is True
 
 
 def test_gates_file_errors(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-e2e-lines", type=int, default=4, help="held-out corpus lines synthesized end to end")
     g.add_argument("--val-e2e-nfe", type=int, default=32, help="sampler steps of the end-to-end runs")
     g.add_argument("--val-no-e2e", action="store_true", help="skip the end-to-end audio comparison")
+    g.add_argument(
+        "--val-no-record",
+        action="store_true",
+        help="report only: leave the manifest's verdicts as they are (for checks of another processor's "
+        "arithmetic, e.g. `nox -s avx2`, whose verdict must not decide what this machine runs)",
+    )
     add_shared(g, "val", "corpus", "voices")
     add_shared(g, "val", "threads", threads="ONNX Runtime threads of the end-to-end runs (0 = default)")
 
@@ -87,6 +94,7 @@ class ValidateOptions:
     precisions: tuple[str, ...] = ()
     max_samples: int = 0
     e2e: bool = True
+    record: bool = True  # write the verdicts into the manifest (what f5rt.precision's `auto` reads)
     e2e_lines: int = 4
     e2e_nfe: int = 32
     corpus: Path = ROOT / "calibration"
@@ -113,6 +121,7 @@ class ValidateOptions:
             precisions=csv_list(args.val_precisions),
             max_samples=int(args.val_max_samples or 0),
             e2e=not bool(args.val_no_e2e),
+            record=not bool(args.val_no_record),
             e2e_lines=int(args.val_e2e_lines),
             e2e_nfe=int(args.val_e2e_nfe),
             corpus=Path(args.val_corpus),
@@ -196,14 +205,29 @@ def compare_end_to_end(root: Path, precisions: list[str], opts: ValidateOptions)
     return result
 
 
-def _record(root: Path, manifest: Manifest, checks: list[GateCheck], report_md: Path, seconds: float) -> None:
-    """stages.validate in the manifest: the verdicts f5rt.precision reads, and a summary."""
+def _record(
+    root: Path,
+    manifest: Manifest,
+    checks: list[GateCheck],
+    report_md: Path,
+    seconds: float,
+    int8_arithmetic: Mapping[str, Any] | None = None,
+) -> None:
+    """stages.validate in the manifest: the verdicts f5rt.precision reads, and a summary.
+
+    A run restricted to some precisions (`--val-precisions`) replaces their verdicts and keeps the
+    others' (the runtime still checks each verdict's file hashes, so a rebuilt graph is not trusted on
+    an old one). The cpu-int8 verdict names the INT8 arithmetic it was measured with.
+    """
     verdicts = precision_verdicts(manifest, checks)
+    if int8_arithmetic is not None and "cpu-int8" in verdicts:
+        verdicts["cpu-int8"]["int8_arithmetic"] = int8_arithmetic["kind"]
     failed = [c for c in checks if not c.passed]
 
     def mutate(data: dict[str, Any]) -> None:
+        before = data.get("stages", {}).get("validate", {}).get("precisions", {})
         data.setdefault("stages", {})["validate"] = {
-            "precisions": verdicts,
+            "precisions": {**before, **verdicts},
             "passed": not failed,
             "failed_gates": [c.gate for c in failed],
             "gates": len(checks),
@@ -228,6 +252,11 @@ def run(opts: ValidateOptions) -> int:
         tools=tool_versions(("onnx", "onnxruntime", "polygraphy", "nvidia-modelopt", "tensorrt")),
     )
     report.graphs = compare_graphs(manifest, gates, opts)
+    if any("cpu-int8" in precs for precs in report.graphs.values()):
+        from f5build.int8_arithmetic import probe
+
+        report.int8_arithmetic = probe().to_dict()
+        log(f"cpu-int8 arithmetic: {report.int8_arithmetic['text']}")
     for res in report.graphs.values():
         for r in res.values():
             report.gates += graph_gates(r, gates)
@@ -244,7 +273,10 @@ def run(opts: ValidateOptions) -> int:
     images = write_reports(report, gates, opts.reports)
     seconds = round(time.perf_counter() - t_start, 1)
     checks = report.gates
-    _record(root, manifest, checks, Path(opts.reports) / "accuracy.md", seconds)
+    if opts.record:
+        _record(root, manifest, checks, Path(opts.reports) / "accuracy.md", seconds, report.int8_arithmetic)
+    else:
+        log("--val-no-record: the manifest's verdicts are left as they were")
     log(f"wrote {Path(opts.reports) / 'accuracy.md'} (+ .json, {len(images)} plots) in {seconds:.1f} s")
     if not checks:
         log("no reduced-precision variant to validate (run `nox -s quantize`)")

@@ -117,6 +117,8 @@ def markdown(report: dict[str, Any], images: list[str]) -> str:
     L = [f"# Accuracy: `{report['model']}` — reduced precision vs FP32", ""]
     L.append(f"Artifacts `{report['artifacts']}`; {report['date']}; ONNX Runtime CPU (Q/DQ emulated).")
     L.append(f"Result: **{'all gates passed' if report['passed'] else 'FAILED'}**.")
+    if report.get("int8_arithmetic"):
+        L.append(f"cpu-int8 measured with this processor's INT8 arithmetic: {report['int8_arithmetic']['text']}.")
     L += ["", "## Gates", "", "| gate | value | bound | where | |", "|---|---|---|---|---|"]
     for g in report["gates"]:
         d = 6 if "cosine" in g["gate"] else 4

@@ -186,6 +186,7 @@ class AccuracyReport:
     e2e: EndToEndComparison | None = None
     placement: Mapping[str, Any] = field(default_factory=dict)
     gates: list[GateCheck] = field(default_factory=list)
+    int8_arithmetic: Mapping[str, Any] | None = None  # f5build.int8_arithmetic, when cpu-int8 was compared
 
     @property
     def passed(self) -> bool:
@@ -204,5 +205,7 @@ class AccuracyReport:
         if self.e2e is not None:
             out["e2e"] = self.e2e.to_dict()
         out["placement"] = dict(self.placement)
+        if self.int8_arithmetic is not None:
+            out["int8_arithmetic"] = dict(self.int8_arithmetic)
         out["passed"] = self.passed
         return out
