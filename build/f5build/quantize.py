@@ -57,7 +57,9 @@ from f5build.recipe import (
     PRECISIONS,
     TRT_ATTENTION_FORMS,
     Recipe,
+    SmoothRule,
     load_recipe,
+    rule_dict,
     unmatched_patterns,
 )
 from f5build.recordings import RecordedSamples, calibration_file, crop_feed
@@ -172,6 +174,15 @@ def plan(recipe: Recipe, graphs: Sequence[str] = (), variants: Sequence[str] = (
     return out
 
 
+def needs_calibration(recipe: Recipe, graph: str, precision: str) -> bool:
+    """Whether the variant is computed from the recorded inputs: int8 (its scales) and a smoothed
+    cpu-int8 (its smoothing factors); the other CPU variants and fp16 need none."""
+    cpu = recipe.graphs[graph].cpu
+    if precision == "cpu-int8":
+        return cpu is not None and cpu.smooth is not None
+    return precision not in CPU_PRECISIONS
+
+
 def fingerprint(
     manifest: Manifest,
     graph: str,
@@ -188,10 +199,10 @@ def fingerprint(
             "source": manifest.files[f"{graph}.onnx"]["sha256"],
             "calibration": manifest.files[calib.relative_to(manifest.root).as_posix()]["sha256"] if calib else None,
             "recipe": {
-                "int8": gr.int8.__dict__ if gr.int8 else None,
-                "fp16": gr.fp16.__dict__ if gr.fp16 else None,
-                "attention": gr.attention.__dict__,
-                **({"cpu": gr.cpu.__dict__} if precision in CPU_PRECISIONS and gr.cpu else {}),
+                "int8": rule_dict(gr.int8),
+                "fp16": rule_dict(gr.fp16),
+                "attention": rule_dict(gr.attention),
+                **({"cpu": rule_dict(gr.cpu)} if precision in CPU_PRECISIONS and gr.cpu else {}),
             },
             "method": method if precision == "int8" else None,
             "samples": opts.samples if precision == "int8" else None,
@@ -274,6 +285,12 @@ def build_variant(
                 np.savez(ref_dir / f"{j:03d}.npz", **crop_feed(samples.feed(i), opts.ref_frames))  # type: ignore[arg-type]
             ref = ref_dir if any(ref_dir.iterdir()) else None
             t0 = time.perf_counter()
+            if precision == "int8" and gr.int8 is not None and gr.int8.smooth is not None:
+                smoothed = tmp / f"{graph}.smooth.onnx"
+                info["smooth"] = smooth_source(
+                    link, smoothed, gr.int8.smooth, gr.int8.exclude, samples, cal_idx, check_idx
+                )
+                link = smoothed
             if precision == "int8":
                 qpath = tmp / f"{graph}.q.onnx"
                 log(f"  {graph}.int8: ModelOpt INT8 calibration ({method}) on {len(cal_idx)} recorded samples …")
@@ -327,6 +344,31 @@ def build_variant(
     finally:
         samples.close()
     return report, extras, info
+
+
+def smooth_source(
+    src: Path,
+    dst: Path,
+    rule: SmoothRule,
+    exclude: Sequence[str],
+    samples: RecordedSamples,
+    cal_idx: Sequence[int],
+    check_idx: Sequence[int],
+) -> dict[str, Any]:
+    """The FP32 graph `src` smoothed into `dst` (f5build.smooth) on the calibration samples, checked
+    against `src` on a held-out one; returns the stage info."""
+    from f5build.smooth import smooth_file
+
+    t0 = time.perf_counter()
+    feeds = [samples.feed(i) for i in cal_idx]
+    rep = smooth_file(src, dst, rule, feeds, samples.feed(check_idx[0]), exclude)
+    info = {**rep.to_dict(), "seconds": round(time.perf_counter() - t0, 1)}
+    log(
+        f"  {src.stem}: smoothed {info['tensors']} MatMul input(s) (alpha {rule.alpha}), channel peak "
+        f"{max(g.amax_before for g in rep.groups):.1f} -> {max(g.amax_after for g in rep.groups):.1f}; "
+        f"FP32 output unchanged to {rep.fp32_rel_error:.1e}"
+    )
+    return info
 
 
 def _record_variant(
@@ -393,7 +435,7 @@ def run(opts: QuantizeOptions) -> int:
     built: list[str] = []
     for graph, precision in todo:
         rel = f"{graph}.{precision}.onnx"
-        calib = None if precision in CPU_PRECISIONS else calibration_file(manifest, graph)
+        calib = calibration_file(manifest, graph) if needs_calibration(recipe, graph, precision) else None
         fp = fingerprint(manifest, graph, precision, recipe, method, calib, opts)
         if not opts.force and _up_to_date(manifest, rel, fp):
             log(f"{rel}: up to date (inputs unchanged)")

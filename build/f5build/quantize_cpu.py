@@ -17,7 +17,7 @@ import numpy as np
 from f5build.common import log
 from f5build.modelopt_calls import smoke_run
 from f5build.placement import PlacementReport
-from f5build.recipe import Recipe, unmatched_patterns
+from f5build.recipe import CpuRule, Recipe, unmatched_patterns
 from f5build.recordings import RecordedSamples, calibration_file
 from f5rt.files import replace_into
 from f5rt.manifest import Manifest
@@ -53,6 +53,24 @@ def smoke_feed(manifest: Manifest, graph: str, path: Path) -> dict[str, np.ndarr
     return feed
 
 
+def smoothed_source(manifest: Manifest, graph: str, src: Path, tmp: Path, rule: CpuRule) -> tuple[Path, dict[str, Any]]:
+    """The FP32 graph smoothed for cpu-int8 (f5build.smooth) on the calibration split of its recording."""
+    from f5build.quantize import smooth_source
+
+    assert rule.smooth is not None
+    calib = calibration_file(manifest, graph)
+    if calib is None:
+        raise ValueError(f"{graph}.cpu-int8: the recipe smooths it, which needs calibration data; run calibrate first")
+    with RecordedSamples(calib) as samples:
+        cal_idx = samples.indices(split=0)
+        if not cal_idx:
+            raise ValueError(f"{calib}: no calibration samples (split 0); re-run calibrate")
+        check_idx = samples.indices(split=1)[:1] or cal_idx[:1]
+        dst = tmp / f"{graph}.smooth.onnx"
+        info = smooth_source(src, dst, rule.smooth, rule.exclude, samples, cal_idx, check_idx)
+    return dst, info
+
+
 def build_cpu(
     root: Path, manifest: Manifest, graph: str, precision: str, recipe: Recipe
 ) -> tuple[PlacementReport, list[str], dict[str, Any]]:
@@ -77,9 +95,13 @@ def build_cpu(
         log(
             f"  {graph}.{precision}: {'ONNX Runtime dynamic INT8 + ' if precision == 'cpu-int8' else ''}fused attention and GELU …"
         )
-        out, extras, report, info = build_cpu_variant(
-            manifest.find(graph, "fp32"), tmp, gr.cpu, precision, graph, heads
-        )
+        src = manifest.find(graph, "fp32")
+        smooth_info = None
+        if precision == "cpu-int8" and gr.cpu.smooth is not None:
+            src, smooth_info = smoothed_source(manifest, graph, src, tmp, gr.cpu)
+        out, extras, report, info = build_cpu_variant(src, tmp, gr.cpu, precision, graph, heads)
+        if smooth_info is not None:
+            info["smooth"] = smooth_info
         info["seconds"] = round(time.perf_counter() - t0, 1)
         log(f"  {report.summary()}")
         if not report.ok:

@@ -29,9 +29,20 @@ CALIB_METHODS = ("max", "entropy")
 
 
 @dataclass(frozen=True)
+class SmoothRule:
+    """SmoothQuant-style smoothing of quantized MatMul inputs (f5build.smooth), folded into the FP32
+    graph before quantization: `nodes` (re.match patterns) name the MatMuls whose input channels are
+    rescaled, `alpha` the migration strength (s_j = amax_x[j]^alpha / amax_W[j]^(1 - alpha))."""
+
+    nodes: tuple[str, ...] = ()
+    alpha: float = 0.5
+
+
+@dataclass(frozen=True)
 class Int8Rule:
     op_types: tuple[str, ...]
     exclude: tuple[str, ...]
+    smooth: SmoothRule | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,7 @@ class CpuRule:
     op_types: tuple[str, ...] = ("MatMul", "Gemm")
     exclude: tuple[str, ...] = ()
     attention: str = "unmasked"
+    smooth: SmoothRule | None = None  # cpu-int8 only (cpu-fp32 is never smoothed)
 
 
 @dataclass(frozen=True)
@@ -162,6 +174,21 @@ def _patterns(value: Any, where: str) -> tuple[str, ...]:
     return out
 
 
+def _smooth(value: Any, where: str) -> SmoothRule | None:
+    """A `smooth` entry: {nodes: [regex, ...], alpha: 0..1}; absent: None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"nodes", "alpha"}:
+        raise ValueError(f"{where}: expected a mapping with 'nodes' (regex list) and 'alpha'")
+    nodes = _patterns(value.get("nodes"), f"{where}.nodes")
+    if not nodes:
+        raise ValueError(f"{where}.nodes: empty (name the MatMuls whose inputs are smoothed)")
+    alpha = value.get("alpha", 0.5)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 < float(alpha) < 1.0:
+        raise ValueError(f"{where}.alpha: expected a number strictly between 0 and 1, got {alpha!r}")
+    return SmoothRule(nodes, float(alpha))
+
+
 def _positive_int(data: dict[str, Any], key: str, where: str, minimum: int = 1) -> int:
     v = data.get(key)
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
@@ -213,6 +240,7 @@ def load_recipe(path: str | Path) -> Recipe:
             int8 = Int8Rule(
                 _strs(g["int8"].get("op_types"), f"{w}.int8.op_types"),
                 _patterns(g["int8"].get("exclude"), f"{w}.int8.exclude"),
+                _smooth(g["int8"].get("smooth"), f"{w}.int8.smooth"),
             )
             if not int8.op_types:
                 raise ValueError(f"{w}.int8.op_types: empty")
@@ -256,6 +284,7 @@ def load_recipe(path: str | Path) -> Recipe:
                 _strs(c.get("op_types", ["MatMul", "Gemm"]), f"{w}.cpu.op_types"),
                 _patterns(c.get("exclude"), f"{w}.cpu.exclude"),
                 form,
+                _smooth(c.get("smooth"), f"{w}.cpu.smooth"),
             )
             bad_ops = [o for o in cpu.op_types if o not in ("MatMul", "Gemm")]
             if not cpu.op_types or bad_ops:
@@ -266,6 +295,13 @@ def load_recipe(path: str | Path) -> Recipe:
         guard = Guard(_strs(gd.get("op_types"), f"{w}.guard.op_types"), _patterns(gd.get("nodes"), f"{w}.guard.nodes"))
         graphs[name] = GraphRecipe(name, variants, int8, fp16, guard, attention, cpu)
     return Recipe(budget, graphs, sha256_json(data), sha256_json(data["graphs"]))
+
+
+def rule_dict(rule: Any) -> dict[str, Any] | None:
+    """A rule dataclass (nested ones included) as plain JSON-able data, for stage fingerprints."""
+    from dataclasses import asdict
+
+    return asdict(rule) if rule is not None else None
 
 
 def matches(name: str, patterns: tuple[str, ...] | list[str]) -> bool:

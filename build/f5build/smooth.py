@@ -33,21 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from f5build.recipe import SmoothRule
 
 SHAPE_READERS = ("Shape", "Size")
-
-
-@dataclass(frozen=True)
-class SmoothRule:
-    """The recipe's `smooth` entry of a graph's int8 / cpu section: which quantized MatMuls' inputs
-    are smoothed (re.match patterns on the MatMul names) and SmoothQuant's migration strength."""
-
-    nodes: tuple[str, ...] = ()
-    alpha: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"smooth.alpha: expected a number in [0, 1], got {self.alpha!r}")
 
 
 @dataclass
@@ -68,6 +56,7 @@ class SmoothReport:
     alpha: float
     groups: list[SmoothGroup] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    fp32_rel_error: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +65,7 @@ class SmoothReport:
             "matmuls": sum(len(g.matmuls) for g in self.groups),
             "amax_before_after": {g.tensor: [round(g.amax_before, 3), round(g.amax_after, 3)] for g in self.groups},
             "skipped": self.skipped,
+            "fp32_rel_error": float(f"{self.fp32_rel_error:.3g}"),
         }
 
 
@@ -151,7 +141,9 @@ def find_groups(model: Any, rule: SmoothRule, exclude: Sequence[str] = ()) -> tu
     return groups, skipped
 
 
-def channel_amax(model: Any, tensors: Sequence[str], feeds: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def channel_amax(
+    model: Any, tensors: Sequence[str], feeds: Iterable[Mapping[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """Per-channel abs-max (last axis) of `tensors` over the feeds' real frames (mask), FP32 graph."""
     import onnx
     import onnxruntime as ort
@@ -177,7 +169,9 @@ def channel_amax(model: Any, tensors: Sequence[str], feeds: Iterable[Mapping[str
     return out
 
 
-def smooth_graph(model: Any, rule: SmoothRule, feeds: Sequence[Mapping[str, np.ndarray]], exclude: Sequence[str] = ()) -> SmoothReport:
+def smooth_graph(
+    model: Any, rule: SmoothRule, feeds: Sequence[Mapping[str, np.ndarray]], exclude: Sequence[str] = ()
+) -> SmoothReport:
     """Smooth `model` (FP32, modified in place) on the calibration `feeds`; see the module docstring."""
     from onnx import helper, numpy_helper
 
@@ -224,4 +218,40 @@ def smooth_graph(model: Any, rule: SmoothRule, feeds: Sequence[Mapping[str, np.n
     keep = [i for i in model.graph.initializer if i.name in used]  # the unsmoothed weights go
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
+    return report
+
+
+FP32_TOLERANCE = 1e-4  # max |smoothed - original| / max |original| of the FP32 output on a recorded input
+
+
+def smooth_file(
+    src: Any,
+    dst: Any,
+    rule: SmoothRule,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    check: Mapping[str, np.ndarray],
+    exclude: Sequence[str] = (),
+) -> SmoothReport:
+    """Smooth the FP32 graph `src` into `dst`, and refuse (ValueError) unless its output on `check` is
+    the original's to FP32 rounding, or unless every MatMul `rule.nodes` names was smoothed."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(src))
+    report = smooth_graph(model, rule, feeds, exclude)
+    if report.skipped:
+        raise ValueError(f"smooth: {len(report.skipped)} input(s) cannot be smoothed exactly, e.g. {report.skipped[0]}")
+    if not report.groups:
+        raise ValueError(f"smooth: the patterns {list(rule.nodes)} name no quantized MatMul")
+    onnx.save(model, str(dst))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    ref = ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"]).run(None, dict(check))
+    out = ort.InferenceSession(str(dst), opts, providers=["CPUExecutionProvider"]).run(None, dict(check))
+    for r, o in zip(ref, out, strict=True):
+        r, o = np.asarray(r, dtype=np.float64), np.asarray(o, dtype=np.float64)
+        err = float(np.abs(r - o).max() / max(float(np.abs(r).max()), 1e-12))
+        if not err <= FP32_TOLERANCE:
+            raise ValueError(f"smooth: the smoothed FP32 graph differs from the original by {err:.3g} (relative)")
+        report.fp32_rel_error = max(report.fp32_rel_error, err)
     return report

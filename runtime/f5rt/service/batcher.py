@@ -48,7 +48,7 @@ from f5rt.limits import Limits
 from f5rt.metrics import Metrics
 from f5rt.options import SynthesisOptions
 from f5rt.service.engine import ChunkEngine
-from f5rt.service.jobs import Job, Row, StreamJob, WholeJob
+from f5rt.service.jobs import Job, JobRequest, Row, StreamJob, WholeJob
 from f5rt.service.work import SynthesisResult
 from f5rt.voices import Voice
 
@@ -165,7 +165,7 @@ class Batcher:
         self, text: str, voice: Voice, options: SynthesisOptions, timeout: float | None = None
     ) -> Future[SynthesisResult]:
         """Queue one synthesis; the future resolves to its SynthesisResult (or its error)."""
-        job = WholeJob(text, voice, options, None, *self._times(timeout))
+        job = WholeJob(self._request(text, voice, options, None, timeout))
         self._enqueue(job)
         return job.future
 
@@ -178,7 +178,7 @@ class Batcher:
         timeout: float | None = None,
     ) -> StreamJob:
         """Queue a stream; read it with `next_piece()`, and `close()` it when the reader goes away."""
-        job = StreamJob(text, voice, options, first_chunk_chars, *self._times(timeout), on_close=self._forget)
+        job = StreamJob(self._request(text, voice, options, first_chunk_chars, timeout), on_close=self._forget)
         self._enqueue(job)
         return job
 
@@ -189,9 +189,17 @@ class Batcher:
         self._enqueue(job)  # type: ignore[arg-type]  # the queue holds calls of any result type
         return job.future
 
-    def _times(self, timeout: float | None) -> tuple[float, float, int]:
+    def _request(
+        self,
+        text: str,
+        voice: Voice,
+        options: SynthesisOptions,
+        first_chunk_chars: int | None,
+        timeout: float | None,
+    ) -> JobRequest:
         now = time.monotonic()
-        return now, now + (timeout or self.limits.request_timeout_s), next(self._seq)
+        deadline = now + (timeout or self.limits.request_timeout_s)
+        return JobRequest(text, voice, options, first_chunk_chars, now, deadline, next(self._seq))
 
     def _enqueue(self, item: Job | _Call[object]) -> None:
         with self._cond:
@@ -267,7 +275,7 @@ class Batcher:
                 continue
             if item.dead:
                 continue
-            if time.monotonic() > item.deadline:
+            if time.monotonic() > item.request.deadline:
                 item.fail(RequestTimeout("request timed out in the queue"))
                 continue
             try:
@@ -295,7 +303,7 @@ class Batcher:
                 head = min(others, key=lambda r: r.priority)  # the oldest other row's turn
             group = self._group(head)
             if self.limits.batching and not firsts_waiting and len(group) < self._cap:
-                wait = head.job.enqueued + self.limits.batch_window_ms / 1000.0 - time.monotonic()
+                wait = head.job.request.enqueued + self.limits.batch_window_ms / 1000.0 - time.monotonic()
                 if wait > 0:
                     return [], wait
             taken = {id(r) for r in group}
@@ -358,7 +366,7 @@ class Batcher:
             if job.dead:
                 continue
             if not job.started:
-                if now > job.deadline:
+                if now > job.request.deadline:
                     self._fail(job, RequestTimeout("request timed out in the queue"))
                     continue
                 job.started = True

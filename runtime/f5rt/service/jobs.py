@@ -30,6 +30,19 @@ from f5rt.voices import Voice
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class JobRequest:
+    """A request as the batcher admitted it: what to synthesize, and its place and deadline in the queue."""
+
+    text: str
+    voice: Voice
+    options: SynthesisOptions
+    first_chunk_chars: int | None  # a stream's short first chunk (None: the engine's chunking alone)
+    enqueued: float  # time.monotonic() at submission: the oldest job's rows go first
+    deadline: float  # time.monotonic() past which a job none of whose rows has started fails (queue timeout)
+    seq: int  # submission order, breaking ties of `enqueued`
+
+
 @dataclass(eq=False)
 class Row:
     """One chunk of one job, waiting for (or in) an engine call."""
@@ -45,7 +58,8 @@ class Row:
     @property
     def priority(self) -> tuple[int, float, int, int]:
         """Smallest first: every stream's first piece, then the oldest job's earliest chunk."""
-        return (0 if self.first_piece else 1, self.job.enqueued, self.job.seq, self.work.index)
+        req = self.job.request
+        return (0 if self.first_piece else 1, req.enqueued, req.seq, self.work.index)
 
 
 class Job:
@@ -53,18 +67,8 @@ class Job:
 
     streaming = False
 
-    def __init__(
-        self,
-        text: str,
-        voice: Voice,
-        options: SynthesisOptions,
-        first_chunk_chars: int | None,
-        enqueued: float,
-        deadline: float,
-        seq: int,
-    ) -> None:
-        self.text, self.voice, self.options, self.first_chunk_chars = text, voice, options, first_chunk_chars
-        self.enqueued, self.deadline, self.seq = enqueued, deadline, seq
+    def __init__(self, request: JobRequest) -> None:
+        self.request = request
         self.started = False  # a row of it has gone into an engine call (its queue deadline no longer applies)
         self._plan: RequestPlan | None = None
         self.timings: dict[str, float] = {}
@@ -94,7 +98,8 @@ class Job:
         """Plan the request (worker thread); raises what planning raises (bad options, bad text)."""
         t0 = time.perf_counter()
         self._engine = engine
-        self._plan = plan = engine.plan_request(self.text, self.voice, self.options, self.first_chunk_chars)
+        req = self.request
+        self._plan = plan = engine.plan_request(req.text, req.voice, req.options, req.first_chunk_chars)
         self.timings["plan"] = time.perf_counter() - t0
         rows = [Row(self, w) for w in plan.works]
         if not rows:
@@ -128,17 +133,8 @@ class WholeJob(Job):
     and its remaining rows are skipped.
     """
 
-    def __init__(
-        self,
-        text: str,
-        voice: Voice,
-        options: SynthesisOptions,
-        first_chunk_chars: int | None,
-        enqueued: float,
-        deadline: float,
-        seq: int,
-    ) -> None:
-        super().__init__(text, voice, options, first_chunk_chars, enqueued, deadline, seq)
+    def __init__(self, request: JobRequest) -> None:
+        super().__init__(request)
         self.future: Future[SynthesisResult] = Future()
 
     @property
@@ -165,19 +161,8 @@ class StreamJob(Job):
 
     streaming = True
 
-    def __init__(
-        self,
-        text: str,
-        voice: Voice,
-        options: SynthesisOptions,
-        first_chunk_chars: int | None,
-        enqueued: float,
-        deadline: float,
-        seq: int,
-        *,
-        on_close: Callable[[StreamJob], None],
-    ) -> None:
-        super().__init__(text, voice, options, first_chunk_chars, enqueued, deadline, seq)
+    def __init__(self, request: JobRequest, *, on_close: Callable[[StreamJob], None]) -> None:
+        super().__init__(request)
         self._on_close = on_close
         self._lock = threading.RLock()  # re-entrant: a future's done-callback may call close()
         self._ready: collections.deque[Wave] = collections.deque()
