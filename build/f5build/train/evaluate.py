@@ -36,7 +36,7 @@ class CheckpointScore:
 def _snapshots(train_dir: Path) -> list[tuple[int, dict[str, torch.Tensor]]]:
     out = []
     for path in sorted(train_dir.glob("f5_ema_*.pt")):
-        state = load_state(path)
+        state = load_state(path, require="ema_model_state_dict")  # snapshots before 2026-12 hold no "step"
         if state is not None:
             out.append((int(path.stem.rsplit("_", 1)[1]), state["ema_model_state_dict"]))
     newest = load_state(train_dir / "f5_state.pt")

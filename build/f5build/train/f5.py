@@ -163,7 +163,8 @@ class F5Trainer:
         save_state(self.ckpt_dir / "f5_state.pt", state)
         if self.step % self.opts.keep_every == 0:
             save_state(
-                self.ckpt_dir / f"f5_ema_{self.step:06d}.pt", {"ema_model_state_dict": state["ema_model_state_dict"]}
+                self.ckpt_dir / f"f5_ema_{self.step:06d}.pt",
+                {"ema_model_state_dict": state["ema_model_state_dict"], "step": self.step},
             )
 
     def _batch(self, step: int) -> tuple[torch.Tensor, list[list[str]], torch.Tensor]:

@@ -32,8 +32,9 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
             os.unlink(tmp)
 
 
-def load_state(path: Path) -> dict[str, Any] | None:
-    """The state in `path`, or None when there is none yet."""
+def load_state(path: Path, require: str = "step") -> dict[str, Any] | None:
+    """The state in `path`, or None when there is none yet; `require` is a key it must hold (a training
+    state has its `step`, a kept EMA snapshot its `ema_model_state_dict`)."""
     if not path.is_file():
         return None
     try:
@@ -42,8 +43,8 @@ def load_state(path: Path) -> dict[str, Any] | None:
         raise ValueError(
             f"{path}: training state unreadable ({type(e).__name__}: {e}); delete it to start over"
         ) from None
-    if not isinstance(state, dict) or "step" not in state:
-        raise ValueError(f"{path}: not a training state (no 'step'); delete it to start over")
+    if not isinstance(state, dict) or require not in state:
+        raise ValueError(f"{path}: not a training state (no {require!r}); delete it to start over")
     return state
 
 
