@@ -144,6 +144,29 @@ def test_a_partial_run_keeps_other_verdicts_and_no_record_keeps_all(quantized_v:
     assert json.loads((tmp_path / "r2" / "accuracy.json").read_text())["passed"] is True
 
 
+def test_cpu_int8_in_avx2_arithmetic(quantized_v: Path, tmp_path: Path) -> None:
+    """nox -s avx2 on the tiny model: saturation counted per MatMulInteger on the held-out calls, and
+    validate run on a copy whose cpu-int8 graph computes AVX2's arithmetic; the artifacts untouched."""
+    from f5build.int8_arithmetic import EMULATED, measure_saturation, validate_in_avx2_arithmetic
+
+    graph = onnx.load(str(quantized_v / "step.cpu-int8.onnx"), load_external_data=False)
+    names = [n.name for n in graph.graph.node if n.op_type == "MatMulInteger"]
+    stats = measure_saturation(quantized_v, per_bucket=1)
+    assert [s.node for s in stats] == names and all(s.pairs > 0 and s.rows > 0 for s in stats)
+    assert all((s.saturated == 0) == math.isinf(s.snr_db) for s in stats)
+    assert all((s.saturated == 0) == (s.max_pair <= 32767) for s in stats)
+
+    before = (quantized_v / "manifest.json").read_text()
+    reports = tmp_path / "avx2"
+    rc = validate_in_avx2_arithmetic(quantized_v, reports, e2e_lines=1, e2e_nfe=4, voices=_BUILT["voices"])
+    rep = json.loads((reports / "accuracy.json").read_text())
+    assert rc == (0 if rep["passed"] else 1)
+    assert rep["int8_arithmetic"]["text"] == EMULATED and EMULATED in (reports / "accuracy.md").read_text()
+    assert set(rep["graphs"]["step"]) == {"cpu-int8"} and rep["e2e"]["utterances"]
+    assert (quantized_v / "manifest.json").read_text() == before
+    assert not list(quantized_v.parent.glob(".*avx2-*"))  # the copy is gone
+
+
 def test_gates_file_errors(tmp_path: Path) -> None:
     from f5build.validate import load_gates
 

@@ -253,9 +253,9 @@ def run(opts: ValidateOptions) -> int:
     )
     report.graphs = compare_graphs(manifest, gates, opts)
     if any("cpu-int8" in precs for precs in report.graphs.values()):
-        from f5build.int8_arithmetic import probe
+        from f5build.int8_arithmetic import arithmetic_of
 
-        report.int8_arithmetic = probe().to_dict()
+        report.int8_arithmetic = arithmetic_of(manifest)
         log(f"cpu-int8 arithmetic: {report.int8_arithmetic['text']}")
     for res in report.graphs.values():
         for r in res.values():
