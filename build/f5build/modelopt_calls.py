@@ -112,7 +112,8 @@ def quantize_int8(
     from modelopt.onnx.quantization import quantize
 
     assert recipe.int8 is not None
-    with _quiet():
+    # entropy calibration draws a tqdm bar per histogram pass on stderr: not a log line, dropped
+    with _quiet(), contextlib.redirect_stderr(io.StringIO()):
         quantize(
             onnx_path=str(src),
             quantize_mode="int8",

@@ -211,13 +211,15 @@ def _record(
     checks: list[GateCheck],
     report_md: Path,
     seconds: float,
+    measured: set[str],
     int8_arithmetic: Mapping[str, Any] | None = None,
 ) -> None:
     """stages.validate in the manifest: the verdicts f5rt.precision reads, and a summary.
 
-    A run restricted to some precisions (`--val-precisions`) replaces their verdicts and keeps the
-    others' (the runtime still checks each verdict's file hashes, so a rebuilt graph is not trusted on
-    an old one). The cpu-int8 verdict names the INT8 arithmetic it was measured with.
+    A run restricted to some precisions (`--val-precisions`) replaces the verdicts of those it
+    `measured` (one measured without a gate loses its verdict) and keeps the others' (the runtime still
+    checks each verdict's file hashes, so a rebuilt graph is not trusted on an old one). The cpu-int8
+    verdict names the INT8 arithmetic it was measured with.
     """
     verdicts = precision_verdicts(manifest, checks)
     if int8_arithmetic is not None and "cpu-int8" in verdicts:
@@ -226,8 +228,9 @@ def _record(
 
     def mutate(data: dict[str, Any]) -> None:
         before = data.get("stages", {}).get("validate", {}).get("precisions", {})
+        kept = {p: v for p, v in before.items() if p not in measured}
         data.setdefault("stages", {})["validate"] = {
-            "precisions": {**before, **verdicts},
+            "precisions": {**kept, **verdicts},
             "passed": not failed,
             "failed_gates": [c.gate for c in failed],
             "gates": len(checks),
@@ -274,7 +277,8 @@ def run(opts: ValidateOptions) -> int:
     seconds = round(time.perf_counter() - t_start, 1)
     checks = report.gates
     if opts.record:
-        _record(root, manifest, checks, Path(opts.reports) / "accuracy.md", seconds, report.int8_arithmetic)
+        measured = {p for precs in report.graphs.values() for p in precs} | set(e2e_precs)
+        _record(root, manifest, checks, Path(opts.reports) / "accuracy.md", seconds, measured, report.int8_arithmetic)
     else:
         log("--val-no-record: the manifest's verdicts are left as they were")
     log(f"wrote {Path(opts.reports) / 'accuracy.md'} (+ .json, {len(images)} plots) in {seconds:.1f} s")
