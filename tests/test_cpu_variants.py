@@ -190,6 +190,35 @@ def test_cpu_int8_keeps_the_recipe_fp32_nodes(quantized: Path) -> None:
             assert "/attn/MatMul" not in n.name
 
 
+def test_cpu_int8_weights_are_7_bit_and_an_8_bit_graph_is_refused(quantized: Path) -> None:
+    """The recipe's weight_bits 7: every s8 weight within +-64, so 2 x 255 x 64 < 32767 and AVX2's
+    16-bit pair sums cannot saturate; the placement check refuses a graph with 8-bit weights."""
+    import dataclasses
+
+    from f5build.cpu_variant import check_cpu_placement
+    from f5build.placement import load_recipe
+
+    rule = load_recipe(Path(__file__).resolve().parents[1] / "config" / "precision.yaml").graphs["step"].cpu
+    assert rule is not None and rule.weight_bits == 7
+    src = onnx.load(str(quantized / "step.onnx"))
+    int8 = onnx.load(str(quantized / "step.cpu-int8.onnx"))
+    inits = {i.name: i for i in int8.graph.initializer}
+    peaks = [
+        int(np.abs(onnx.numpy_helper.to_array(inits[n.input[1]]).astype(np.int16)).max())
+        for n in int8.graph.node
+        if n.op_type == "MatMulInteger"
+    ]
+    assert peaks and max(peaks) <= 64 and 2 * 255 * max(peaks) < 32767
+    assert check_cpu_placement(int8, src, rule, "cpu-int8", "step").ok
+    name = next(n.input[1] for n in int8.graph.node if n.op_type == "MatMulInteger")
+    w = onnx.numpy_helper.to_array(inits[name]).copy()
+    w.flat[0] = 127
+    inits[name].CopyFrom(onnx.numpy_helper.from_array(w, name))
+    rep = check_cpu_placement(int8, src, rule, "cpu-int8", "step")
+    assert not rep.ok and any("over the 7 bits" in e for e in rep.errors)
+    assert check_cpu_placement(int8, src, dataclasses.replace(rule, weight_bits=8), "cpu-int8", "step").ok
+
+
 def test_cpu_placement_check_refuses_violations(quantized: Path, tmp_path: Path) -> None:
     from f5build.cpu_variant import check_cpu_placement
     from f5build.placement import CpuRule, load_recipe

@@ -432,6 +432,14 @@ def test_recipe_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bad regex"):
         load_recipe(path)
     step = base["graphs"]["step"]
+    for bits in (9, True, "7"):
+        path.write_text(
+            yaml.safe_dump(
+                dict(base, graphs={**base["graphs"], "step": {**step, "cpu": {**step["cpu"], "weight_bits": bits}}})
+            )
+        )
+        with pytest.raises(ValueError, match="graphs.step.cpu.weight_bits: expected 7 or 8"):
+            load_recipe(path)
     for attention, msg in (
         (
             {**step["attention"], "form": "fused-int8"},

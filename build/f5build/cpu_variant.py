@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from f5build.ort_attention import MS_DOMAIN, attention_ops, find_attention, fuse_attention
@@ -72,7 +73,7 @@ def quantize_dynamic_int8(src: Path, out: Path, rule: CpuRule, fmt: Int8Format |
     """ORT dynamic INT8 of `src` into `out` under `rule`; returns what was excluded and why."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    fmt = fmt or Int8Format()
+    fmt = fmt or Int8Format(reduce_range=rule.weight_bits == 7)
     model = onnx.load(str(src), load_external_data=False)
     keep = excluded_nodes(model, rule)
     attn = sorted({n.name for n in model.graph.node if n.op_type == "MatMul"} - set(weight_nodes(model, ("MatMul",))))
@@ -100,7 +101,8 @@ def check_cpu_placement(
     every other weight node of `op_types` was quantized (none is left FP32 by accident) and no
     activation x activation MatMul was; cpu-fp32 has no quantized op at all; every explicit
     attention of the source became one MultiHeadAttention and no Softmax is left behind; every
-    tanh GELU of the source became one FastGelu and none is left as plain ops.
+    tanh GELU of the source became one FastGelu and none is left as plain ops; with `weight_bits` 7 no
+    s8 weight exceeds 64 in magnitude (so no u8 x s8 pair sum can saturate AVX2's 16 bits).
     """
     if precision not in CPU_PRECISIONS:
         raise ValueError(f"not a CPU precision: {precision!r} (expected one of {CPU_PRECISIONS})")
@@ -120,10 +122,15 @@ def check_cpu_placement(
     quantized = [n for n in model.graph.node if n.op_type in QUANTIZED_OPS]
     if precision == "cpu-fp32" and quantized:
         err(f"cpu-fp32 holds quantized op(s), e.g. {quantized[0].name} ({quantized[0].op_type})")
-    inits = {i.name for i in model.graph.initializer}
+    inits = {i.name: i for i in model.graph.initializer}
     for n in model.graph.node:
         if n.op_type == "MatMulInteger" and n.input[1] not in inits:
             err(f"{n.name}: an activation x activation MatMul was quantized (input {n.input[1]})")
+        elif n.op_type == "MatMulInteger" and rule.weight_bits == 7:
+            w = onnx.numpy_helper.to_array(inits[n.input[1]])  # the model is in memory, its data loaded
+            if w.dtype == np.int8 and int(np.abs(w.astype(np.int16)).max(initial=0)) > 64:
+                err(f"{n.name}: s8 weights reach {int(np.abs(w.astype(np.int16)).max())}, over the 7 bits "
+                    "the recipe asks for (weight_bits: 7): AVX2's 16-bit pair sums can saturate")  # fmt: skip
     want = len(find_attention(source.graph))
     att = attention_ops(model)
     rep.attention_matmuls = int(att["fused"])

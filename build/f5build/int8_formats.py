@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,9 @@ def run(opts: FormatsOptions, log: Callable[[str], None] = print) -> list[Format
             folder.mkdir()
             precision = "cpu-fp32" if name == "cpu-fp32" else "cpu-int8"
             fmt = None if name == "cpu-fp32" else FORMATS[name]
-            path, _, report, _ = build_cpu_variant(src, folder, rule, precision, "step", heads, fmt)
+            # the placement check holds each format to its own weight width, not the recipe's
+            own = rule if fmt is None else replace(rule, weight_bits=7 if fmt.reduce_range else 8)
+            path, _, report, _ = build_cpu_variant(src, folder, own, precision, "step", heads, fmt)
             if report.errors:
                 raise RuntimeError(f"{name}: the built graph breaks the recipe: {report.errors[0]}")
             paths[name] = path

@@ -106,6 +106,9 @@ class CpuRule:
     exclude: tuple[str, ...] = ()
     attention: str = "unmasked"
     smooth: SmoothRule | None = None  # cpu-int8 only (cpu-fp32 is never smoothed)
+    # 7: s8 weights in 7 bits (ONNX Runtime's reduce_range), so no u8 x s8 pair sum can reach AVX2's
+    # 16-bit saturation (255 x 64 x 2 < 32767); 8: full 8-bit weights, exact only on VNNI-class CPUs
+    weight_bits: int = 8
 
 
 @dataclass(frozen=True)
@@ -285,7 +288,10 @@ def load_recipe(path: str | Path) -> Recipe:
                 _patterns(c.get("exclude"), f"{w}.cpu.exclude"),
                 form,
                 _smooth(c.get("smooth"), f"{w}.cpu.smooth"),
+                c.get("weight_bits", 8),
             )
+            if cpu.weight_bits not in (7, 8) or isinstance(cpu.weight_bits, bool):
+                raise ValueError(f"{w}.cpu.weight_bits: expected 7 or 8, got {cpu.weight_bits!r}")
             bad_ops = [o for o in cpu.op_types if o not in ("MatMul", "Gemm")]
             if not cpu.op_types or bad_ops:
                 raise ValueError(f"{w}.cpu.op_types: expected MatMul and/or Gemm, got {list(cpu.op_types)}")
