@@ -35,6 +35,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -93,20 +94,27 @@ def probe() -> Int8Arithmetic:
     return Int8Arithmetic(value=int(np.asarray(y).reshape(-1)[0]), exact_value=K * 255 * 127)
 
 
+def _pair_sums(a: np.ndarray, b: np.ndarray) -> Iterator[np.ndarray]:
+    """The AVX2 u8s8 kernel's pair sums of u8 `a` (rows, K) x s8 `b` (K, N), before saturation: int32
+    (rows, ceil(K/2), N), in slices of 64 rows. K is zero-padded to a multiple of 4, as the kernel packs
+    it, and each two consecutive products along K form a pair."""
+    k = a.shape[-1]
+    pad = (-k) % 4
+    aa = np.pad(a.astype(np.int32), ((0, 0), (0, pad)))
+    bb = np.pad(b.astype(np.int32), ((0, pad), (0, 0)))
+    for lo in range(0, aa.shape[0], 64):
+        r = aa[lo : lo + 64]
+        yield r[:, 0::2, None] * bb[None, 0::2] + r[:, 1::2, None] * bb[None, 1::2]
+
+
 def avx2_matmul_integer(a: np.ndarray, b: np.ndarray, a_zero_point: int) -> np.ndarray:
     """MatMulInteger(a u8 (..., K), b s8 (K, N), a_zero_point, b_zero_point 0) as ONNX Runtime's AVX2
     u8s8 kernel computes it (no VNNI): int32 (..., N), pair sums saturated at 16 bits."""
     if a.dtype != np.uint8 or b.dtype != np.int8:
         raise TypeError(f"expected u8 activations and s8 weights, got {a.dtype} and {b.dtype}")
-    k = a.shape[-1]
-    pad = (-k) % 4  # the kernel packs K in groups of 4 bytes, zero-filled
-    aa = np.pad(a.reshape(-1, k).astype(np.int32), ((0, 0), (0, pad)))
-    bb = np.pad(b.astype(np.int32), ((0, pad), (0, 0)))
-    out = np.empty((aa.shape[0], b.shape[1]), np.int64)
-    for lo in range(0, aa.shape[0], 64):  # rows in slices: the pair tensor is rows x K/2 x N
-        r = aa[lo : lo + 64]
-        pairs = r[:, 0::2, None] * bb[None, 0::2] + r[:, 1::2, None] * bb[None, 1::2]
-        out[lo : lo + 64] = np.clip(pairs, -32768, 32767).sum(axis=1)
+    rows = a.reshape(-1, a.shape[-1])
+    sums = [np.clip(pairs, -32768, 32767).sum(axis=1, dtype=np.int64) for pairs in _pair_sums(rows, b)]
+    out = np.concatenate(sums) if sums else np.zeros((0, b.shape[1]), np.int64)
     out -= int(a_zero_point) * b.astype(np.int64).sum(axis=0)
     return out.astype(np.int32).reshape(*a.shape[:-1], b.shape[1])
 
@@ -129,17 +137,11 @@ class MatMulSaturation:
 
 
 def _pair_stats(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
-    """(pair sums outside 16 bits, largest |pair sum|) of a u8 (rows, K) x s8 (K, N) product."""
-    k = a.shape[-1]
-    pad = (-k) % 4
-    aa = np.pad(a.astype(np.int32), ((0, 0), (0, pad)))
-    bb = np.pad(b.astype(np.int32), ((0, pad), (0, 0)))
+    """(pair sums outside [-32768, 32767], largest |pair sum|) of a u8 (rows, K) x s8 (K, N) product."""
     over, peak = 0, 0
-    for lo in range(0, aa.shape[0], 64):
-        r = aa[lo : lo + 64]
-        pairs = np.abs(r[:, 0::2, None] * bb[None, 0::2] + r[:, 1::2, None] * bb[None, 1::2])
-        over += int((pairs > 32767).sum())  # -32768 itself cannot occur: |pair| <= 2 x 255 x 128 is even
-        peak = max(peak, int(pairs.max(initial=0)))
+    for pairs in _pair_sums(a, b):
+        over += int(((pairs > 32767) | (pairs < -32768)).sum())
+        peak = max(peak, int(np.abs(pairs).max(initial=0)))
     return over, peak
 
 
