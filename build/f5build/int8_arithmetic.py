@@ -35,7 +35,7 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -107,16 +107,41 @@ def _pair_sums(a: np.ndarray, b: np.ndarray) -> Iterator[np.ndarray]:
         yield r[:, 0::2, None] * bb[None, 0::2] + r[:, 1::2, None] * bb[None, 1::2]
 
 
+def _avx2_product(a: np.ndarray, b: np.ndarray, a_zero_point: int) -> tuple[np.ndarray, int, int]:
+    """u8 `a` (rows, K) x s8 `b` (K, N) in AVX2 arithmetic, in one pass over the pair sums:
+    (int64 (rows, N) result, pair sums outside [-32768, 32767], largest |pair sum|)."""
+    if a.dtype != np.uint8 or b.dtype != np.int8:
+        raise TypeError(f"expected u8 activations and s8 weights, got {a.dtype} and {b.dtype}")
+    sums, over, peak = [], 0, 0
+    for pairs in _pair_sums(a, b):
+        over += int(((pairs > 32767) | (pairs < -32768)).sum())
+        peak = max(peak, int(np.abs(pairs).max(initial=0)))
+        sums.append(np.clip(pairs, -32768, 32767).sum(axis=1, dtype=np.int64))
+    out = np.concatenate(sums) if sums else np.zeros((0, b.shape[1]), np.int64)
+    return out - int(a_zero_point) * b.astype(np.int64).sum(axis=0), over, peak
+
+
 def avx2_matmul_integer(a: np.ndarray, b: np.ndarray, a_zero_point: int) -> np.ndarray:
     """MatMulInteger(a u8 (..., K), b s8 (K, N), a_zero_point, b_zero_point 0) as ONNX Runtime's AVX2
     u8s8 kernel computes it (no VNNI): int32 (..., N), pair sums saturated at 16 bits."""
-    if a.dtype != np.uint8 or b.dtype != np.int8:
-        raise TypeError(f"expected u8 activations and s8 weights, got {a.dtype} and {b.dtype}")
-    rows = a.reshape(-1, a.shape[-1])
-    sums = [np.clip(pairs, -32768, 32767).sum(axis=1, dtype=np.int64) for pairs in _pair_sums(rows, b)]
-    out = np.concatenate(sums) if sums else np.zeros((0, b.shape[1]), np.int64)
-    out -= int(a_zero_point) * b.astype(np.int64).sum(axis=0)
+    out, _, _ = _avx2_product(a.reshape(-1, a.shape[-1]), b, a_zero_point)
     return out.astype(np.int32).reshape(*a.shape[:-1], b.shape[1])
+
+
+def _s8_weights(node: Any, weights: Mapping[str, Any]) -> np.ndarray:
+    """A MatMulInteger's weights, refused unless they are what the AVX2 model covers: a 2-D s8
+    initializer with zero points 0 (ONNX Runtime's symmetric dynamic quantization)."""
+    from onnx import numpy_helper
+
+    def value(name: str) -> np.ndarray | None:
+        w = weights.get(name)
+        return None if w is None else w if isinstance(w, np.ndarray) else numpy_helper.to_array(w)
+
+    b = value(node.input[1])
+    zp = value(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    if b is None or b.dtype != np.int8 or b.ndim != 2 or (zp is not None and np.any(zp != 0)):
+        raise ValueError(f"{node.name}: only 2-D s8 initializer weights with zero points 0 are modelled")
+    return b
 
 
 @dataclass(frozen=True)
@@ -136,15 +161,6 @@ class MatMulSaturation:
         return asdict(self)
 
 
-def _pair_stats(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
-    """(pair sums outside [-32768, 32767], largest |pair sum|) of a u8 (rows, K) x s8 (K, N) product."""
-    over, peak = 0, 0
-    for pairs in _pair_sums(a, b):
-        over += int(((pairs > 32767) | (pairs < -32768)).sum())
-        peak = max(peak, int(np.abs(pairs).max(initial=0)))
-    return over, peak
-
-
 def measure_saturation(artifacts: Path, per_bucket: int = 4) -> list[MatMulSaturation]:
     """Per MatMulInteger of `artifacts`' cpu-int8 step graph: how the AVX2 kernel would do on the
     held-out recorded step calls (see the module docstring)."""
@@ -161,12 +177,10 @@ def measure_saturation(artifacts: Path, per_bucket: int = 4) -> list[MatMulSatur
     nodes = [n for n in model.graph.node if n.op_type == "MatMulInteger"]
     if not nodes:
         raise ValueError(f"{path}: no MatMulInteger (not a dynamic INT8 graph?)")
-    for n in nodes:
-        b = weights.get(n.input[1])
-        if b is None or b.dtype != np.int8 or b.ndim != 2:
-            raise ValueError(f"{path}: {n.name}: weights are not a 2-D s8 initializer; only s8 weights are modelled")
-        if len(n.input) > 3 and n.input[3] and np.any(weights.get(n.input[3], np.zeros(1)) != 0):
-            raise ValueError(f"{path}: {n.name}: weight zero points are not 0; only symmetric s8 weights are modelled")
+    try:
+        s8 = {n.name: _s8_weights(n, weights) for n in nodes}
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     wanted = sorted({x for n in nodes for x in (n.input[0], n.input[2])})
     known = {o.name for o in model.graph.output}
     for name in wanted:
@@ -182,12 +196,11 @@ def measure_saturation(artifacts: Path, per_bucket: int = 4) -> list[MatMulSatur
     for _, _, feed in feeds:
         got = dict(zip(wanted, sess.run(wanted, feed), strict=True))
         for n in nodes:
-            a = np.asarray(got[n.input[0]]).reshape(-1, weights[n.input[1]].shape[0])
-            b = weights[n.input[1]]
+            b = s8[n.name]
+            a = np.asarray(got[n.input[0]]).reshape(-1, b.shape[0])
             zp = int(np.asarray(got[n.input[2]]).reshape(-1)[0]) if n.input[2] else 0
             exact = (a.astype(np.int64) - zp) @ b.astype(np.int64)
-            avx2 = avx2_matmul_integer(a, b, zp).astype(np.int64)
-            over, peak = _pair_stats(a, b)
+            avx2, over, peak = _avx2_product(a, b, zp)
             s = acc[n.name]
             s[0] += a.shape[0]
             s[1] += a.shape[0] * ((a.shape[1] + 1) // 2) * b.shape[1]
@@ -198,7 +211,7 @@ def measure_saturation(artifacts: Path, per_bucket: int = 4) -> list[MatMulSatur
     out = []
     for n in nodes:
         rows, pairs, over, peak, sig, err = acc[n.name]
-        k, cols = weights[n.input[1]].shape
+        k, cols = s8[n.name].shape
         snr = math.inf if err == 0 else 10 * math.log10(sig / err) if sig > 0 else -math.inf
         out.append(MatMulSaturation(n.name, int(k), int(cols), int(rows), int(pairs), int(over), int(peak), snr))
     return out
@@ -237,11 +250,7 @@ def avx2_graph(model: Any) -> Any:
         if node.op_type != "MatMulInteger":
             out.graph.node.append(node)
             continue
-        b = numpy_helper.to_array(weights[node.input[1]])
-        if b.dtype != np.int8 or b.ndim != 2:
-            raise ValueError(f"{node.name}: only 2-D s8 weights are modelled")
-        if len(node.input) > 3 and node.input[3] and np.any(numpy_helper.to_array(weights[node.input[3]]) != 0):
-            raise ValueError(f"{node.name}: only symmetric s8 weights (zero points 0) are modelled")
+        b = _s8_weights(node, weights)
         k = b.shape[0]
         bp = np.pad(b.astype(np.int32), ((0, (-k) % 2), (0, 0)))
         p = f"{node.name}/avx2"
