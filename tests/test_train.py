@@ -317,7 +317,9 @@ def test_ctc_options_are_checked(tmp_path: Path):
     opts = Options.from_args(p.parse_args(["--train-ctc", "0.2", "--train-ctc-block", "2"])).f5_options()
     assert (opts.ctc.weight, opts.ctc.block) == (0.2, 2)
     with pytest.raises(ValueError, match="only 2 blocks"):
-        CTCAlignment(build_cfm([" ", "a"], dict(TINY_ARCH)), 2, CTCOptions(weight=1, block=3), torch.device("cpu"))
+        CTCAlignment(
+            build_cfm([" ", "a"], dict(TINY_ARCH)), 2, CTCOptions(weight=1, block=3), torch.device("cpu"), 1e-3
+        )
 
 
 @needs_espeak

@@ -46,7 +46,9 @@ class CTCAlignment:
     drop_text inside its forward, so a hook is the only place to see it without changing f5-tts).
     """
 
-    def __init__(self, cfm: torch.nn.Module, vocab_size: int, opts: CTCOptions, device: torch.device) -> None:
+    def __init__(
+        self, cfm: torch.nn.Module, vocab_size: int, opts: CTCOptions, device: torch.device, lr: float
+    ) -> None:
         dit: Any = cfm.transformer
         if opts.block > len(dit.transformer_blocks):
             raise ValueError(f"--train-ctc-block {opts.block}: the DiT has only {len(dit.transformer_blocks)} blocks")
@@ -58,6 +60,7 @@ class CTCAlignment:
             head.weight.copy_(torch.empty_like(head.weight).uniform_(-bound, bound, generator=gen))
             head.bias.zero_()
         self.head = head.to(device)
+        self.opt = torch.optim.AdamW(self.head.parameters(), lr=lr, weight_decay=0.01)  # the head's own
         self._hidden: torch.Tensor | None = None
         self._drop_text = False
         dit.transformer_blocks[opts.block - 1].register_forward_hook(self._keep_hidden)
@@ -69,6 +72,23 @@ class CTCAlignment:
     def _keep_flags(self, _module: torch.nn.Module, _args: Any, kwargs: dict[str, Any]) -> None:
         self._drop_text = bool(kwargs.get("drop_text", False))
         self._hidden = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The head and its optimizer, for the training state."""
+        return {"ctc_head": self.head.state_dict(), "ctc_optimizer": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Resume the head from a training state; False when the state was trained without it."""
+        if "ctc_head" not in state:
+            return False
+        self.head.load_state_dict(state["ctc_head"])
+        self.opt.load_state_dict(state["ctc_optimizer"])
+        return True
+
+    def step(self, grad_clip: float) -> None:
+        """The head's update, after the backward pass of the loss its term joined."""
+        torch.nn.utils.clip_grad_norm_(self.head.parameters(), grad_clip)
+        self.opt.step()
 
     def loss(self, targets: list[list[int]], lens: torch.Tensor) -> torch.Tensor | None:
         """The CTC term of the last forward pass (mean over the batch of per-token loss), or None when

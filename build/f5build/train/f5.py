@@ -98,11 +98,9 @@ class F5Trainer:
         self.opt = torch.optim.AdamW(self.cfm.parameters(), lr=opts.lr, weight_decay=0.01)
         self.char_map = {t: i for i, t in enumerate(vocab)}
         self.ctc: CTCAlignment | None = None
-        self.ctc_opt: torch.optim.Optimizer | None = None
         self.ctc_from: int | None = None  # the step the CTC term joined the loss (None: never)
         if opts.ctc.weight > 0:  # after the EMA copy: the hooks belong to the trained model only
-            self.ctc = CTCAlignment(self.cfm, len(vocab), opts.ctc, self.device)
-            self.ctc_opt = torch.optim.AdamW(self.ctc.head.parameters(), lr=opts.lr, weight_decay=0.01)
+            self.ctc = CTCAlignment(self.cfm, len(vocab), opts.ctc, self.device, opts.lr)
         self.step = 0
         self.warmup_from = 0  # the step the learning-rate warmup starts at (a warm start reruns it)
         self.seconds = 0.0  # seconds spent in training steps (CPU time; wall time on a GPU), over every resumed run
@@ -129,13 +127,9 @@ class F5Trainer:
         self.step = int(state["step"])
         self.warmup_from = int(state.get("warmup_from", 0))
         self.seconds = float(state.get("seconds", 0.0))
-        self.ctc_from = state.get("ctc_from")
-        if self.ctc is not None and self.ctc_opt is not None:
-            if "ctc_head" in state:
-                self.ctc.head.load_state_dict(state["ctc_head"])
-                self.ctc_opt.load_state_dict(state["ctc_optimizer"])
-            else:  # a state trained without the aid: the head starts fresh from here
-                self.ctc_from = self.step
+        self.ctc_from = state.get("ctc_from")  # None in a state trained without the aid: set by its first step
+        if self.ctc is not None:
+            self.ctc.load_state_dict(state)
         random.setstate(state["py_rng"])
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
@@ -159,9 +153,8 @@ class F5Trainer:
             "device": self.device.type,
             "ctc_from": self.ctc_from,
         }
-        if self.ctc is not None and self.ctc_opt is not None:
-            state["ctc_head"] = self.ctc.head.state_dict()
-            state["ctc_optimizer"] = self.ctc_opt.state_dict()
+        if self.ctc is not None:
+            state |= self.ctc.state_dict()
         save_state(self.ckpt_dir / "f5_state.pt", state)
         if self.step % self.opts.keep_every == 0:
             save_state(
@@ -180,7 +173,7 @@ class F5Trainer:
 
     def train_step(self) -> dict[str, float]:
         mel, text, lens = self._batch(self.step)
-        optimizers = [self.opt] if self.ctc_opt is None else [self.opt, self.ctc_opt]
+        optimizers = [self.opt] if self.ctc is None else [self.opt, self.ctc.opt]
         for opt in optimizers:
             for g in opt.param_groups:
                 g["lr"] = self.lr_at(self.step)
@@ -198,9 +191,8 @@ class F5Trainer:
             opt.zero_grad(set_to_none=True)
         total.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.cfm.parameters(), self.opts.grad_clip)
-        if self.ctc is not None and self.ctc_opt is not None:
-            torch.nn.utils.clip_grad_norm_(self.ctc.head.parameters(), self.opts.grad_clip)
-            self.ctc_opt.step()
+        if self.ctc is not None:
+            self.ctc.step(self.opts.grad_clip)
         self.opt.step()
         with torch.no_grad():
             beta = min(self.opts.ema_beta, (1 + self.step) / (10 + self.step))
