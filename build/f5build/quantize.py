@@ -174,6 +174,15 @@ def plan(recipe: Recipe, graphs: Sequence[str] = (), variants: Sequence[str] = (
     return out
 
 
+def calibration_split(samples: RecordedSamples, calib: Path, limit: int | None = None) -> tuple[list[int], list[int]]:
+    """(calibration indices, at most `limit`; one check index: the first held-out sample, else the
+    first calibration one) of a recording; refuses one with no calibration samples."""
+    cal_idx = samples.indices(split=0, limit=limit)
+    if not cal_idx:
+        raise ManifestError(f"{calib}: no calibration samples (split 0); re-run `nox -s calibrate`")
+    return cal_idx, samples.indices(split=1)[:1] or cal_idx[:1]
+
+
 def needs_calibration(recipe: Recipe, graph: str, precision: str) -> bool:
     """Whether the variant is computed from the recorded inputs: int8 (its scales) and a smoothed
     cpu-int8 (its smoothing factors); the other CPU variants and fp16 need none."""
@@ -245,10 +254,7 @@ def build_variant(
     samples = RecordedSamples(calib)
     info: dict[str, Any] = {}
     try:
-        cal_idx = samples.indices(split=0, limit=opts.samples)
-        if not cal_idx:
-            raise ManifestError(f"{calib}: no calibration samples (split 0); re-run `nox -s calibrate`")
-        check_idx = samples.indices(split=1)[:1] or cal_idx[:1]
+        cal_idx, check_idx = calibration_split(samples, calib, opts.samples)
         names = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node]
         pats = [*gr.guard.nodes]
         if gr.int8 is not None:

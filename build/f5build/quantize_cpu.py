@@ -55,17 +55,14 @@ def smoke_feed(manifest: Manifest, graph: str, path: Path) -> dict[str, np.ndarr
 
 def smoothed_source(manifest: Manifest, graph: str, src: Path, tmp: Path, rule: CpuRule) -> tuple[Path, dict[str, Any]]:
     """The FP32 graph smoothed for cpu-int8 (f5build.smooth) on the calibration split of its recording."""
-    from f5build.quantize import smooth_source
+    from f5build.quantize import calibration_split, smooth_source
 
     assert rule.smooth is not None
     calib = calibration_file(manifest, graph)
     if calib is None:
         raise ValueError(f"{graph}.cpu-int8: the recipe smooths it, which needs calibration data; run calibrate first")
     with RecordedSamples(calib) as samples:
-        cal_idx = samples.indices(split=0)
-        if not cal_idx:
-            raise ValueError(f"{calib}: no calibration samples (split 0); re-run calibrate")
-        check_idx = samples.indices(split=1)[:1] or cal_idx[:1]
+        cal_idx, check_idx = calibration_split(samples, calib)
         dst = tmp / f"{graph}.smooth.onnx"
         info = smooth_source(src, dst, rule.smooth, rule.exclude, samples, cal_idx, check_idx)
     return dst, info
