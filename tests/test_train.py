@@ -97,14 +97,16 @@ def test_corpus_is_deterministic_split_and_verified(small_corpus: Path, tmp_path
         load_corpus(tampered)
 
 
-def _trainers(corpus_root: Path, ckpt: Path, ctc: float = 0.0):
+def _trainers(corpus_root: Path, ckpt: Path, ctc: float = 0.0, ctc_max_time: float = 1.0):
     from f5build.train.ctc import CTCOptions
     from f5build.train.f5 import F5Trainer, F5TrainOptions, make_vocab
     from f5build.train.vocoder import VocosTrainer, VocosTrainOptions
 
     corpus = load_corpus(corpus_root)
     cur = Curriculum(start_frames=400, max_frames=400, ramp_steps=1, batch_frames=800)
-    opts = F5TrainOptions(arch=dict(TINY_ARCH), curriculum=cur, save_every=2, ctc=CTCOptions(weight=ctc, block=1))
+    opts = F5TrainOptions(
+        arch=dict(TINY_ARCH), curriculum=cur, save_every=2, ctc=CTCOptions(weight=ctc, block=1, max_time=ctc_max_time)
+    )
     f5 = F5Trainer(corpus, make_vocab(corpus), ckpt, opts)
     voc = VocosTrainer(corpus, ckpt, VocosTrainOptions(arch=dict(TINY_VOCOS), batch=2, save_every=2, steps=4))
     return f5, voc
@@ -276,7 +278,7 @@ def test_ctc_alignment_aid_trains_the_dit_resumes_exactly_and_is_not_released(sm
     voc.run_until(2, progress=False)
     out = export_release(tmp_path / "once", tmp_path / "models" / "small", load_corpus(small_corpus))
     meta = json.loads((out / "checkpoint.json").read_text())
-    assert meta["train_ctc"] == {"from_step": 0, "weight": 0.5, "block": 1}
+    assert meta["train_ctc"] == [{"from_step": 0, "weight": 0.5, "block": 1, "max_time": 1.0}]
     from safetensors import safe_open
 
     with safe_open(str(out / "model_4.safetensors"), "pt") as f:
@@ -302,12 +304,58 @@ def test_ctc_joins_a_run_trained_without_it_and_skips_text_dropped_batches(small
         aided.ctc.loss([[1, 2]] * len(text), lens)
 
 
-def test_ctc_options_are_checked(tmp_path: Path):
+@needs_espeak
+def test_ctc_spells_only_rows_below_its_flow_time_and_records_each_setting(small_corpus: Path, tmp_path: Path):
+    from f5build.train.f5 import ctc_history_of
+    from f5build.train.release import export_release
+
+    aided, voc = _trainers(small_corpus, tmp_path / "run", ctc=0.5)
+    aided.run_until(2, progress=False)
+    low, _ = _trainers(small_corpus, tmp_path / "run", ctc=0.5, ctc_max_time=0.25)
+    low.run_until(4, progress=False)  # resumed with the aid restricted to low flow times
+    assert low.ctc_history == [
+        {"from_step": 0, "weight": 0.5, "block": 1, "max_time": 1.0},
+        {"from_step": 2, "weight": 0.5, "block": 1, "max_time": 0.25},
+    ]
+    assert low.ctc_from == 0
+    voc.run_until(2, progress=False)
+    meta = json.loads(
+        (export_release(tmp_path / "run", tmp_path / "rel", load_corpus(small_corpus)) / "checkpoint.json").read_text()
+    )
+    assert meta["train_ctc"] == low.ctc_history
+
+    assert low.ctc is not None
+    mel, text, lens = low._batch(0)
+    ids = torch.randint(1, 5, (len(text), 6))
+    targets = [[1, 2, 3]] * len(text)
+
+    def term(times: list[float]) -> torch.Tensor | None:
+        with torch.no_grad():
+            low.cfm.transformer(x=mel, cond=mel, text=ids, time=torch.tensor(times), mask=None, drop_text=False)
+        return low.ctc.loss(targets, lens)
+
+    assert term([0.9] * len(text)) is None  # every row's x_t still carries its speech: nothing to spell
+    mixed = term([0.1] + [0.9] * (len(text) - 1))
+    alone = term([0.1] * len(text))  # the same first row, now with every row below the limit
+    assert mixed is not None and alone is not None
+    with torch.no_grad():  # the first row's term alone, from a pass over it alone
+        low.cfm.transformer(x=mel[:1], cond=mel[:1], text=ids[:1], time=torch.tensor([0.1]), mask=None, drop_text=False)
+    first = low.ctc.loss(targets[:1], lens[:1])
+    assert first is not None
+    torch.testing.assert_close(mixed, first, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(alone, first)  # the mean now covers every row
+
+    legacy = {"ctc_from": 7, "options": {"ctc": {"weight": 0.1, "block": 3}}}  # a state from before the record
+    assert ctc_history_of(legacy) == [{"from_step": 7, "weight": 0.1, "block": 3, "max_time": 1.0}]
+    assert ctc_history_of({"options": {"ctc": {"weight": 0.0, "block": 3}}}) == []
+
+
+def test_ctc_and_learning_rate_options_are_checked(tmp_path: Path):
     import argparse
 
     from f5build.train import Options, add_arguments
     from f5build.train.ctc import CTCAlignment, CTCOptions
-    from f5build.train.f5 import build_cfm
+    from f5build.train.f5 import F5TrainOptions, build_cfm
 
     p = argparse.ArgumentParser()
     add_arguments(p)
@@ -316,6 +364,17 @@ def test_ctc_options_are_checked(tmp_path: Path):
             Options.from_args(p.parse_args(bad))
     opts = Options.from_args(p.parse_args(["--train-ctc", "0.2", "--train-ctc-block", "2"])).f5_options()
     assert (opts.ctc.weight, opts.ctc.block) == (0.2, 2)
+    assert opts.lr == F5TrainOptions().lr  # the recipe's rate unless --train-lr says otherwise
+    for bad in ("0", "-1e-4", "2"):
+        with pytest.raises(ValueError, match="--train-lr must be"):
+            Options.from_args(p.parse_args([f"--train-lr={bad}"]))
+    for bad in ("0", "1.5"):
+        with pytest.raises(ValueError, match="--train-ctc-max-time must be"):
+            Options.from_args(p.parse_args([f"--train-ctc-max-time={bad}"]))
+        with pytest.raises(ValueError, match="--train-ctc-max-time must be"):
+            CTCOptions(weight=0.1, max_time=float(bad))
+    assert Options.from_args(p.parse_args(["--train-ctc-max-time", "0.25"])).f5_options().ctc.max_time == 0.25
+    assert Options.from_args(p.parse_args(["--train-lr", "2e-4"])).f5_options().lr == 2e-4
     with pytest.raises(ValueError, match="only 2 blocks"):
         CTCAlignment(
             build_cfm([" ", "a"], dict(TINY_ARCH)), 2, CTCOptions(weight=1, block=3), torch.device("cpu"), 1e-3

@@ -61,6 +61,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--train-threads", type=int, default=1, help="torch intra-op threads (default 1)")
     g.add_argument(
+        "--train-lr",
+        type=float,
+        default=None,
+        help="the DiT's peak learning rate (after warm-up; default: the recipe's). A resumed run takes the new rate",
+    )
+    g.add_argument(
         "--train-ctc",
         type=float,
         default=None,
@@ -71,6 +77,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="DiT block (1-based) the CTC head reads (default: the recipe's)",
+    )
+    g.add_argument(
+        "--train-ctc-max-time",
+        type=float,
+        default=None,
+        help="only batch rows with flow time below this (0 = noise, 1 = data) add the CTC term (default: the recipe's)",
     )
     g.add_argument("--train-reports", type=Path, default=ROOT / "reports" / "train", help="loss plots and tables")
 
@@ -89,6 +101,8 @@ class Options:
     device: str = "cpu"
     ctc_weight: float | None = None
     ctc_block: int | None = None
+    lr: float | None = None
+    ctc_max_time: float | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -104,6 +118,10 @@ class Options:
             raise ValueError(f"--train-ctc must be a weight >= 0 (0 = off), got {args.train_ctc}")
         if args.train_ctc_block is not None and args.train_ctc_block < 1:
             raise ValueError(f"--train-ctc-block must be at least 1 (blocks count from 1), got {args.train_ctc_block}")
+        if args.train_ctc_max_time is not None and not 0 < args.train_ctc_max_time <= 1:
+            raise ValueError(f"--train-ctc-max-time must be a flow time in (0, 1], got {args.train_ctc_max_time}")
+        if args.train_lr is not None and not 0 < args.train_lr < 1:
+            raise ValueError(f"--train-lr must be a learning rate in (0, 1), got {args.train_lr}")
         if args.train_threads < 1:
             raise ValueError(f"--train-threads must be at least 1, got {args.train_threads}")
         return cls(
@@ -119,6 +137,8 @@ class Options:
             device=str(args.train_device),
             ctc_weight=args.train_ctc,
             ctc_block=args.train_ctc_block,
+            lr=args.train_lr,
+            ctc_max_time=args.train_ctc_max_time,
         )
 
     def f5_options(self) -> F5TrainOptions:
@@ -131,8 +151,16 @@ class Options:
             weight=base.ctc.weight if self.ctc_weight is None else self.ctc_weight,
             block=base.ctc.block if self.ctc_block is None else self.ctc_block,
             seed=base.ctc.seed,
+            max_time=base.ctc.max_time if self.ctc_max_time is None else self.ctc_max_time,
         )
-        return replace(base, threads=self.threads, device=self.device, steps=self.steps or base.steps, ctc=ctc)
+        return replace(
+            base,
+            threads=self.threads,
+            device=self.device,
+            steps=self.steps or base.steps,
+            ctc=ctc,
+            lr=base.lr if self.lr is None else self.lr,
+        )
 
 
 def run(options: Options) -> int:

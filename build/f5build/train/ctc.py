@@ -30,12 +30,18 @@ class CTCOptions:
     weight: float = 0.0  # 0 = off (f5-tts' loss alone)
     block: int = 3  # the head reads the output of this DiT block (1-based)
     seed: int = 7  # the head's initialisation (a generator of its own: the main RNG stream is untouched)
+    # only batch rows whose flow time t (0 = noise, 1 = data) is below this spell the line: where x_t still
+    # carries the speech the head can read the characters off the audio (an ASR shortcut) instead of
+    # learning where the text goes, which is what sampling from noise needs (docs/training.md)
+    max_time: float = 1.0
 
     def __post_init__(self) -> None:
         if self.weight < 0:
             raise ValueError(f"--train-ctc must be >= 0, got {self.weight}")
         if self.block < 1:
             raise ValueError(f"--train-ctc-block must be >= 1, got {self.block}")
+        if not 0 < self.max_time <= 1:
+            raise ValueError(f"--train-ctc-max-time must be in (0, 1], got {self.max_time}")
 
 
 class CTCAlignment:
@@ -63,6 +69,7 @@ class CTCAlignment:
         self.opt = torch.optim.AdamW(self.head.parameters(), lr=lr, weight_decay=0.01)  # the head's own
         self._hidden: torch.Tensor | None = None
         self._drop_text = False
+        self._time: torch.Tensor | None = None
         dit.transformer_blocks[opts.block - 1].register_forward_hook(self._keep_hidden)
         dit.register_forward_pre_hook(self._keep_flags, with_kwargs=True)
 
@@ -71,6 +78,7 @@ class CTCAlignment:
 
     def _keep_flags(self, _module: torch.nn.Module, _args: Any, kwargs: dict[str, Any]) -> None:
         self._drop_text = bool(kwargs.get("drop_text", False))
+        self._time = kwargs.get("time")
         self._hidden = None
 
     def state_dict(self) -> dict[str, Any]:
@@ -91,16 +99,29 @@ class CTCAlignment:
         self.opt.step()
 
     def loss(self, targets: list[list[int]], lens: torch.Tensor) -> torch.Tensor | None:
-        """The CTC term of the last forward pass (mean over the batch of per-token loss), or None when
-        that pass dropped the text."""
+        """The CTC term of the last forward pass (mean over the rows it covers of per-token loss), or None
+        when that pass dropped the text or no row's flow time is below `max_time`."""
         hidden, self._hidden = self._hidden, None
         if hidden is None:
             raise RuntimeError("CTCAlignment.loss: no DiT forward pass recorded since the last call")
         if self._drop_text:
             return None
-        logp = F.log_softmax(self.head(hidden).float(), dim=-1).transpose(0, 1)  # (N, B, classes)
-        flat = torch.tensor([t + 1 for row in targets for t in row], dtype=torch.long)
-        target_lens = torch.tensor([len(row) for row in targets], dtype=torch.long)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        if self.opts.max_time < 1:
+            if self._time is None:
+                raise RuntimeError("CTCAlignment.loss: the DiT forward pass was not given its flow time")
+            rows = rows[self._time.reshape(-1).to(hidden.device) < self.opts.max_time]
+            if rows.numel() == 0:
+                return None
+        keep = rows.tolist()
+        logp = F.log_softmax(self.head(hidden[rows]).float(), dim=-1).transpose(0, 1)  # (N, B, classes)
+        flat = torch.tensor([t + 1 for i in keep for t in targets[i]], dtype=torch.long)
+        target_lens = torch.tensor([len(targets[i]) for i in keep], dtype=torch.long)
         return F.ctc_loss(
-            logp, flat.to(logp.device), lens.to(torch.long), target_lens.to(logp.device), blank=0, zero_infinity=True
+            logp,
+            flat.to(logp.device),
+            lens.to(hidden.device)[rows].to(torch.long),
+            target_lens.to(logp.device),
+            blank=0,
+            zero_infinity=True,
         )

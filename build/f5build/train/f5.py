@@ -98,7 +98,9 @@ class F5Trainer:
         self.opt = torch.optim.AdamW(self.cfm.parameters(), lr=opts.lr, weight_decay=0.01)
         self.char_map = {t: i for i, t in enumerate(vocab)}
         self.ctc: CTCAlignment | None = None
-        self.ctc_from: int | None = None  # the step the CTC term joined the loss (None: never)
+        # the alignment aid's settings and the step each took effect: a resumed run may change them
+        # (--train-ctc, --train-ctc-block, --train-ctc-max-time), and the release records every one
+        self.ctc_history: list[dict[str, Any]] = []
         if opts.ctc.weight > 0:  # after the EMA copy: the hooks belong to the trained model only
             self.ctc = CTCAlignment(self.cfm, len(vocab), opts.ctc, self.device, opts.lr)
         self.step = 0
@@ -106,6 +108,21 @@ class F5Trainer:
         self.seconds = 0.0  # seconds spent in training steps (CPU time; wall time on a GPU), over every resumed run
         self.batches = FrameBatches(corpus.split("phrase") + corpus.split("train"), opts.curriculum, opts.seed)
         self.log_path = ckpt_dir / "f5_log.jsonl"
+
+    @property
+    def ctc_from(self) -> int | None:
+        """The step the CTC term first joined the loss (None: never)."""
+        return int(self.ctc_history[0]["from_step"]) if self.ctc_history else None
+
+    def _note_ctc_settings(self) -> None:
+        now = {"weight": self.opts.ctc.weight, "block": self.opts.ctc.block, "max_time": self.opts.ctc.max_time}
+        if self.ctc is None:
+            now["weight"] = 0.0
+            if not self.ctc_history:
+                return  # never used: nothing to record
+        last = self.ctc_history[-1] if self.ctc_history else None
+        if last is None or {k: last.get(k) for k in now} != now:
+            self.ctc_history.append({"from_step": self.step, **now})
 
     def lr_at(self, step: int) -> float:
         return self.opts.lr * min(1.0, (step - self.warmup_from + 1) / self.opts.warmup)
@@ -127,7 +144,7 @@ class F5Trainer:
         self.step = int(state["step"])
         self.warmup_from = int(state.get("warmup_from", 0))
         self.seconds = float(state.get("seconds", 0.0))
-        self.ctc_from = state.get("ctc_from")  # None in a state trained without the aid: set by its first step
+        self.ctc_history = ctc_history_of(state)
         if self.ctc is not None:
             self.ctc.load_state_dict(state)
         random.setstate(state["py_rng"])
@@ -151,7 +168,7 @@ class F5Trainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "device": self.device.type,
-            "ctc_from": self.ctc_from,
+            "ctc_history": self.ctc_history,
         }
         if self.ctc is not None:
             state |= self.ctc.state_dict()
@@ -180,9 +197,8 @@ class F5Trainer:
         self.cfm.train()
         loss, _, _ = self.cfm(mel, text=text, lens=lens)
         total, extra = loss, {}
+        self._note_ctc_settings()
         if self.ctc is not None:
-            if self.ctc_from is None:
-                self.ctc_from = self.step
             ctc = self.ctc.loss([[self.char_map.get(t, 0) for t in row] for row in text], lens)
             if ctc is not None:
                 total = loss + self.opts.ctc.weight * ctc
@@ -245,3 +261,15 @@ class F5Trainer:
                     log.write(json.dumps({"step": self.step, "signals": out}) + "\n")
                     log.flush()
         bar.close()
+
+
+def ctc_history_of(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """A training state's record of the CTC aid; a state from before the record kept only the step the
+    aid joined (`ctc_from`) and the options of its last run."""
+    if "ctc_history" in state:
+        return [dict(entry) for entry in state["ctc_history"]]
+    if state.get("ctc_from") is None:
+        return []
+    ctc = state["options"]["ctc"]
+    entry = {"weight": ctc["weight"], "block": ctc["block"], "max_time": ctc.get("max_time", 1.0)}
+    return [{"from_step": int(state["ctc_from"]), **entry}]

@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from f5build.train.corpus import Corpus
+from f5build.train.f5 import ctc_history_of
 from f5build.train.state import load_state, staged_folder
 from f5rt.files import sha256_file
 
@@ -106,10 +107,9 @@ def export_release(train_dir: Path, out: Path, corpus: Corpus) -> Path:
             "vocos_steps": int(vocos["step"]),
             "train_cpu_hours": round((float(f5.get("seconds", 0)) + float(vocos.get("seconds", 0))) / 3600, 2),
             "train_device": f5.get("device", "cpu"),  # a GPU-trained DiT's seconds are wall seconds
-            # the training-time CTC alignment aid (f5build.train.ctc), when used: its head is not released
-            "train_ctc": None
-            if f5.get("ctc_from") is None
-            else {"from_step": int(f5["ctc_from"]), **{k: f5["options"]["ctc"][k] for k in ("weight", "block")}},
+            # the training-time CTC alignment aid (f5build.train.ctc), when used: its head is not released;
+            # its settings and the step each took effect
+            "train_ctc": ctc_history_of(f5) or None,
             "arch": f5["arch"],
             "vocos_arch": vocos["arch"],
             "corpus": json.loads((corpus.root / "corpus.json").read_text())["files"],
