@@ -350,6 +350,42 @@ def test_ctc_spells_only_rows_below_its_flow_time_and_records_each_setting(small
     assert ctc_history_of({"options": {"ctc": {"weight": 0.0, "block": 3}}}) == []
 
 
+@needs_espeak
+def test_ctc_readout_is_a_signal_that_leaves_the_trajectory_alone(small_corpus: Path, tmp_path: Path):
+    """The head's reading of held-out lines joins the signals (and the report) without touching the
+    random streams or the weights: a run read out midway ends bitwise where an unread one does."""
+    from f5build.train.report import write_training_report
+    from f5build.train.signals import alignment_signals, char_error_rate, ctc_readout
+
+    assert char_error_rate([1, 2, 3], [1, 2, 3]) == 0.0
+    assert char_error_rate([], [1, 2, 3, 4]) == 1.0
+    assert char_error_rate([1, 9, 3, 4, 5], [1, 2, 3, 4]) == 0.5  # one substitution, one insertion
+
+    plain, _ = _trainers(small_corpus, tmp_path / "plain", ctc=0.5)
+    plain.run_until(4, progress=False)  # first and whole: the trainers share torch's global generator
+    read, _ = _trainers(small_corpus, tmp_path / "read", ctc=0.5)
+    read.run_until(2, progress=False)
+    assert read.ctc is not None
+    got = ctc_readout(read.cfm, read.ctc, read.corpus, read.char_map, count=2)
+    assert set(got) == {"ctc_cer_t0", "ctc_cer_t0.9"}
+    assert all(v >= 0 for v in got.values())
+    assert got == ctc_readout(read.cfm, read.ctc, read.corpus, read.char_map, count=2)  # fixed noise
+    read.run_until(4, progress=False)
+    for (name, a), b in zip(read.cfm.state_dict().items(), plain.cfm.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+    logged, _ = _trainers(small_corpus, tmp_path / "logged", ctc=0.5)
+    logged = type(logged)(logged.corpus, logged.vocab, tmp_path / "logged", replace(logged.opts, signals_every=2))
+    logged.run_until(
+        2, progress=False, signals=lambda ema, step: alignment_signals(ema, logged.corpus, count=2).to_dict()
+    )
+    rows = [json.loads(line) for line in (tmp_path / "logged" / "f5_log.jsonl").read_text().splitlines()]
+    assert {"ctc_cer_t0", "ctc_cer_t0.9", "loudness_corr"} <= set(rows[-1]["signals"])
+    (tmp_path / "logged" / "vocos_log.jsonl").write_text("")
+    report = write_training_report(tmp_path / "logged", tmp_path / "reports")
+    assert "CTC CER t=0" in (report / "train.md").read_text()
+
+
 def test_ctc_and_learning_rate_options_are_checked(tmp_path: Path):
     import argparse
 

@@ -232,7 +232,7 @@ def load_corpus(root: Path, verify: bool = True) -> Corpus:
     """Read a corpus folder; with `verify`, every file's sha256 must match corpus.json."""
     meta_path = root / "corpus.json"
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{root}: no corpus.json (make the corpus with `nox -s train -- --corpus-only`)")
+        raise FileNotFoundError(f"{root}: no corpus.json (make the corpus with `nox -s train -- --train-parts corpus`)")
     meta = json.loads(meta_path.read_text())
     if verify:
         for name, digest in meta["files"].items():

@@ -93,6 +93,32 @@ class CTCAlignment:
         self.opt.load_state_dict(state["ctc_optimizer"])
         return True
 
+    @torch.no_grad()
+    def spell(
+        self,
+        cfm: torch.nn.Module,
+        x: torch.Tensor,
+        cond: torch.Tensor,
+        text: torch.Tensor,
+        time: float,
+        from_frame: int = 0,
+    ) -> list[int]:
+        """The head's greedy reading of one sequence (batch 1) at flow time `time`, of its frames from
+        `from_frame` on: per frame the best class, repeats collapsed and blanks dropped, as token ids.
+        Runs the DiT in eval mode; the next training step puts it back in train mode."""
+        cfm.eval()
+        t = torch.full((x.shape[0],), float(time), device=x.device)
+        cfm.transformer(x=x, cond=cond, text=text, time=t, drop_audio_cond=False, drop_text=False)
+        hidden, self._hidden = self._hidden, None
+        assert hidden is not None
+        best = self.head(hidden[0, from_frame:]).argmax(-1).tolist()
+        out, prev = [], 0
+        for c in best:
+            if c != prev and c != 0:
+                out.append(c - 1)
+            prev = c
+        return out
+
     def step(self, grad_clip: float) -> None:
         """The head's update, after the backward pass of the loss its term joined."""
         torch.nn.utils.clip_grad_norm_(self.head.parameters(), grad_clip)

@@ -25,6 +25,7 @@ from f5build.train.batches import Curriculum, FrameBatches
 from f5build.train.corpus import Corpus
 from f5build.train.ctc import CTCAlignment, CTCOptions
 from f5build.train.device import on_cpu, resolve_device, step_clock
+from f5build.train.signals import ctc_readout
 from f5build.train.state import load_state, save_state
 
 ARCH = dict(dim=128, depth=6, heads=2, dim_head=64, ff_mult=2, text_dim=64, conv_layers=2, text_mask_padding=True)
@@ -258,6 +259,8 @@ class F5Trainer:
                     self.save()
                 if signals is not None and self.step % self.opts.signals_every == 0:
                     out = signals(on_cpu(self.ema), self.step)
+                    if self.ctc is not None:  # what the head reads, at flow time 0 and 0.9 (f5build.train.signals)
+                        out |= ctc_readout(self.cfm, self.ctc, self.corpus, self.char_map)
                     log.write(json.dumps({"step": self.step, "signals": out}) + "\n")
                     log.flush()
         bar.close()

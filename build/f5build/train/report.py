@@ -53,11 +53,16 @@ def write_training_report(train_dir: Path, out: Path) -> Path:
         last = vocos[-1]
         lines += [f"Vocos: step {last['step']}, mel L1 {last['mel_l1']:.4f}, {last['sec'] / 3600:.2f} CPU-hours.", ""]
     if signals:
-        lines += ["| step | mel L1 | unrelated | loudness corr | unrelated |", "|---|---|---|---|---|"]
-        lines += [
-            f"| {s['step']} | {s['mel_l1']:.3f} | {s['mel_l1_unrelated']:.3f} | {s['loudness_corr']:.3f} "
-            f"| {s['loudness_corr_unrelated']:.3f} |"
-            for s in signals
-        ]
+        readout = any("ctc_cer_t0" in s for s in signals)  # the CTC head's reading, when the aid is on
+        head = "| step | mel L1 | unrelated | loudness corr | unrelated |"
+        lines += [head + (" CTC CER t=0 | t=0.9 |" if readout else ""), "|---" * (7 if readout else 5) + "|"]
+        for s in signals:
+            row = (
+                f"| {s['step']} | {s['mel_l1']:.3f} | {s['mel_l1_unrelated']:.3f} | {s['loudness_corr']:.3f} "
+                f"| {s['loudness_corr_unrelated']:.3f} |"
+            )
+            if readout:
+                row += "".join(f" {s[k]:.3f} |" if k in s else " - |" for k in ("ctc_cer_t0", "ctc_cer_t0.9"))
+            lines.append(row)
     (out / "train.md").write_text("\n".join(lines) + "\n")
     return out
