@@ -44,7 +44,7 @@ class LockBusy(RuntimeError):
         waited = f" after waiting {waited_s:.1f} s" if waited_s > 0 else ""
         super().__init__(
             f"{path.parent / path.name.removesuffix('.lock').lstrip('.')}: another build is running on this "
-            f"artifacts folder{waited}: {who} (lock {path}); wait for it to finish, stop it, or pass "
+            f"folder{waited}: {who} (lock {path}); wait for it to finish, stop it, or pass "
             "--lock-wait SECONDS to wait"
         )
 

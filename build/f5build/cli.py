@@ -9,7 +9,8 @@ take under their own prefix (recipe, corpus, voices, threads, reports, force) by
 live in `f5build.context`, which the stages import (they never import this module back).
 
 A run holds the artifacts folder's lock (`f5build.buildlock`) from start to end, so two builds never
-write one folder at once; SIGINT / SIGTERM stop it cleanly (`f5build.interrupt`); every failure is
+write one folder at once (a stage that writes elsewhere names its folder with `lock_folder(args)`:
+`train` locks its training state); SIGINT / SIGTERM stop it cleanly (`f5build.interrupt`); every failure is
 one line on stderr and an exit code: 2 bad input, 74 a write the disk refused, 75 the folder busy,
 130 / 143 stopped by SIGINT / SIGTERM (docs/build-faults.md).
 """
@@ -21,6 +22,7 @@ import errno
 import importlib
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from f5build import faults
@@ -103,26 +105,40 @@ def _run_stage(stage: str, args: argparse.Namespace) -> int:
     return int(rc)
 
 
+def _lock_folder(args: argparse.Namespace) -> Path | None:
+    """The folder a run writes and locks: the artifacts folder, unless the stage module names its own
+    (`lock_folder(args)`, e.g. the training state for `train`; None for a run that only reads)."""
+    named = getattr(importlib.import_module(STAGES[args.stage]), "lock_folder", None) if args.stage in STAGES else None
+    return artifacts_dir(args) if named is None else named(args)
+
+
+def _run_stages(stages: tuple[str, ...], args: argparse.Namespace) -> int:
+    for stage in stages:
+        rc = _run_stage(stage, args)
+        if rc != 0:
+            return rc
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     stages = PIPELINE if args.stage == "pipeline" else (args.stage,)
-    root = artifacts_dir(args)
+    root = _lock_folder(args)
     faults.install()
     stage = stages[0]
+    # a stage that only reads (f5build.train's plot and evaluate parts) takes no lock
+    held = nullcontext(None) if root is None else BuildLock(root, float(args.lock_wait), "f5build " + " ".join(argv))
     try:
-        with stop_on_signals(), BuildLock(root, float(args.lock_wait), "f5build " + " ".join(argv)) as lock:
-            if lock.took_over:
+        with stop_on_signals(), held as lock:
+            if lock is not None and lock.took_over:
                 print(
                     f"f5build: taking over the lock of {describe(lock.took_over)}, which ended without "
                     f"releasing it; removed {len(lock.swept)} file(s) it left half-written",
                     file=sys.stderr,
                     flush=True,
                 )
-            for stage in stages:
-                rc = _run_stage(stage, args)
-                if rc != 0:
-                    return rc
+            return _run_stages(stages, args)
     except LockBusy as e:
         print(f"f5build {stage}: refused: {e}", file=sys.stderr)
         return EXIT_BUSY

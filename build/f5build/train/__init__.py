@@ -87,6 +87,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-reports", type=Path, default=ROOT / "reports" / "train", help="loss plots and tables")
 
 
+WRITES_STATE = ("corpus", "vocos", "f5", "export")  # the parts that change the training state or its outputs
+
+
+def lock_folder(args: argparse.Namespace) -> Path | None:
+    """What `f5build train` locks (f5build.cli): the training state, so two runs never train one state
+    at once; nothing for `plot` and `evaluate` alone, which only read it and so run beside training."""
+    return Path(args.train_dir) if set(csv_list(args.train_parts)) & set(WRITES_STATE) else None
+
+
 @dataclass(frozen=True)
 class Options:
     parts: tuple[str, ...]
