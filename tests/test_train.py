@@ -486,28 +486,15 @@ def test_training_locks_its_state_and_reading_it_runs_beside(
 ):
     """Two runs never train one state at once (the second is refused, the holder named); `plot` and
     `evaluate` only read the state, so they run while training holds it."""
-    import os
-    import subprocess
-    import sys
-
     from f5build.cli import EXIT_BUSY, main
+    from faults.faultkit import lock_held_elsewhere
 
     train_dir = tmp_path / "state"
-    code = (
-        "import time; from pathlib import Path; from f5build.buildlock import BuildLock\n"
-        f"BuildLock(Path({str(train_dir)!r})).acquire(); print('held', flush=True); time.sleep(120)"
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(train_dir) as pid:
         where = ["--train-dir", str(train_dir), "--train-corpus", str(small_corpus)]
         assert main(["train", "--train-parts", "f5", "--train-steps", "1", *where]) == EXIT_BUSY
         err = capsys.readouterr().err
-        assert f"pid {holder.pid}" in err and "another build is running" in err
+        assert f"pid {pid}" in err and "another build is running" in err
         reports = tmp_path / "reports"
         assert main(["train", "--train-parts", "plot", *where, "--train-reports", str(reports)]) == 0
         assert (reports / "train.md").is_file()
-    finally:
-        holder.kill()
-        holder.wait()

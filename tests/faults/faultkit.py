@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,3 +159,20 @@ def copy_stage_input(reference: Path, dest: Path, keep: tuple[str, ...]) -> Path
     data.pop("deployments", None) if "compile" not in keep else None
     (dest / MANIFEST_NAME).write_text(json.dumps(data, indent=2))
     return dest
+
+
+@contextmanager
+def lock_held_elsewhere(root: Path) -> Iterator[int]:
+    """`root`'s build lock, held by another live process for the block: yields that process' pid."""
+    code = (
+        "import time; from pathlib import Path; from f5build.buildlock import BuildLock\n"
+        f"BuildLock(Path({str(root)!r})).acquire(); print('held', flush=True); time.sleep(120)"
+    )
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([ENV["PYTHONPATH"], *sys.path])}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()

@@ -11,7 +11,7 @@ import signal
 import pytest
 
 from f5build.buildlock import BuildLock, LockBusy, lock_path
-from faults.faultkit import common, manifest_hashes, wait_stopped
+from faults.faultkit import common, lock_held_elsewhere, manifest_hashes, wait_stopped
 
 
 def test_second_build_is_refused_then_waits_then_takes_over_a_dead_holder(host, tmp_path, tiny_artifacts):
@@ -69,24 +69,9 @@ def test_lock_in_process_is_reentrant_and_refuses_while_held_elsewhere(tmp_path)
 
 def test_lock_busy_names_the_holder(tmp_path):
     """A live holder in another process: refused at once, and after a bounded wait."""
-    import subprocess
-    import sys
-
     root = tmp_path / "tiny"
-    code = (
-        "import sys, time; from f5build.buildlock import BuildLock\n"
-        f"l = BuildLock(__import__('pathlib').Path({str(root)!r})).acquire(); print('held', flush=True); time.sleep(60)"
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stdout.readline().strip() == "held"
-        with pytest.raises(LockBusy, match=f"pid {proc.pid}"):
+    with lock_held_elsewhere(root) as pid:
+        with pytest.raises(LockBusy, match=f"pid {pid}"):
             BuildLock(root).acquire()
         with pytest.raises(LockBusy, match="after waiting"):
             BuildLock(root, wait_s=0.5).acquire()
-    finally:
-        proc.kill()
-        proc.wait()
-    with BuildLock(root) as lock:  # the holder died: its lock is free and reported as taken over
-        assert lock.took_over["pid"] == proc.pid
