@@ -10,7 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from f5build.cost.count import ClassCount, OpCounts, count_model, einsum_flops
+from f5build.cost.count import count_model
+from f5build.cost.counts import ClassCount, OpCounts
+from f5build.cost.flops import einsum_flops
 from f5build.cost.orin import Device, Utilisation, Workload, graph_seconds, project
 from f5build.cost.shapes import input_shapes, resolve_shapes, skeleton
 from f5rt.errors import ManifestError

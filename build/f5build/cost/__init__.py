@@ -23,7 +23,8 @@ from typing import Any
 import yaml
 
 from f5build.context import ROOT, artifacts_dir
-from f5build.cost.count import OpCounts, count_model
+from f5build.cost.count import count_model
+from f5build.cost.counts import OpCounts
 from f5build.cost.orin import ORIN_AGX_64GB, Device, Projection, Utilisation, Workload, graph_seconds, project
 from f5build.cost.shapes import Skeleton, dims_by_role, load_skeleton, parse_bucket
 from f5rt.backends.trt.contract import GRAPH_INPUTS

@@ -1,8 +1,8 @@
 """FLOPs and bytes by precision, counted from an ONNX graph at concrete input shapes.
 
-Tensor ops (MatMul, Gemm, Conv, ConvTranspose, Einsum) are counted exactly from their shapes: a
-multiply-add is 2 FLOPs (MatMul (B,N,K)x(K,M) = 2*B*N*K*M). A tensor op's precision is what TensorRT
-can run it in, read from the graph:
+Tensor ops (MatMul, Gemm, Conv, ConvTranspose, Einsum) are counted exactly from their shapes, 2 FLOPs
+a multiply-add (the formulas: f5build.cost.flops). A tensor op's precision is what TensorRT can run
+it in, read from the graph:
 
 - int8: every data input is the output of a DequantizeLinear of an int8/uint8 tensor, the
   activation DIRECTLY (TensorRT fuses DQ -> op into an INT8 kernel only when they are adjacent), the
@@ -25,19 +25,20 @@ output and its consumer reads it back (2x the output bytes), except an output wh
 a pointwise op: TensorRT fuses pointwise chains into one kernel, so that one never reaches DRAM.
 `OpCounts.other_unfused_bytes` is the no-fusion upper bound (2x every output).
 
+This module walks the graph; the records it fills (ClassCount, OpCounts) are f5build.cost.counts.
 Shapes come from f5build.cost.shapes (ONNX shape inference, then fallbacks).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
+from f5build.cost.counts import ClassCount, OpCounts
+from f5build.cost.flops import tensor_op_flops
 from f5build.cost.shapes import (
     METHODS,
     TENSOR_OPS,
@@ -65,125 +66,6 @@ POINTWISE = {
 }  # fmt: skip
 _INT8_TYPES = {TensorProto.INT8, TensorProto.UINT8}
 _FP16_TYPES = {TensorProto.FLOAT16, TensorProto.BFLOAT16}
-
-
-@dataclass(frozen=True)
-class ClassCount:
-    """One op class: FLOPs (2 per multiply-add; 1 per output element for "other"), bytes, ops."""
-
-    flops: int = 0
-    bytes: int = 0
-    weight_bytes: int = 0
-    ops: int = 0
-    act_act_flops: int = 0  # FLOPs of tensor ops with no weight input (attention q k^T, p v)
-
-    def __add__(self, o: ClassCount) -> ClassCount:
-        return ClassCount(*(a + b for a, b in zip(_astuple(self), _astuple(o), strict=True)))
-
-    def scaled(self, k: int) -> ClassCount:
-        return ClassCount(*(a * k for a in _astuple(self)))
-
-
-def _astuple(c: ClassCount) -> tuple[int, ...]:
-    return (c.flops, c.bytes, c.weight_bytes, c.ops, c.act_act_flops)
-
-
-@dataclass(frozen=True)
-class OpCounts:
-    """A graph's work at one input shape: tensor ops by precision, plus everything else."""
-
-    int8: ClassCount = ClassCount()
-    fp16: ClassCount = ClassCount()
-    fp32: ClassCount = ClassCount()
-    other: ClassCount = ClassCount()
-    int8_blocked: tuple[str, ...] = ()  # tensor ops whose int8 DQ input is behind another op
-    other_unfused_bytes: int = 0  # "other" bytes if nothing were fused (2x every output)
-    # per class: bytes of the attention score path (q k^T output, mask/softmax ops, p read by p v)
-    # that a fused attention kernel (flash / TensorRT MHA) keeps on chip
-    attention_bytes: Mapping[str, int] = field(default_factory=dict)
-
-    def by_class(self) -> dict[str, ClassCount]:
-        return {"int8": self.int8, "fp16": self.fp16, "fp32": self.fp32, "other": self.other}
-
-    @property
-    def tensor_flops(self) -> int:
-        return self.int8.flops + self.fp16.flops + self.fp32.flops
-
-    @property
-    def tf32_flops(self) -> int:
-        """FP32 tensor-op FLOPs TensorRT may run on TF32 tensor cores (TF32 on)."""
-        return self.fp32.flops
-
-    @property
-    def fp32_share(self) -> float:
-        """FP32 fraction of the tensor-op FLOPs (0 when there are none)."""
-        return self.fp32.flops / self.tensor_flops if self.tensor_flops else 0.0
-
-    def bytes_without_attention(self, cls: str) -> int:
-        """Bytes of a class if a fused attention kernel kept the score matrices on chip."""
-        return self.by_class()[cls].bytes - int(self.attention_bytes.get(cls, 0))
-
-
-# ---------------------------------------------------------------------------------------------
-# FLOPs of one tensor op
-
-
-def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-def einsum_flops(equation: str, shapes: Sequence[Sequence[int]]) -> int:
-    """2 x the product of all index sizes when something is summed, else 1 x it (a pure product)."""
-    eq = equation.replace(" ", "")
-    lhs, _, rhs = eq.partition("->")
-    terms = lhs.split(",")
-    if len(terms) != len(shapes):
-        raise ValueError(f"einsum {equation!r}: {len(terms)} operands, {len(shapes)} shapes")
-    if "->" not in eq:
-        letters = [c for c in lhs if c.isalpha()]
-        rhs = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
-    sizes: dict[str, int] = {}
-    for term, shape in zip(terms, shapes, strict=True):
-        labels = list(term.replace("...", "."))
-        if "." in labels:
-            k = labels.index(".")
-            n_ell = len(shape) - (len(labels) - 1)
-            labels = labels[:k] + [f".{n_ell - j}" for j in range(n_ell)] + labels[k + 1 :]
-        if len(labels) != len(shape):
-            raise ValueError(f"einsum {equation!r}: term {term!r} does not match shape {list(shape)}")
-        for lab, s in zip(labels, shape, strict=True):
-            sizes[lab] = max(sizes.get(lab, 1), int(s))
-    out = set(rhs.replace("...", ""))
-    summed = any(not lab.startswith(".") and lab not in out for lab in sizes)
-    total = math.prod(sizes.values())
-    return (2 if summed else 1) * total * max(1, len(shapes) - 1)
-
-
-def tensor_op_flops(node: onnx.NodeProto, smap: ShapeMap) -> int:
-    """FLOPs (2 per multiply-add) of one MatMul / Gemm / Conv / ConvTranspose / Einsum node."""
-    op = node.op_type
-    if op == "Einsum":
-        eq = _attr(node, "equation", b"")
-        eq = eq.decode() if isinstance(eq, bytes) else str(eq)
-        return einsum_flops(eq, [smap.shapes[x] for x in node.input])
-    a, b, out = smap.shapes[node.input[0]], smap.shapes[node.input[1]], smap.shapes[node.output[0]]
-    if op == "MatMul":
-        return 2 * math.prod(out) * int(a[-1])
-    if op == "Gemm":
-        k = a[0] if _attr(node, "transA", 0) else a[1]
-        return 2 * math.prod(out) * int(k)
-    if op == "Conv":  # W: (Cout, Cin/group, *kernel)
-        return 2 * math.prod(out) * math.prod(b[1:])
-    if op == "ConvTranspose":  # W: (Cin, Cout/group, *kernel): each input element scatters into those
-        return 2 * math.prod(a) * math.prod(b[1:])
-    raise ValueError(f"not a tensor op: {op}")
-
-
-# ---------------------------------------------------------------------------------------------
-# The whole graph
 
 
 @dataclass(frozen=True)

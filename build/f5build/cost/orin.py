@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from f5build.cost.count import OpCounts
+from f5build.cost.counts import OpCounts
 from f5rt.manifest import GRAPHS
 
 

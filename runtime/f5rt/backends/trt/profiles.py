@@ -2,6 +2,11 @@
 
 Peers' lesson (NVIDIA/TensorRT#4450): FP16 engines of F5-TTS gave blank audio when the runtime shape
 differed from the optimization shape, so every step/text-encoder profile is one exact shape.
+
+This module plans profiles and picks one at run time; it does not check them. The manifest checks of
+an engine's recorded profiles (indices 0..n-1, every bucket of the table covered, exact shapes for the
+step and text encoder, no frame gaps for the vocoder) are `engines.engine_profiles`, beside the
+engine's other checks.
 """
 
 from __future__ import annotations
@@ -86,6 +91,3 @@ def choose_vocoder_profile(profiles: Sequence[ProfileSpec], frames: int, batch: 
             return p
     top = max((p.frames for p in profiles if p.batch == b), default=0)
     raise NoBucketError(f"{frames} mel frames exceed the vocoder engine's largest profile ({top} frames)")
-
-
-# --- manifest checks ------------------------------------------------------------------------------
