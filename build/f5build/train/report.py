@@ -26,7 +26,8 @@ def write_training_report(train_dir: Path, out: Path) -> Path:
     losses = [r for r in f5 if "loss_avg" in r]
     signals = [{"step": r["step"], **r["signals"]} for r in f5 if "signals" in r]
     out.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    readout = [s for s in signals if "ctc_cer_t0" in s]  # the CTC head's reading, when the aid is on
+    fig, axes = plt.subplots(1, 4 if readout else 3, figsize=(20 if readout else 15, 4))
     axes[0].plot([r["step"] for r in losses], [r["loss_avg"] for r in losses])
     axes[0].set(title="DiT flow-matching loss", xlabel="step", yscale="log")
     axes[1].plot([r["step"] for r in vocos], [r["mel_l1"] for r in vocos], label="mel L1")
@@ -37,6 +38,11 @@ def write_training_report(train_dir: Path, out: Path) -> Path:
         axes[2].plot([s["step"] for s in signals], [s[key] for s in signals], style, label=key)
     axes[2].set(title="alignment: loudness contour vs truth", xlabel="step")
     axes[2].legend()
+    if readout:
+        for key, label in (("ctc_cer_t0", "from noise (t=0)"), ("ctc_cer_t0.9", "from speech (t=0.9)")):
+            axes[3].plot([s["step"] for s in readout], [s[key] for s in readout], label=label)
+        axes[3].set(title="CTC head's reading: character error rate", xlabel="step", ylim=(0, 1.05))
+        axes[3].legend()
     fig.tight_layout()
     with atomic_path(out / "loss.png") as tmp:
         fig.savefig(tmp, format="png", dpi=90)
@@ -53,7 +59,6 @@ def write_training_report(train_dir: Path, out: Path) -> Path:
         last = vocos[-1]
         lines += [f"Vocos: step {last['step']}, mel L1 {last['mel_l1']:.4f}, {last['sec'] / 3600:.2f} CPU-hours.", ""]
     if signals:
-        readout = any("ctc_cer_t0" in s for s in signals)  # the CTC head's reading, when the aid is on
         head = "| step | mel L1 | unrelated | loudness corr | unrelated |"
         lines += [head + (" CTC CER t=0 | t=0.9 |" if readout else ""), "|---" * (7 if readout else 5) + "|"]
         for s in signals:
