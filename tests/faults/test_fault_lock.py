@@ -75,3 +75,5 @@ def test_lock_busy_names_the_holder(tmp_path):
             BuildLock(root).acquire()
         with pytest.raises(LockBusy, match="after waiting"):
             BuildLock(root, wait_s=0.5).acquire()
+    with BuildLock(root) as lock:  # the holder died: its lock is free and reported as taken over
+        assert lock.took_over["pid"] == pid
