@@ -81,6 +81,13 @@ class CTCAlignment:
         self._time = kwargs.get("time")
         self._hidden = None
 
+    def _take_hidden(self, caller: str) -> torch.Tensor:
+        """The hidden states the last DiT forward pass recorded, consumed (each pass is read once)."""
+        hidden, self._hidden = self._hidden, None
+        if hidden is None:
+            raise RuntimeError(f"CTCAlignment.{caller}: no DiT forward pass recorded since the last call")
+        return hidden
+
     def state_dict(self) -> dict[str, Any]:
         """The head and its optimizer, for the training state."""
         return {"ctc_head": self.head.state_dict(), "ctc_optimizer": self.opt.state_dict()}
@@ -109,8 +116,7 @@ class CTCAlignment:
         cfm.eval()
         t = torch.full((x.shape[0],), float(time), device=x.device)
         cfm.transformer(x=x, cond=cond, text=text, time=t, drop_audio_cond=False, drop_text=False)
-        hidden, self._hidden = self._hidden, None
-        assert hidden is not None
+        hidden = self._take_hidden("spell")
         best = self.head(hidden[0, from_frame:]).argmax(-1).tolist()
         out, prev = [], 0
         for c in best:
@@ -127,9 +133,7 @@ class CTCAlignment:
     def loss(self, targets: list[list[int]], lens: torch.Tensor) -> torch.Tensor | None:
         """The CTC term of the last forward pass (mean over the rows it covers of per-token loss), or None
         when that pass dropped the text or no row's flow time is below `max_time`."""
-        hidden, self._hidden = self._hidden, None
-        if hidden is None:
-            raise RuntimeError("CTCAlignment.loss: no DiT forward pass recorded since the last call")
+        hidden = self._take_hidden("loss")
         if self._drop_text:
             return None
         rows = torch.arange(hidden.shape[0], device=hidden.device)

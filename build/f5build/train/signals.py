@@ -138,19 +138,22 @@ def ctc_readout(
     from f5build.train.f5 import tokens
 
     device = next(cfm.parameters()).device
+    lines = []  # per held-out line, once: (true mel of reference + target, condition, text ids, target ids, ref frames)
+    for ref, tgt in eval_pairs(corpus, count):
+        ref_mel = corpus.mel_of(ref)
+        x1 = torch.from_numpy(np.concatenate([ref_mel, corpus.mel_of(tgt)]))[None].float()
+        cond = x1.clone()
+        cond[:, ref_mel.shape[0] :] = 0
+        text = torch.tensor([[char_map.get(t, 0) for t in tokens(ref_text(ref.text) + tgt.text)]])
+        target = [char_map.get(t, 0) for t in tokens(tgt.text)]
+        lines.append((x1, cond.to(device), text.to(device), target, ref_mel.shape[0]))
     out: dict[str, float] = {}
     for time in times:
         gen = torch.Generator().manual_seed(0)
         cers = []
-        for ref, tgt in eval_pairs(corpus, count):
-            ref_mel, tgt_mel = corpus.mel_of(ref), corpus.mel_of(tgt)
-            x1 = torch.from_numpy(np.concatenate([ref_mel, tgt_mel]))[None].float()
-            x = (1 - time) * torch.randn(x1.shape, generator=gen) + time * x1
-            cond = x1.clone()
-            cond[:, ref_mel.shape[0] :] = 0
-            text = torch.tensor([[char_map.get(t, 0) for t in tokens(ref_text(ref.text) + tgt.text)]])
-            cond, x, text = cond.to(device), x.to(device), text.to(device)
-            ids = ctc.spell(cfm, x, cond, text, time, from_frame=ref_mel.shape[0])  # the target's frames
-            cers.append(char_error_rate(ids, [char_map.get(t, 0) for t in tokens(tgt.text)]))
+        for x1, cond, text, target, ref_frames in lines:
+            x = ((1 - time) * torch.randn(x1.shape, generator=gen) + time * x1).to(device)
+            ids = ctc.spell(cfm, x, cond, text, time, from_frame=ref_frames)  # the target's frames
+            cers.append(char_error_rate(ids, target))
         out[f"ctc_cer_t{time:g}"] = round(float(np.mean(cers)), 4)
     return out
