@@ -14,8 +14,9 @@ atomically every few hundred steps, and a rerun continues from it: kill it at an
 is fixed; `--train-steps` and `--train-vocos-steps` say how far to go (a rerun with larger numbers
 trains on). `--train-from models/<name>` continues a released checkpoint on a machine without the
 state (a fresh clone): see `f5build.train.warmstart` for what that keeps and what it resets.
-`--train-device cuda` trains the DiT on a GPU (same recipe, more steps per hour). `--train-threads` sets torch's intra-op threads (default 1, so a second job fits beside
-it on a 2-core machine).
+`--train-device cuda` trains the DiT on a GPU (same recipe, more steps per hour). `--train-threads`
+sets torch's intra-op threads (default 1, so a second job fits beside it on a 2-core machine).
+`--train-size` picks the DiT's size (`small`, the recipe's default, or `wide`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from f5build.train.f5 import F5TrainOptions
 
 PARTS = ("corpus", "vocos", "f5", "export", "plot", "evaluate")
+SIZE_NAMES = ("small", "wide")  # f5build.train.f5.SIZES, named here so parsing the options imports no torch
 DEFAULT_OUT = ROOT / "models" / "f5tts-small-en"
 
 
@@ -60,6 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="where the DiT trains: cpu (default) or cuda[:N]; the Vocos, signals and evaluation stay on the CPU",
     )
     g.add_argument("--train-threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    g.add_argument(
+        "--train-size",
+        default=None,
+        help="the DiT size: small (1.6 M parameters) or wide (6.3 M); default: the recipe's (f5build.train.f5.SIZES). "
+        "A training state keeps its size: resuming it with another is refused",
+    )
     g.add_argument(
         "--train-lr",
         type=float,
@@ -112,6 +120,7 @@ class Options:
     ctc_block: int | None = None
     lr: float | None = None
     ctc_max_time: float | None = None
+    size: str | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -131,6 +140,8 @@ class Options:
             raise ValueError(f"--train-ctc-max-time must be a flow time in (0, 1], got {args.train_ctc_max_time}")
         if args.train_lr is not None and not 0 < args.train_lr < 1:
             raise ValueError(f"--train-lr must be a learning rate in (0, 1), got {args.train_lr}")
+        if args.train_size is not None and args.train_size not in SIZE_NAMES:
+            raise ValueError(f"--train-size: unknown size {args.train_size!r}; known: {', '.join(SIZE_NAMES)}")
         if args.train_threads < 1:
             raise ValueError(f"--train-threads must be at least 1, got {args.train_threads}")
         return cls(
@@ -148,12 +159,13 @@ class Options:
             ctc_block=args.train_ctc_block,
             lr=args.train_lr,
             ctc_max_time=args.train_ctc_max_time,
+            size=args.train_size,
         )
 
     def f5_options(self) -> F5TrainOptions:
         """The recipe's DiT options with what the command line overrides."""
         from f5build.train.ctc import CTCOptions
-        from f5build.train.f5 import F5TrainOptions
+        from f5build.train.f5 import SIZES, F5TrainOptions
 
         base = F5TrainOptions()
         ctc = CTCOptions(
@@ -169,6 +181,7 @@ class Options:
             steps=self.steps or base.steps,
             ctc=ctc,
             lr=base.lr if self.lr is None else self.lr,
+            arch=base.arch if self.size is None else dict(SIZES[self.size]),
         )
 
 
@@ -212,13 +225,13 @@ def run(options: Options) -> int:
 
 
 def _warm_start(options: Options, corpus: Corpus) -> None:
-    from f5build.train.f5 import F5Trainer, F5TrainOptions, make_vocab
+    from f5build.train.f5 import F5Trainer, make_vocab
     from f5build.train.vocoder import VocosTrainer, VocosTrainOptions
     from f5build.train.warmstart import Release, seed_train_dir
 
     assert options.start_from is not None
     release = Release.read(options.start_from)
-    fopts, vopts = F5TrainOptions(), VocosTrainOptions()
+    fopts, vopts = options.f5_options(), VocosTrainOptions()
     vocab = make_vocab(corpus)
     release.check_matches(vocab, fopts.arch, vopts.arch)
     f5 = F5Trainer(corpus, vocab, options.train_dir, fopts)

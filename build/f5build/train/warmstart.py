@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from f5build.load import ReleasedCheckpoint
+from f5build.train.f5 import size_of
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,11 @@ class Release:
         if self.vocab != vocab:
             problems.append(f"its vocab ({len(self.vocab)} tokens) is not the corpus' ({len(vocab)})")
         if self.arch != arch:
-            problems.append(f"its DiT arch {self.arch} is not the recipe's {arch}")
+            theirs = size_of(self.arch)
+            hint = (
+                f" (it is the {theirs} size: pass --train-size {theirs})" if theirs and theirs != size_of(arch) else ""
+            )
+            problems.append(f"its DiT arch {self.arch} is not the recipe's {arch}{hint}")
         if self.vocos_arch != vocos_arch:
             problems.append(f"its Vocos arch {self.vocos_arch} is not the recipe's {vocos_arch}")
         if problems:
