@@ -191,7 +191,7 @@ def emulate(session: nox.Session) -> None:
     """The TensorRT backend on the strict TensorRT + CUDA emulation: its tests, then every bucket of
     config/buckets.yaml x NFE 7/16/32 x graph/eager vs ONNX Runtime -> reports/trt_emulation.{md,json}."""
     py = _env(session)
-    tests = ["tests/test_trt_emulator.py", "tests/test_trt_emulation_e2e.py"]
+    tests = ["tests/trt_emulator", "tests/test_trt_emulation_e2e.py"]
     session.run(str(py), "-m", "pytest", "-q", *tests, external=True, env={"PYTHONHASHSEED": "0"})
     out = ROOT / "reports" / "trt_emulation"
     session.run(

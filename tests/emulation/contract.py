@@ -2,7 +2,7 @@
 
 Why one table: every refusal names a rule by a short stable id, so a test (or the launcher's report)
 can say exactly which contract the code under test broke, and every id here has a test in
-tests/test_trt_emulator.py that breaks it. `Violation` is the record; `ContractViolation` is what a
+tests/trt_emulator/ that breaks it. `Violation` is the record; `ContractViolation` is what a
 fault found while *executing* queued stream work raises from the synchronizing call (a real GPU
 would report an asynchronous, sticky error there); `Fault` is the internal signal a check raises
 before the API layer turns it into a status code, a False return, or a ContractViolation.

@@ -21,8 +21,12 @@ per module:
     middleware  request counting and latency
     streaming   waiting on the worker, SSE, the speech response body
     context     ServerContext: the typed state handlers read
-    handlers    /api/tts, voices, models, health, metrics
+    responses   the JSON answer of the non-streaming endpoints
+    tts         /api/tts
     speech      /v1/audio/speech
+    voices      /api/voices
+    models      /v1/models
+    monitoring  /api/health, /metrics
     app         create_app: routes, middleware, lifespan
     cli         `f5rt serve` arguments and startup
 

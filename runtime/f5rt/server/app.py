@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING
 from f5rt.limits import Limits
 from f5rt.metrics import Metrics
 from f5rt.options import SynthesisOptions
-from f5rt.server import handlers
 from f5rt.server.auth import AuthConfig, AuthMiddleware
 from f5rt.server.context import MODEL_ID, ServerContext
 from f5rt.server.errors import install_handlers
 from f5rt.server.middleware import MetricsMiddleware
+from f5rt.server.models import get_model, list_models
+from f5rt.server.monitoring import health, metrics_endpoint
 from f5rt.server.speech import speech
+from f5rt.server.tts import api_tts
+from f5rt.server.voices import delete_voice, list_voices, put_voice
 from f5rt.service.batcher import Batcher
 from f5rt.service.engine import ChunkEngine
 from f5rt.voices import VoiceStore
@@ -28,15 +31,15 @@ if TYPE_CHECKING:
 
 # (path, methods, handler): the whole API surface in one table.
 ROUTES = (
-    ("/api/tts", ["POST"], handlers.api_tts),
+    ("/api/tts", ["POST"], api_tts),
     ("/v1/audio/speech", ["POST"], speech),
-    ("/v1/models", ["GET"], handlers.list_models),
-    ("/v1/models/{model_id}", ["GET"], handlers.get_model),
-    ("/api/voices", ["GET"], handlers.list_voices),
-    ("/api/voices/{voice_id}", ["POST", "PUT"], handlers.put_voice),
-    ("/api/voices/{voice_id}", ["DELETE"], handlers.delete_voice),
-    ("/api/health", ["GET"], handlers.health),
-    ("/metrics", ["GET"], handlers.metrics_endpoint),
+    ("/v1/models", ["GET"], list_models),
+    ("/v1/models/{model_id}", ["GET"], get_model),
+    ("/api/voices", ["GET"], list_voices),
+    ("/api/voices/{voice_id}", ["POST", "PUT"], put_voice),
+    ("/api/voices/{voice_id}", ["DELETE"], delete_voice),
+    ("/api/health", ["GET"], health),
+    ("/metrics", ["GET"], metrics_endpoint),
 )
 
 

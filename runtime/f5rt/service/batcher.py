@@ -85,7 +85,20 @@ class Slot:
 
 
 class Batcher:
-    """The single inference worker (see the module docstring)."""
+    """The single inference worker (see the module docstring). Its methods, by who calls them:
+
+    - Lifecycle (the app's lifespan, tests): `start` the worker (warm-up first), `stop` it, and
+      `pause` / `resume` it to make requests pile up.
+    - Admission (a transport, before it queues anything): `acquire` a Slot (given back through
+      `Slot.release`) or get Overloaded / ShuttingDown; `inflight` and `queue_depth` are what health
+      and metrics report. Admission shares the worker's lock and state instead of living apart: a
+      stopping batcher admits nothing, and Retry-After comes from the worker's time per engine call.
+    - Submission (any thread): `submit` a whole request, `open_stream` a streamed one, or `call` a
+      function on the worker thread; each queues at once and returns a future (or the StreamJob).
+    - The worker (its own thread): `_run` plans queued jobs into rows (`_admit`), picks the rows of
+      the next engine call (`_pick`, `_group`), runs them (`_run_rows`, `_engine_call`) and delivers
+      or fails each row's job; `_abandon` fails everything queued when it stops.
+    """
 
     def __init__(self, engine: ChunkEngine, limits: Limits, metrics: Metrics | None = None) -> None:
         self.engine = engine
@@ -105,8 +118,6 @@ class Batcher:
         self.ready = False
         self.warmup_error: str | None = None
         self.batches_run = 0
-
-    # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self, warmup: bool = True) -> None:
         """Start the worker; with warmup its first job is engine.warmup() and `ready` turns true after."""
@@ -132,8 +143,6 @@ class Batcher:
             self._paused = False
             self._cond.notify_all()
 
-    # ---- admission -------------------------------------------------------------------------
-
     @property
     def queue_depth(self) -> int:
         """Requests not yet planned plus chunk rows waiting for an engine call."""
@@ -158,8 +167,6 @@ class Batcher:
     def _release(self) -> None:
         with self._cond:
             self._inflight -= 1
-
-    # ---- submission ------------------------------------------------------------------------
 
     def submit(
         self, text: str, voice: Voice, options: SynthesisOptions, timeout: float | None = None
@@ -212,8 +219,6 @@ class Batcher:
         """Drop a job's queued rows (a closed stream, a failed request): they will not be computed."""
         with self._cond:
             self._rows = [r for r in self._rows if r.job is not job]
-
-    # ---- the worker ------------------------------------------------------------------------
 
     def _run(self) -> None:
         if self._warmup:
