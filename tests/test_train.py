@@ -529,3 +529,4 @@ def test_training_locks_its_state_and_reading_it_runs_beside(
         reports = tmp_path / "reports"
         assert main(["train", "--train-parts", "plot", *where, "--train-reports", str(reports)]) == 0
         assert (reports / "train.md").is_file()
+        assert f"== f5build train ({train_dir})" in capsys.readouterr().out  # the banner names what it works on

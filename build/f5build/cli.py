@@ -86,10 +86,10 @@ def _disk_error(e: OSError) -> str:
 def _run_stage(stage: str, args: argparse.Namespace) -> int:
     """One stage, its failures turned into exit codes (see EXIT_*) and one line on stderr."""
     t0 = time.perf_counter()
-    print(f"== f5build {stage} ({artifacts_dir(args)})", flush=True)
+    mod = importlib.import_module(STAGES[stage])
+    print(f"== f5build {stage} ({getattr(mod, 'working_folder', artifacts_dir)(args)})", flush=True)
     faults.at_stage(stage)
     try:
-        mod = importlib.import_module(STAGES[stage])
         options = getattr(mod, "Options", None)
         rc = mod.run(options.from_args(args) if options is not None else args)
     except (F5RTError, FileNotFoundError, ValueError) as e:

@@ -98,6 +98,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 WRITES_STATE = ("corpus", "vocos", "f5", "export")  # the parts that change the training state or its outputs
 
 
+def working_folder(args: argparse.Namespace) -> Path:
+    """The folder `f5build train` names in its banner (f5build.cli): the training state, not artifacts/."""
+    return Path(args.train_dir)
+
+
 def lock_folder(args: argparse.Namespace) -> Path | None:
     """What `f5build train` locks (f5build.cli): the training state, so two runs never train one state
     at once; nothing for `plot` and `evaluate` alone, which only read it and so run beside training."""
