@@ -312,9 +312,12 @@ def test_bad_text_raises_text_error(vocab: dict[str, int]) -> None:
 
 def test_bad_numbers_raise(vocab: dict[str, int]) -> None:
     fe = T.TextFrontend(vocab)
-    for samples in (0, -5, 1.5, True, None):
-        with pytest.raises(AudioError):
-            fe.plan("参考。", samples, "你好")  # type: ignore[arg-type]
+    for samples in (0, -5, 1.5, True, None, np.int64(0)):
+        for plan in (lambda n: fe.plan("参考。", n, "你好"), lambda n: fe.plan_chunks("参考。", n, ["你好"])):
+            with pytest.raises(AudioError, match="reference audio must have > 0 samples"):
+                plan(samples)
+    (numpy_plan,), (int_plan,) = (fe.plan_chunks("参考。", n, ["你好"]) for n in (np.int64(24000), 24000))
+    assert (numpy_plan.frames, numpy_plan.ref_frames, type(numpy_plan.ref_frames)) == (int_plan.frames, 93, int)
     for speed in (0, -1.0, math.nan, math.inf, "1"):
         with pytest.raises(F5RTError, match="speed"):
             fe.plan("参考。", 24000, "你好", speed=speed)  # type: ignore[arg-type]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 
-from f5rt.errors import F5RTError, TextError
+import numpy as np
+
+from f5rt.errors import AudioError, F5RTError, TextError
 
 
 def _check_text(text: object, what: str) -> str:
@@ -31,3 +33,10 @@ def _positive(value: object, what: str, error: type[F5RTError] = F5RTError) -> f
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise error(f"{what} must be a finite number > 0, got {value!r}")
     return value
+
+
+def _ref_samples(value: object) -> int:
+    """A reference length in samples: an integer > 0 (bool excluded), from which the frames follow."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise AudioError(f"reference audio must have > 0 samples, got {value!r}")
+    return int(value)

@@ -14,15 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from f5rt.errors import AudioError, ManifestError, TextError
-from f5rt.text.checks import _check_text, _nbytes, _positive
+from f5rt.audio.mel import HOP_LENGTH, SAMPLE_RATE
+from f5rt.errors import ManifestError, TextError
+from f5rt.text.checks import _check_text, _nbytes, _positive, _ref_samples
 from f5rt.text.chunking import chunk_text, max_chars_for, normalize_ref_text
 from f5rt.text.pinyin import convert_char_to_pinyin
 from f5rt.text.vocab import load_vocab, tokens_to_ids
 
-# f5-tts' inference constants (infer/utils_infer.py, model/cfm.py).
-HOP_LENGTH = 256
-SAMPLE_RATE = 24000
+# f5-tts' inference constants (infer/utils_infer.py, model/cfm.py); the mel's own come from f5rt.audio.mel.
 CROSS_FADE_S = 0.15
 MAX_FRAMES = 65536  # CFM.sample(max_duration=...) default: the duration is clamped to it
 SHORT_TEXT_BYTES = 10  # generated chunks shorter than this (UTF-8 bytes) are spoken at speed 0.3
@@ -108,8 +107,7 @@ class TextFrontend:
         gen_text = _check_text(gen_text, "text")
         if not gen_text.strip():
             raise TextError("text to synthesize is empty")
-        if isinstance(ref_samples, bool) or not isinstance(ref_samples, (int, np.integer)) or ref_samples <= 0:
-            raise AudioError(f"reference audio must have > 0 samples, got {ref_samples!r}")
+        ref_samples = _ref_samples(ref_samples)
         speed = _positive(speed, "speed")
         seconds = ref_samples / self.sample_rate if ref_seconds is None else ref_seconds
 
@@ -130,9 +128,7 @@ class TextFrontend:
         stream a short first chunk, or to split a chunk too long for every shape bucket.
         """
         ref = normalize_ref_text(ref_text)
-        if isinstance(ref_samples, bool) or not isinstance(ref_samples, (int, np.integer)) or ref_samples <= 0:
-            raise AudioError(f"reference audio must have > 0 samples, got {ref_samples!r}")
-        ref_samples = int(ref_samples)
+        ref_samples = _ref_samples(ref_samples)
         speed = _positive(speed, "speed")
         if fix_duration is not None:
             fix_duration = _positive(fix_duration, "fix_duration (s)")
