@@ -622,3 +622,57 @@ def test_vocos_weights_load_strictly(tmp_path, tiny_bundle, arch_yaml):
     torch.save({**vstate, "feature_extractor.mel_spec.mel_scale.fb": fb * 2}, voc / "pytorch_model.bin")
     got = load_model(str(ckpt), vocoder=voc, model_config=str(arch_yaml))
     assert torch.equal(got.vocos.feature_extractor.mel_spec.mel_scale.fb, fb * 2)  # read, not replaced
+
+
+def test_text_encoder_spreads_the_text_as_f5tts_average_upsampling_does(tmp_path):
+    """A DiT with f5-tts' text_embedding_average_upsampling (ZipVoice-style: each character's embedding
+    held over an equal share of the frames): the text graph equals f5-tts' TextEmbedding row by row,
+    in torch and as ONNX at another bucket and batch than it was traced at, uneven shares included."""
+    from f5build.export import export_graph
+    from f5build.graphs import TEXT_INPUTS, TEXT_OUTPUTS, TextEncoderGraph
+    from f5build.load import TINY_ARCH, f5_modules
+
+    torch.manual_seed(0)
+    dit = f5_modules().DiT(**TINY_ARCH, text_embedding_average_upsampling=True, text_num_embeds=40, mel_dim=100)
+    graph = TextEncoderGraph(dit.eval()).eval()
+    plain_dit = f5_modules().DiT(**TINY_ARCH, text_num_embeds=40, mel_dim=100)
+    plain_dit.load_state_dict(dit.state_dict())
+    plain = TextEncoderGraph(plain_dit.eval()).eval()  # the same weights, text at frames 0..chars-1
+
+    def rows(n: int, shapes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(frames, characters) per row, in a bucket of n frames."""
+        g = torch.Generator().manual_seed(n)
+        ids = torch.full((len(shapes), n), -1, dtype=torch.int32)
+        mask = torch.zeros(len(shapes), n, dtype=torch.bool)
+        for i, (frames, chars) in enumerate(shapes):
+            ids[i, :chars] = torch.randint(0, 40, (chars,), generator=g, dtype=torch.int32)
+            mask[i, :frames] = True
+        return ids, mask
+
+    def check(got_c: np.ndarray, got_u: np.ndarray, ids: torch.Tensor, shapes: list[tuple[int, int]]) -> None:
+        for i, (frames, chars) in enumerate(shapes):
+            text = ids[i, :chars][None].long()
+            with torch.no_grad():
+                want_c = dit.text_embed(text, frames, drop_text=False)[0].numpy()
+                want_u = dit.text_embed(text, frames, drop_text=True)[0].numpy()
+            assert np.abs(got_c[i, :frames] - want_c).max() <= TOL, (frames, chars)
+            assert np.abs(got_u[i, :frames] - want_u).max() <= TOL, (frames, chars)
+            assert not got_c[i, frames:].any()  # nothing past the row's frames
+            with torch.no_grad():  # the last frame holds the last character: spread, not left at the start
+                last = plain(ids[i : i + 1], torch.arange(ids.shape[1]).unsqueeze(0) < frames)[0][0, chars - 1]
+            assert np.abs(got_c[i, frames - 1] - last.numpy()).max() <= TOL
+
+    # even shares, 7 / 3 (uneven), one character, as many characters as frames, 2 frames per character + 1
+    shapes = [(96, 12), (7, 3), (50, 1), (40, 40), (61, 30)]
+    ids, mask = rows(96, shapes)
+    with torch.no_grad():
+        cond, uncond = graph(ids, mask)
+    check(cond.numpy(), uncond.numpy(), ids, shapes)
+
+    path = tmp_path / "text_encoder.onnx"
+    axes = {k: {0: "batch", 1: "frames"} for k in (*TEXT_INPUTS, *TEXT_OUTPUTS)}
+    export_graph(graph, {"text_ids": ids, "mask": mask}, TEXT_INPUTS, TEXT_OUTPUTS, axes, path, 17)
+    other = [(130, 17), (129, 64)]
+    ids, mask = rows(130, other)
+    got_c, got_u = session(path).run(None, {"text_ids": ids.numpy(), "mask": mask.numpy()})
+    check(got_c, got_u, ids, other)

@@ -63,8 +63,36 @@ class TextEncoderGraph(nn.Module):
                     h = masked_convnext_v2(block, h, valid).masked_fill(pad, 0.0)
             else:
                 h = te.text_blocks(h)
+        if getattr(te, "average_upsampling", False):
+            h = average_upsample(h, ~pad.squeeze(-1), valid.squeeze(-1).sum(dim=1))
         cond, uncond = h.chunk(2, dim=0)
         return cond, uncond
+
+
+def average_upsample(h: torch.Tensor, is_text: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """f5-tts' `average_upsample_text_by_mask` (DiT's text_embedding_average_upsampling) without its
+    per-row Python loop: row b's T text positions spread over its first F frames, each position held
+    for F // T frames and the last F % T positions one frame longer; frames past F, and rows with no
+    text, are zero.
+
+    f5-tts builds the frame -> position list by repeating each index; here frame f's position is
+    computed directly, so the graph keeps its dynamic batch and frame axes: with B = F // T,
+    R = F % T and S = (T - R) * B frames in the short runs, f < S reads position f // B and
+    f >= S reads T - R + (f - S) // (B + 1). The text positions are the row's first T (the
+    front-end writes the line's ids first, then padding), as f5-tts' mask also assumes.
+    """
+    n = h.shape[1]
+    t = is_text.sum(dim=1, keepdim=True)  # (B, 1) text positions per row
+    f = frames.to(t.dtype).unsqueeze(1)  # (B, 1) frames per row
+    pos = torch.arange(n, device=h.device).unsqueeze(0)  # (1, N)
+    tt = t.clamp(min=1)
+    base, rem = f // tt, f % tt
+    short = (tt - rem) * base
+    src = torch.where(pos < short, pos // base.clamp(min=1), tt - rem + (pos - short) // (base + 1))
+    keep = (pos < f) & (t > 0)
+    src = src.clamp(0, n - 1).masked_fill(~keep, 0)
+    out = torch.gather(h, 1, src.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+    return out.masked_fill(~keep.unsqueeze(-1), 0.0)
 
 
 def masked_convnext_v2(block: nn.Module, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
