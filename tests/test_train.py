@@ -229,7 +229,7 @@ def test_training_continues_from_a_released_checkpoint(small_corpus: Path, tmp_p
     release.check_matches(f5.vocab, dict(TINY_ARCH), dict(TINY_VOCOS))
     with pytest.raises(ValueError, match="DiT arch"):
         release.check_matches(f5.vocab, {**TINY_ARCH, "depth": 3}, dict(TINY_VOCOS))
-    with pytest.raises(ValueError, match=r"it is the wide size: pass --train-size wide"):
+    with pytest.raises(ValueError, match=r"pass --train-size wide --no-train-average-upsampling to continue it"):
         replace(release, arch=dict(SIZES["wide"])).check_matches(f5.vocab, SIZES["small"], TINY_VOCOS)
     with pytest.raises(ValueError, match="vocab"):
         release.check_matches(f5.vocab[:-1], dict(TINY_ARCH), dict(TINY_VOCOS))
@@ -425,23 +425,33 @@ def test_dit_size_is_a_named_recipe_option_and_a_state_keeps_its_size(small_corp
     import argparse
 
     from f5build.train import SIZE_NAMES, Options, add_arguments
-    from f5build.train.f5 import ARCH, SIZES, F5Trainer, F5TrainOptions, make_vocab, size_of
+    from f5build.train.f5 import ARCH, SIZES, UPSAMPLING, F5Trainer, F5TrainOptions, arch_flags, make_vocab
     from f5build.train.state import save_state
 
     assert tuple(SIZES) == SIZE_NAMES  # the parser's list (no torch at parse time) is the recipe's
     p = argparse.ArgumentParser()
     add_arguments(p)
-    assert Options.from_args(p.parse_args([])).f5_options().arch == ARCH == F5TrainOptions().arch
-    wide = Options.from_args(p.parse_args(["--train-size", "wide"])).f5_options().arch
-    assert wide == SIZES["wide"] != ARCH and size_of(wide) == "wide" and size_of(dict(TINY_ARCH)) is None
+
+    def arch(*argv: str) -> dict:
+        return Options.from_args(p.parse_args(list(argv))).f5_options().arch
+
+    assert arch() == ARCH == F5TrainOptions().arch
+    wide = arch("--train-size", "wide")
+    assert wide == SIZES["wide"] != ARCH
+    spread = arch("--train-size", "wide", "--train-average-upsampling")
+    assert spread == {**SIZES["wide"], UPSAMPLING: True}
+    assert arch("--train-size", "wide", "--no-train-average-upsampling") == wide
+    assert arch_flags(spread) == "--train-size wide --train-average-upsampling"
+    assert arch_flags(wide) == "--train-size wide --no-train-average-upsampling"
+    assert arch_flags(dict(TINY_ARCH)) is None
     with pytest.raises(ValueError, match="--train-size: unknown size 'huge'; known: small, wide"):
         Options.from_args(p.parse_args(["--train-size", "huge"]))
 
     corpus = load_corpus(small_corpus)
     vocab = make_vocab(corpus)
-    save_state(tmp_path / "f5_state.pt", {"step": 3, "arch": dict(SIZES["wide"]), "vocab": vocab})
+    save_state(tmp_path / "f5_state.pt", {"step": 3, "arch": spread, "vocab": vocab})
     small = F5Trainer(corpus, vocab, tmp_path, F5TrainOptions(arch=dict(SIZES["small"])))
-    with pytest.raises(ValueError, match="for the DiT size wide, not small; pass --train-size wide to resume it"):
+    with pytest.raises(ValueError, match="pass --train-size wide --train-average-upsampling to resume it"):
         small.resume()
     save_state(tmp_path / "f5_state.pt", {"step": 3, "arch": dict(SIZES["small"]), "vocab": vocab[:-1]})
     with pytest.raises(ValueError, match="another vocab"):

@@ -16,7 +16,8 @@ trains on). `--train-from models/<name>` continues a released checkpoint on a ma
 state (a fresh clone): see `f5build.train.warmstart` for what that keeps and what it resets.
 `--train-device cuda` trains the DiT on a GPU (same recipe, more steps per hour). `--train-threads`
 sets torch's intra-op threads (default 1, so a second job fits beside it on a 2-core machine).
-`--train-size` picks the DiT's size (`small`, the recipe's default, or `wide`).
+`--train-size` picks the DiT's size (`small`, the recipe's default, or `wide`), and
+`--train-average-upsampling` spreads the text over the frames (f5-tts' own DiT option).
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="the DiT size: small (1.6 M parameters) or wide (6.3 M); default: the recipe's (f5build.train.f5.SIZES). "
         "A training state keeps its size: resuming it with another is refused",
+    )
+    g.add_argument(
+        "--train-average-upsampling",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="spread each character's embedding over an equal share of the frames (f5-tts' DiT option "
+        "text_embedding_average_upsampling) instead of placing the text at the first frames; default: the recipe's",
     )
     g.add_argument(
         "--train-lr",
@@ -126,6 +134,7 @@ class Options:
     lr: float | None = None
     ctc_max_time: float | None = None
     size: str | None = None
+    average_upsampling: bool | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -165,12 +174,13 @@ class Options:
             lr=args.train_lr,
             ctc_max_time=args.train_ctc_max_time,
             size=args.train_size,
+            average_upsampling=args.train_average_upsampling,
         )
 
     def f5_options(self) -> F5TrainOptions:
         """The recipe's DiT options with what the command line overrides."""
         from f5build.train.ctc import CTCOptions
-        from f5build.train.f5 import SIZES, F5TrainOptions
+        from f5build.train.f5 import DEFAULT_AVERAGE_UPSAMPLING, DEFAULT_SIZE, F5TrainOptions, recipe_arch
 
         base = F5TrainOptions()
         ctc = CTCOptions(
@@ -186,7 +196,10 @@ class Options:
             steps=self.steps or base.steps,
             ctc=ctc,
             lr=base.lr if self.lr is None else self.lr,
-            arch=base.arch if self.size is None else dict(SIZES[self.size]),
+            arch=recipe_arch(
+                self.size or DEFAULT_SIZE,
+                DEFAULT_AVERAGE_UPSAMPLING if self.average_upsampling is None else self.average_upsampling,
+            ),
         )
 
 

@@ -40,7 +40,30 @@ SIZES: dict[str, dict[str, Any]] = {
     ),
 }
 DEFAULT_SIZE = "small"
-ARCH = SIZES[DEFAULT_SIZE]  # the recipe's default architecture
+# f5-tts' DiT option text_embedding_average_upsampling (`--train-average-upsampling`): each character's
+# embedding is held over an equal share of the frames (ZipVoice's average upsampling) instead of sitting
+# at frames 0..len(text)-1, so the attention starts from a rough alignment instead of discovering one.
+UPSAMPLING = "text_embedding_average_upsampling"
+DEFAULT_AVERAGE_UPSAMPLING = False
+
+
+def recipe_arch(size: str, average_upsampling: bool) -> dict[str, Any]:
+    """The DiT arguments of a named size, with f5-tts' average upsampling of the text when asked."""
+    return {**SIZES[size], UPSAMPLING: True} if average_upsampling else dict(SIZES[size])
+
+
+def arch_flags(arch: dict[str, Any]) -> str | None:
+    """The `f5build train` options that select `arch`, or None for an architecture the recipe does not name."""
+    upsampling = bool(arch.get(UPSAMPLING, False))
+    size = next((name for name in SIZES if recipe_arch(name, upsampling) == arch), None)
+    if size is None:
+        return None
+    return f"--train-size {size} " + ("--train-average-upsampling" if upsampling else "--no-train-average-upsampling")
+
+
+ARCH = recipe_arch(DEFAULT_SIZE, DEFAULT_AVERAGE_UPSAMPLING)  # the recipe's default architecture
+
+
 MEL = dict(
     n_fft=1024, hop_length=256, win_length=1024, n_mel_channels=100, target_sample_rate=24000, mel_spec_type="vocos"
 )
@@ -64,11 +87,6 @@ class F5TrainOptions:
     # model it moved the alignment signals from below chance to above it within 1,000 steps (docs/training.md)
     ctc: CTCOptions = field(default_factory=lambda: CTCOptions(weight=0.1, block=3))
     arch: dict[str, Any] = field(default_factory=lambda: dict(ARCH))
-
-
-def size_of(arch: dict[str, Any]) -> str | None:
-    """The `--train-size` name of an architecture, or None for one the recipe does not name."""
-    return next((name for name, a in SIZES.items() if a == arch), None)
 
 
 def tokens(text: str) -> list[str]:
@@ -150,11 +168,12 @@ class F5Trainer:
         if state is None:
             return False
         if state["arch"] != self.opts.arch:
-            theirs, ours = size_of(state["arch"]), size_of(self.opts.arch)
-            hint = f"pass --train-size {theirs} to resume it, " if theirs and theirs != ours else ""
+            theirs, ours = arch_flags(state["arch"]), arch_flags(self.opts.arch)
             raise ValueError(
-                f"{self.ckpt_dir}: its training state is for the DiT size {theirs or state['arch']}, not "
-                f"{ours or self.opts.arch}; {hint}pass another --train-dir, or delete it to start over"
+                f"{self.ckpt_dir}: its training state is for another DiT ({theirs or state['arch']}) than this "
+                f"run's ({ours or self.opts.arch}); "
+                + (f"pass {theirs} to resume it, " if theirs else "")
+                + "pass another --train-dir, or delete it to start over"
             )
         if state["vocab"] != self.vocab:
             raise ValueError(

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from f5build.load import ReleasedCheckpoint
-from f5build.train.f5 import size_of
+from f5build.train.f5 import arch_flags
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,8 @@ class Release:
         if self.vocab != vocab:
             problems.append(f"its vocab ({len(self.vocab)} tokens) is not the corpus' ({len(vocab)})")
         if self.arch != arch:
-            theirs = size_of(self.arch)
-            hint = (
-                f" (it is the {theirs} size: pass --train-size {theirs})" if theirs and theirs != size_of(arch) else ""
-            )
+            theirs = arch_flags(self.arch)
+            hint = f" (pass {theirs} to continue it)" if theirs else ""
             problems.append(f"its DiT arch {self.arch} is not the recipe's {arch}{hint}")
         if self.vocos_arch != vocos_arch:
             problems.append(f"its Vocos arch {self.vocos_arch} is not the recipe's {vocos_arch}")
