@@ -97,15 +97,16 @@ def test_corpus_is_deterministic_split_and_verified(small_corpus: Path, tmp_path
         load_corpus(tampered)
 
 
-def _trainers(corpus_root: Path, ckpt: Path, ctc: float = 0.0, ctc_max_time: float = 1.0):
+def _trainers(corpus_root: Path, ckpt: Path, ctc: float = 0.0, ctc_max_time: float = 1.0, upsampling: bool = False):
     from f5build.train.ctc import CTCOptions
     from f5build.train.f5 import F5Trainer, F5TrainOptions, make_vocab
     from f5build.train.vocoder import VocosTrainer, VocosTrainOptions
 
     corpus = load_corpus(corpus_root)
     cur = Curriculum(start_frames=400, max_frames=400, ramp_steps=1, batch_frames=800)
+    arch = {**TINY_ARCH, "text_embedding_average_upsampling": True} if upsampling else dict(TINY_ARCH)
     opts = F5TrainOptions(
-        arch=dict(TINY_ARCH), curriculum=cur, save_every=2, ctc=CTCOptions(weight=ctc, block=1, max_time=ctc_max_time)
+        arch=arch, curriculum=cur, save_every=2, ctc=CTCOptions(weight=ctc, block=1, max_time=ctc_max_time)
     )
     f5 = F5Trainer(corpus, make_vocab(corpus), ckpt, opts)
     voc = VocosTrainer(corpus, ckpt, VocosTrainOptions(arch=dict(TINY_VOCOS), batch=2, save_every=2, steps=4))
@@ -286,6 +287,32 @@ def test_ctc_alignment_aid_trains_the_dit_resumes_exactly_and_is_not_released(sm
 
     with safe_open(str(out / "model_4.safetensors"), "pt") as f:
         assert set(f.keys()) == {f"ema_model.{k}" for k in once.ema.state_dict() if k.startswith("transformer.")}
+
+
+@needs_espeak
+def test_average_upsampling_joins_a_run_trained_without_it_and_the_release_records_when(
+    small_corpus: Path, tmp_path: Path
+):
+    """The flag changes no weight (only where the text enters), so a resumed run may switch it on; the state
+    and the release say from which step, and the released arch is the one the weights were last trained with."""
+    import yaml
+
+    from f5build.train.release import export_release
+
+    plain, voc = _trainers(small_corpus, tmp_path / "run")
+    plain.run_until(2, progress=False)
+    voc.run_until(2, progress=False)
+    spread, _ = _trainers(small_corpus, tmp_path / "run", upsampling=True)
+    spread.run_until(4, progress=False)
+    want = [{"from_step": 0, "average_upsampling": False}, {"from_step": 2, "average_upsampling": True}]
+    assert spread.upsampling_history == want
+    again, _ = _trainers(small_corpus, tmp_path / "run", upsampling=True)
+    again.run_until(5, progress=False)
+    assert again.upsampling_history == want  # resuming with the same setting adds nothing
+    out = export_release(tmp_path / "run", tmp_path / "models" / "spread", load_corpus(small_corpus))
+    assert json.loads((out / "checkpoint.json").read_text())["train_average_upsampling"] == want
+    arch = yaml.safe_load((out / "spread.yaml").read_text())["model"]["arch"]
+    assert arch["text_embedding_average_upsampling"] is True
 
 
 @needs_espeak

@@ -137,6 +137,7 @@ class F5Trainer:
         # the alignment aid's settings and the step each took effect: a resumed run may change them
         # (--train-ctc, --train-ctc-block, --train-ctc-max-time), and the release records every one
         self.ctc_history: list[dict[str, Any]] = []
+        self.upsampling_history = [{"from_step": 0, "average_upsampling": bool(opts.arch.get(UPSAMPLING, False))}]
         if opts.ctc.weight > 0:  # after the EMA copy: the hooks belong to the trained model only
             self.ctc = CTCAlignment(self.cfm, len(vocab), opts.ctc, self.device, opts.lr)
         self.step = 0
@@ -167,7 +168,8 @@ class F5Trainer:
         state = load_state(self.ckpt_dir / "f5_state.pt")
         if state is None:
             return False
-        if state["arch"] != self.opts.arch:
+        switched = _without_upsampling(state["arch"]) == _without_upsampling(self.opts.arch)
+        if state["arch"] != self.opts.arch and not switched:
             theirs, ours = arch_flags(state["arch"]), arch_flags(self.opts.arch)
             raise ValueError(
                 f"{self.ckpt_dir}: its training state is for another DiT ({theirs or state['arch']}) than this "
@@ -189,6 +191,12 @@ class F5Trainer:
         self.warmup_from = int(state.get("warmup_from", 0))
         self.seconds = float(state.get("seconds", 0.0))
         self.ctc_history = ctc_history_of(state)
+        # average upsampling changes no weight, only where the text enters: a resumed run may switch it,
+        # and the state records from which step each setting held
+        self.upsampling_history = upsampling_history_of(state)
+        now = bool(self.opts.arch.get(UPSAMPLING, False))
+        if self.upsampling_history[-1]["average_upsampling"] != now:
+            self.upsampling_history.append({"from_step": self.step, "average_upsampling": now})
         if self.ctc is not None:
             self.ctc.load_state_dict(state)
         random.setstate(state["py_rng"])
@@ -213,6 +221,7 @@ class F5Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "device": self.device.type,
             "ctc_history": self.ctc_history,
+            "upsampling_history": self.upsampling_history,
         }
         if self.ctc is not None:
             state |= self.ctc.state_dict()
@@ -307,6 +316,18 @@ class F5Trainer:
                     log.write(json.dumps({"step": self.step, "signals": out}) + "\n")
                     log.flush()
         bar.close()
+
+
+def _without_upsampling(arch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in arch.items() if k != UPSAMPLING}
+
+
+def upsampling_history_of(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """A training state's record of f5-tts' average upsampling: each setting and the step it took effect
+    (a state from before the record held one setting, its arch's, from step 0)."""
+    if "upsampling_history" in state:
+        return [dict(entry) for entry in state["upsampling_history"]]
+    return [{"from_step": 0, "average_upsampling": bool(state["arch"].get(UPSAMPLING, False))}]
 
 
 def ctc_history_of(state: dict[str, Any]) -> list[dict[str, Any]]:
