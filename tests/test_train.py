@@ -159,12 +159,14 @@ def test_released_layout_loads_through_the_checkpoint_path(small_corpus: Path, t
 
 def test_the_committed_embedded_checkpoint_loads_and_matches_its_hashes():
     from f5build.load import EMBEDDED_DIR, load_model
+    from f5build.train.f5 import ARCH
 
     meta = json.loads((EMBEDDED_DIR / "checkpoint.json").read_text())
     size = sum((EMBEDDED_DIR / rel).stat().st_size for rel in meta["files"])
     assert size < 40 * 2**20, f"the committed checkpoint is {size / 2**20:.1f} MB, over the 40 MB budget"
     bundle = load_model("f5tts-small-en")  # verifies every sha256 in checkpoint.json on the way
     assert bundle.source["kind"] == "checkpoint" and bundle.arch == meta["arch"]
+    assert meta["arch"] == ARCH  # `nox -s train` trains the release's architecture by default
     assert sum(p.numel() for p in bundle.dit.parameters()) > 1e6
 
 
@@ -463,11 +465,11 @@ def test_dit_size_is_a_named_recipe_option_and_a_state_keeps_its_size(small_corp
         return Options.from_args(p.parse_args(list(argv))).f5_options().arch
 
     assert arch() == ARCH == F5TrainOptions().arch
-    wide = arch("--train-size", "wide")
+    wide = arch("--train-size", "wide", "--no-train-average-upsampling")
     assert wide == SIZES["wide"] != ARCH
     spread = arch("--train-size", "wide", "--train-average-upsampling")
-    assert spread == {**SIZES["wide"], UPSAMPLING: True}
-    assert arch("--train-size", "wide", "--no-train-average-upsampling") == wide
+    assert spread == {**SIZES["wide"], UPSAMPLING: True} == arch("--train-size", "wide")  # the recipe's default
+    assert arch("--train-size", "small") == {**SIZES["small"], UPSAMPLING: True}
     assert arch_flags(spread) == "--train-size wide --train-average-upsampling"
     assert arch_flags(wide) == "--train-size wide --no-train-average-upsampling"
     assert arch_flags(dict(TINY_ARCH)) is None

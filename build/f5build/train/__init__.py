@@ -16,8 +16,9 @@ trains on). `--train-from models/<name>` continues a released checkpoint on a ma
 state (a fresh clone): see `f5build.train.warmstart` for what that keeps and what it resets.
 `--train-device cuda` trains the DiT on a GPU (same recipe, more steps per hour). `--train-threads`
 sets torch's intra-op threads (default 1, so a second job fits beside it on a 2-core machine).
-`--train-size` picks the DiT's size (`small`, the recipe's default, or `wide`), and
-`--train-average-upsampling` spreads the text over the frames (f5-tts' own DiT option).
+`--train-size` picks the DiT's size (`wide`, the recipe's default, or `small`), and
+`--[no-]train-average-upsampling` whether the text is spread over the frames (f5-tts' own DiT option,
+on by default).
 """
 
 from __future__ import annotations

@@ -39,12 +39,12 @@ SIZES: dict[str, dict[str, Any]] = {
         dim=256, depth=6, heads=4, dim_head=64, ff_mult=2, text_dim=128, conv_layers=2, text_mask_padding=True
     ),
 }
-DEFAULT_SIZE = "small"
+DEFAULT_SIZE = "wide"  # the release's; "small" was the release's size until step 15,000 (docs/training.md)
 # f5-tts' DiT option text_embedding_average_upsampling (`--train-average-upsampling`): each character's
 # embedding is held over an equal share of the frames (ZipVoice's average upsampling) instead of sitting
 # at frames 0..len(text)-1, so the attention starts from a rough alignment instead of discovering one.
 UPSAMPLING = "text_embedding_average_upsampling"
-DEFAULT_AVERAGE_UPSAMPLING = False
+DEFAULT_AVERAGE_UPSAMPLING = True
 
 
 def recipe_arch(size: str, average_upsampling: bool) -> dict[str, Any]:
