@@ -47,6 +47,11 @@ UPSAMPLING = "text_embedding_average_upsampling"
 DEFAULT_AVERAGE_UPSAMPLING = True
 
 
+def upsamples(arch: dict[str, Any]) -> bool:
+    """Whether a DiT architecture spreads the text by f5-tts' average upsampling (absent: no)."""
+    return bool(arch.get(UPSAMPLING, False))
+
+
 def recipe_arch(size: str, average_upsampling: bool) -> dict[str, Any]:
     """The DiT arguments of a named size, with f5-tts' average upsampling of the text when asked."""
     return {**SIZES[size], UPSAMPLING: True} if average_upsampling else dict(SIZES[size])
@@ -54,7 +59,7 @@ def recipe_arch(size: str, average_upsampling: bool) -> dict[str, Any]:
 
 def arch_flags(arch: dict[str, Any]) -> str | None:
     """The `f5build train` options that select `arch`, or None for an architecture the recipe does not name."""
-    upsampling = bool(arch.get(UPSAMPLING, False))
+    upsampling = upsamples(arch)
     size = next((name for name in SIZES if recipe_arch(name, upsampling) == arch), None)
     if size is None:
         return None
@@ -137,7 +142,7 @@ class F5Trainer:
         # the alignment aid's settings and the step each took effect: a resumed run may change them
         # (--train-ctc, --train-ctc-block, --train-ctc-max-time), and the release records every one
         self.ctc_history: list[dict[str, Any]] = []
-        self.upsampling_history = [{"from_step": 0, "average_upsampling": bool(opts.arch.get(UPSAMPLING, False))}]
+        self.upsampling_history = [{"from_step": 0, "average_upsampling": upsamples(opts.arch)}]
         if opts.ctc.weight > 0:  # after the EMA copy: the hooks belong to the trained model only
             self.ctc = CTCAlignment(self.cfm, len(vocab), opts.ctc, self.device, opts.lr)
         self.step = 0
@@ -194,7 +199,7 @@ class F5Trainer:
         # average upsampling changes no weight, only where the text enters: a resumed run may switch it,
         # and the state records from which step each setting held
         self.upsampling_history = upsampling_history_of(state)
-        now = bool(self.opts.arch.get(UPSAMPLING, False))
+        now = upsamples(self.opts.arch)
         if self.upsampling_history[-1]["average_upsampling"] != now:
             self.upsampling_history.append({"from_step": self.step, "average_upsampling": now})
         if self.ctc is not None:
@@ -327,7 +332,7 @@ def upsampling_history_of(state: dict[str, Any]) -> list[dict[str, Any]]:
     (a state from before the record held one setting, its arch's, from step 0)."""
     if "upsampling_history" in state:
         return [dict(entry) for entry in state["upsampling_history"]]
-    return [{"from_step": 0, "average_upsampling": bool(state["arch"].get(UPSAMPLING, False))}]
+    return [{"from_step": 0, "average_upsampling": upsamples(state["arch"])}]
 
 
 def ctc_history_of(state: dict[str, Any]) -> list[dict[str, Any]]:
