@@ -97,7 +97,14 @@ def test_corpus_is_deterministic_split_and_verified(small_corpus: Path, tmp_path
         load_corpus(tampered)
 
 
-def _trainers(corpus_root: Path, ckpt: Path, ctc: float = 0.0, ctc_max_time: float = 1.0, upsampling: bool = False):
+def _trainers(
+    corpus_root: Path,
+    ckpt: Path,
+    ctc: float = 0.0,
+    ctc_max_time: float = 1.0,
+    upsampling: bool = False,
+    lr: float = 5e-4,
+):
     from f5build.train.ctc import CTCOptions
     from f5build.train.f5 import F5Trainer, F5TrainOptions, make_vocab
     from f5build.train.vocoder import VocosTrainer, VocosTrainOptions
@@ -106,7 +113,11 @@ def _trainers(corpus_root: Path, ckpt: Path, ctc: float = 0.0, ctc_max_time: flo
     cur = Curriculum(start_frames=400, max_frames=400, ramp_steps=1, batch_frames=800)
     arch = {**TINY_ARCH, "text_embedding_average_upsampling": True} if upsampling else dict(TINY_ARCH)
     opts = F5TrainOptions(
-        arch=arch, curriculum=cur, save_every=2, ctc=CTCOptions(weight=ctc, block=1, max_time=ctc_max_time)
+        arch=arch,
+        curriculum=cur,
+        save_every=2,
+        lr=lr,
+        ctc=CTCOptions(weight=ctc, block=1, max_time=ctc_max_time),
     )
     f5 = F5Trainer(corpus, make_vocab(corpus), ckpt, opts)
     voc = VocosTrainer(corpus, ckpt, VocosTrainOptions(arch=dict(TINY_VOCOS), batch=2, save_every=2, steps=4))
@@ -315,6 +326,29 @@ def test_average_upsampling_joins_a_run_trained_without_it_and_the_release_recor
     assert json.loads((out / "checkpoint.json").read_text())["train_average_upsampling"] == want
     arch = yaml.safe_load((out / "spread.yaml").read_text())["model"]["arch"]
     assert arch["text_embedding_average_upsampling"] is True
+
+
+@needs_espeak
+def test_a_resumed_run_may_step_the_learning_rate_down_and_the_release_records_when(small_corpus: Path, tmp_path: Path):
+    """--train-lr on a resumed run takes effect at once (no second warm-up) for the DiT and the CTC head; the
+    state and checkpoint.json record each rate and its first step, so the release says how it was trained."""
+    from f5build.train.release import export_release
+
+    first, voc = _trainers(small_corpus, tmp_path / "run", ctc=0.5)
+    first.run_until(2, progress=False)
+    voc.run_until(2, progress=False)
+    low, _ = _trainers(small_corpus, tmp_path / "run", ctc=0.5, lr=1e-4)
+    low.run_until(4, progress=False)
+    assert low.ctc is not None
+    # the warm-up (300 steps) still counts from step 0: step 3 ran at 4/300 of the new rate, in both optimizers
+    assert [g["lr"] for o in (low.opt, low.ctc.opt) for g in o.param_groups] == [1e-4 * (4 / 300)] * 2
+    want = [{"from_step": 0, "lr": 5e-4}, {"from_step": 2, "lr": 1e-4}]
+    assert low.lr_history == want
+    again, _ = _trainers(small_corpus, tmp_path / "run", ctc=0.5, lr=1e-4)
+    again.run_until(5, progress=False)
+    assert again.lr_history == want  # resuming at the same rate adds nothing
+    out = export_release(tmp_path / "run", tmp_path / "models" / "low", load_corpus(small_corpus))
+    assert json.loads((out / "checkpoint.json").read_text())["train_lr"] == want
 
 
 @needs_espeak

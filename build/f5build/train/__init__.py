@@ -81,7 +81,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--train-lr",
         type=float,
         default=None,
-        help="the DiT's peak learning rate (after warm-up; default: the recipe's). A resumed run takes the new rate",
+        help="the DiT's peak learning rate (after warm-up; default: the recipe's). A resumed run takes the rate "
+        "given (or the recipe's) at once; the state and checkpoint.json record each rate and its first step",
     )
     g.add_argument(
         "--train-ctc",

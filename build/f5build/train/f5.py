@@ -143,6 +143,8 @@ class F5Trainer:
         # (--train-ctc, --train-ctc-block, --train-ctc-max-time), and the release records every one
         self.ctc_history: list[dict[str, Any]] = []
         self.upsampling_history = [{"from_step": 0, "average_upsampling": upsamples(opts.arch)}]
+        # the peak learning rate and the step each took effect: a resumed run may step it down (--train-lr)
+        self.lr_history = [{"from_step": 0, "lr": opts.lr}]
         if opts.ctc.weight > 0:  # after the EMA copy: the hooks belong to the trained model only
             self.ctc = CTCAlignment(self.cfm, len(vocab), opts.ctc, self.device, opts.lr)
         self.step = 0
@@ -202,6 +204,9 @@ class F5Trainer:
         now = upsamples(self.opts.arch)
         if self.upsampling_history[-1]["average_upsampling"] != now:
             self.upsampling_history.append({"from_step": self.step, "average_upsampling": now})
+        self.lr_history = lr_history_of(state)
+        if self.lr_history[-1]["lr"] != self.opts.lr:
+            self.lr_history.append({"from_step": self.step, "lr": self.opts.lr})
         if self.ctc is not None:
             self.ctc.load_state_dict(state)
         random.setstate(state["py_rng"])
@@ -227,6 +232,7 @@ class F5Trainer:
             "device": self.device.type,
             "ctc_history": self.ctc_history,
             "upsampling_history": self.upsampling_history,
+            "lr_history": self.lr_history,
         }
         if self.ctc is not None:
             state |= self.ctc.state_dict()
@@ -333,6 +339,14 @@ def upsampling_history_of(state: dict[str, Any]) -> list[dict[str, Any]]:
     if "upsampling_history" in state:
         return [dict(entry) for entry in state["upsampling_history"]]
     return [{"from_step": 0, "average_upsampling": upsamples(state["arch"])}]
+
+
+def lr_history_of(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """A training state's record of the peak learning rate: each value and the step it took effect (a state
+    from before the record ran at its options' rate from step 0)."""
+    if "lr_history" in state:
+        return [dict(entry) for entry in state["lr_history"]]
+    return [{"from_step": 0, "lr": float(state["options"]["lr"])}]
 
 
 def ctc_history_of(state: dict[str, Any]) -> list[dict[str, Any]]:
