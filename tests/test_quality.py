@@ -27,9 +27,11 @@ def _utt(i: int, wer_: float, own: float, other: float, ovrl: float) -> Utteranc
     return UtteranceScore(f"u{i}", "s", "t", "t", wer_, own, other, ovrl, 3.0, 3.5, 3.2, 2.0)
 
 
-def _cond(precision: str, nfe: int, wer_: float, sim: float, ovrl: float) -> ConditionScore:
+def _cond(precision: str, nfe: int, wer_: float, sim: float, ovrl: float, cfg: float = 2.0) -> ConditionScore:
+    from f5build.quality.sweep import condition_name
+
     utts = [_utt(i, wer_, sim, sim - 0.1, ovrl) for i in range(3)]
-    return ConditionScore.of(f"{precision}/nfe{nfe}/sway", precision, nfe, "sway", utts)
+    return ConditionScore.of(condition_name(precision, nfe, "sway", cfg), precision, nfe, "sway", utts, cfg)
 
 
 def test_condition_means_and_speaker_verification():
@@ -70,6 +72,40 @@ def test_wer_is_gated_only_where_fp32_says_the_text():
     assert not verdicts["int8/nfe16/sway"].passed and "similarity" in verdicts["int8/nfe16/sway"].failures[0]
     strict = check(results, QualityGates(wer_gated_below=10.0))  # a bound above FP32's WER: gated again
     assert not next(v for v in strict if v.condition == "cpu-fp32/nfe16/sway").passed
+
+
+def test_guidance_strength_is_a_condition_gated_against_fp32_at_the_same_strength():
+    """A reduced precision at CFG 1 is compared with FP32 at CFG 1, never with FP32 at f5-tts' CFG 2; the
+    chat-reader default is chosen over every strength swept."""
+    from f5build.quality.report import choose_default
+
+    results = [
+        _cond("fp32", 7, 1.5, 0.70, 1.8),
+        _cond("fp32", 7, 1.1, 0.72, 1.9, cfg=1.0),
+        _cond("int8", 7, 1.1, 0.72, 1.9, cfg=1.0),  # equal to its FP32 twin at CFG 1
+        _cond("int8", 7, 1.1, 0.60, 1.9, cfg=0.5),  # no FP32 twin at CFG 0.5: not gated
+        _cond("fp32", 16, 1.0, 0.72, 1.9, cfg=1.0),  # NFE 16: not a chat-reader candidate
+    ]
+    verdicts = {v.condition: v for v in check(results, QualityGates())}
+    assert set(verdicts) == {"int8/nfe7/sway/cfg1"}
+    assert verdicts["int8/nfe7/sway/cfg1"].passed and verdicts["int8/nfe7/sway/cfg1"].reference == "fp32/nfe7/sway/cfg1"
+    default = choose_default(results)
+    assert default is not None and (default.nfe, default.cfg) == (7, 1.0)
+
+
+def test_bad_sweep_conditions_are_refused():
+    from f5build.cli import _parser
+    from f5build.quality import Options
+    from f5build.quality.sweep import Condition
+
+    with pytest.raises(ValueError, match="guidance strength >= 0"):
+        Condition("fp32", 7, "sway", -1.0)
+    assert Condition("fp32", 7, "sway", 2.0).name == "fp32/nfe7/sway"  # f5-tts' strength: the name omits it
+    assert Condition("fp32", 7, "sway", 0.5).name == "fp32/nfe7/sway/cfg0.5"
+    for value, message in (("1,x", "comma list of numbers"), ("-1", r"in \[0, 10\]"), ("nan", r"in \[0, 10\]")):
+        with pytest.raises(ValueError, match=message):
+            Options.from_args(_parser().parse_args(["quality", f"--quality-cfg={value}"]))
+    assert Options.from_args(_parser().parse_args(["quality", "--quality-cfg", "1,2"])).cfgs == (1.0, 2.0)
 
 
 @pytest.mark.parametrize(
@@ -123,3 +159,27 @@ def test_quality_skips_seeded_models_saying_why(tiny_artifacts: Path, capsys: py
     root = ["--model", "tiny", "--artifacts-root", str(tiny_artifacts.parent)]
     assert main(["quality", *root, "--quality-utts", "2"]) == 0
     assert "skipped: tiny has seeded weights" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt-get install -y espeak-ng)")
+def test_a_conditions_guidance_strength_reaches_the_sampler(tiny_artifacts: Path, tmp_path: Path):
+    """Each condition synthesizes with its own CFG: the audio equals a direct request at that strength and
+    differs from f5-tts' default strength on the same seed."""
+    import numpy as np
+
+    from f5build.quality.sweep import Condition, eval_items, synthesize_condition
+    from f5build.train.corpus import SAMPLE_RATE, CorpusOptions, load_corpus, make_corpus
+    from f5rt.synthesizer import SynthesisOptions, Synthesizer
+
+    small = CorpusOptions(train_speakers=1, held_out_speakers=2, held_out_variants=2, train_sentences=1, phrases=1,
+                          eval_sentences=2)  # fmt: skip
+    evalset = load_corpus(make_corpus(tmp_path / "eval", small, splits=("ref", "eval"), progress=False))
+    items = eval_items(evalset, 1)
+    ref, tgt = items[0]
+    with Synthesizer(tiny_artifacts, backend="onnxruntime", precision="fp32", threads=1) as synth:
+        ((_, low, _),) = synthesize_condition(synth, Condition("fp32", 4, "sway", 0.5), evalset, items)
+        ((_, default, _),) = synthesize_condition(synth, Condition("fp32", 4, "sway"), evalset, items)
+        voice = synth.voice_from_audio(evalset.wave(ref), ref.text, sample_rate=SAMPLE_RATE, voice_id=ref.speaker)
+        direct = synth.synthesize(tgt.text, voice, SynthesisOptions(nfe=4, cfg=0.5, seed=0)).audio
+    np.testing.assert_array_equal(low, np.clip(direct, -1, 1))
+    assert not np.array_equal(low, default)

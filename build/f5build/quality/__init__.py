@@ -1,10 +1,10 @@
-"""Listening figures: ASR word error rate, speaker similarity and DNSMOS per precision, NFE and schedule.
+"""Listening figures: ASR word error rate, speaker similarity and DNSMOS per precision, NFE, schedule and CFG.
 
 The held-out set is the training corpus' held-out speakers and sentences (espeak-ng, made in
-seconds into artifacts/quality-eval when missing). Every condition (precision x NFE x schedule)
+seconds into artifacts/quality-eval when missing). Every condition (precision x NFE x schedule x CFG)
 synthesizes the same requests with the same seeds through the real runtime (f5rt Synthesizer,
 ONNX Runtime), and is scored next to two ceilings: the ground-truth audio and copy-synthesis.
-Reduced precisions are gated against FP32 at the same NFE and schedule (config/gates.yaml,
+Reduced precisions are gated against FP32 at the same NFE, schedule and CFG (config/gates.yaml,
 `quality.vs_fp32`); writes quality.{md,json,png} to `--quality-reports`/<model name>/ and exits 1
 when a gate fails.
 
@@ -40,6 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--quality-nfe", default="7,16", help="comma list of NFE (default 7,16; the full sweep: 4,6,7,8,16,32)"
     )
     g.add_argument("--quality-schedules", default="sway", help="comma list of sway, epss, midpoint (default sway)")
+    g.add_argument(
+        "--quality-cfg",
+        default="2",
+        help="comma list of classifier-free guidance strengths (default 2, f5-tts'; the chat-reader default is "
+        "chosen over every one swept)",
+    )
     g.add_argument("--quality-utts", type=int, default=8, help="held-out utterances per condition (default 8)")
     g.add_argument("--quality-asr", choices=("base", "tiny.en"), default="base", help="Whisper model (default base)")
     g.add_argument("--quality-eval", type=Path, default=ROOT / "artifacts" / "quality-eval", help="held-out set cache")
@@ -55,6 +61,7 @@ class Options:
     precisions: tuple[str, ...]
     nfes: tuple[int, ...]
     schedules: tuple[str, ...]
+    cfgs: tuple[float, ...]
     utts: int
     asr: str
     evalset: Path
@@ -78,6 +85,12 @@ class Options:
         schedules = csv_list(args.quality_schedules)
         if not schedules or any(s not in ("sway", "epss", "midpoint") for s in schedules):
             raise ValueError(f"--quality-schedules: sway, epss and/or midpoint, got {args.quality_schedules!r}")
+        try:
+            cfgs = tuple(float(x) for x in csv_list(args.quality_cfg))
+        except ValueError:
+            raise ValueError(f"--quality-cfg must be a comma list of numbers, got {args.quality_cfg!r}") from None
+        if not cfgs or not all(0 <= c <= 10 for c in cfgs):
+            raise ValueError(f"--quality-cfg needs guidance strengths in [0, 10], got {args.quality_cfg!r}")
         if args.quality_utts < 2:
             raise ValueError(f"--quality-utts must be at least 2, got {args.quality_utts}")
         return cls(
@@ -85,6 +98,7 @@ class Options:
             precisions=precisions,
             nfes=nfes,
             schedules=schedules,
+            cfgs=cfgs,
             utts=int(args.quality_utts),
             asr=str(args.quality_asr),
             evalset=Path(args.quality_eval),
@@ -134,7 +148,9 @@ def run(options: Options) -> int:
     t0 = time.perf_counter()
     listener = Listener(evalset, options.artifacts.parent / ".quality-cache", options.asr, options.threads)
     ceil = ceilings(options.artifacts, evalset, items, listener, options.threads)
-    conditions = [Condition(p, n, s) for p in precisions for n in options.nfes for s in options.schedules]
+    conditions = [
+        Condition(p, n, s, c) for p in precisions for n in options.nfes for s in options.schedules for c in options.cfgs
+    ]
     out = options.reports / options.artifacts.name
     keep = out / "quality-audio" if options.keep_audio else None
     results, details = run_conditions(options.artifacts, conditions, evalset, items, listener, options.threads, keep)

@@ -1,4 +1,4 @@
-"""Listening gates: each reduced precision against FP32 at the same NFE, schedule and seeds.
+"""Listening gates: each reduced precision against FP32 at the same NFE, schedule, guidance and seeds.
 
 Read from the `quality` section of config/gates.yaml:
 
@@ -68,11 +68,11 @@ class GateVerdict:
 
 
 def check(results: Sequence[ConditionScore], gates: QualityGates) -> list[GateVerdict]:
-    """A verdict for every non-FP32 condition that has an FP32 twin (same NFE and schedule)."""
-    fp32 = {(r.nfe, r.schedule): r for r in results if r.precision == "fp32" and r.nfe > 0}
+    """A verdict for every non-FP32 condition that has an FP32 twin (same NFE, schedule and guidance)."""
+    fp32 = {(r.nfe, r.schedule, r.cfg): r for r in results if r.precision == "fp32" and r.nfe > 0}
     verdicts = []
     for r in results:
-        ref = fp32.get((r.nfe, r.schedule))
+        ref = fp32.get((r.nfe, r.schedule, r.cfg))
         if r.precision in ("fp32", "-") or ref is None:
             continue
         fails, notes = [], []

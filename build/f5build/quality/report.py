@@ -22,7 +22,8 @@ def _row(s: ConditionScore) -> str:
 
 
 def choose_default(results: Sequence[ConditionScore], nfe_range: tuple[int, int] = (6, 8)) -> ConditionScore | None:
-    """The chat reader's default: the FP32 condition with NFE in range and the lowest WER (ties: fewer steps).
+    """The chat reader's default: the FP32 condition with NFE in range and the lowest WER (ties: fewer steps),
+    over every schedule and guidance strength swept.
 
     Only Euler schedules (sway, EPSS) are candidates: the midpoint solver runs on ONNX Runtime only,
     and a service default must run on every backend (the TensorRT CUDA graph replays Euler steps)."""
@@ -41,12 +42,11 @@ def _plot(results: Sequence[ConditionScore], path: Path) -> None:
     for (metric, title), ax in zip(
         (("wer", "word error rate"), ("sim", "speaker similarity"), ("ovrl", "DNSMOS OVRL")), axes, strict=False
     ):
-        for precision, schedule in sorted({(r.precision, r.schedule) for r in results if r.nfe > 0}):
-            rows = sorted(
-                (r for r in results if r.precision == precision and r.schedule == schedule), key=lambda r: r.nfe
-            )
+        for precision, schedule, cfg in sorted({(r.precision, r.schedule, r.cfg) for r in results if r.nfe > 0}):
+            rows = sorted((r for r in results if (r.precision, r.schedule, r.cfg) == (precision, schedule, cfg)),
+                          key=lambda r: r.nfe)  # fmt: skip
             ax.plot([r.nfe for r in rows], [getattr(r, metric) for r in rows], "-o" if schedule == "sway" else "--s",
-                    label=f"{precision} {schedule}")  # fmt: skip
+                    label=f"{precision} {schedule} cfg {cfg:g}")  # fmt: skip
         for r in results:
             if r.nfe == 0:
                 ax.axhline(getattr(r, metric), color="grey", linestyle=":", linewidth=1)
@@ -90,7 +90,7 @@ def write_quality_report(
         "",
         "![quality vs NFE](quality.png)",
         "",
-        "## Gates (each precision vs FP32 at the same NFE, schedule and seeds)",
+        "## Gates (each precision vs FP32 at the same NFE, schedule, guidance and seeds)",
         "",
         *(
             f"- {'pass' if v.passed else 'FAIL'} {v.condition}"
@@ -104,8 +104,9 @@ def write_quality_report(
         lines += [
             "## Chat-reader default",
             "",
-            f"NFE {default.nfe}, {default.schedule}: WER {default.wer:.3f}, similarity {default.sim:.3f}, "
-            f"OVRL {default.ovrl:.2f} (the FP32 Euler condition at NFE 6-8 with the lowest WER).",
+            f"NFE {default.nfe}, {default.schedule}, CFG {default.cfg:g}: WER {default.wer:.3f}, similarity "
+            f"{default.sim:.3f}, verified {default.verify_rate:.0%}, OVRL {default.ovrl:.2f} (the FP32 Euler "
+            "condition at NFE 6-8 with the lowest WER).",
             "",
         ]
     (out / "quality.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

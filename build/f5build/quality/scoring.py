@@ -15,6 +15,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from f5rt.options import SynthesisOptions
+
+DEFAULT_CFG = SynthesisOptions().cfg  # the runtime's (f5-tts') guidance strength
+
 _ONES = [
     "zero",
     "one",
@@ -93,7 +97,8 @@ class UtteranceScore:
 
 @dataclass(frozen=True)
 class ConditionScore:
-    """Means over the utterances of one condition (a precision at an NFE and schedule, or a ceiling)."""
+    """Means over the utterances of one condition (a precision at an NFE, schedule and guidance strength,
+    or a ceiling)."""
 
     name: str
     precision: str
@@ -107,9 +112,12 @@ class ConditionScore:
     sig: float
     bak: float
     p808: float
+    cfg: float = DEFAULT_CFG  # classifier-free guidance strength
 
     @classmethod
-    def of(cls, name: str, precision: str, nfe: int, schedule: str, scores: list[UtteranceScore]) -> ConditionScore:
+    def of(
+        cls, name: str, precision: str, nfe: int, schedule: str, scores: list[UtteranceScore], cfg: float = DEFAULT_CFG
+    ) -> ConditionScore:
         if not scores:
             raise ValueError(f"{name}: no utterances were scored")
 
@@ -118,7 +126,7 @@ class ConditionScore:
 
         verify = float(np.mean([s.verified for s in scores]))
         return cls(name, precision, nfe, schedule, len(scores), mean("wer"), mean("sim_own"), verify,
-                   mean("ovrl"), mean("sig"), mean("bak"), mean("p808"))  # fmt: skip
+                   mean("ovrl"), mean("sig"), mean("bak"), mean("p808"), cfg)  # fmt: skip
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

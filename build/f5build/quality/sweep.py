@@ -8,6 +8,9 @@ A condition is a precision at an NFE with a schedule:
 - `midpoint`: the midpoint solver on a uniform grid with sway, NFE / 2 steps of two step-graph calls
   (so it is compared with the others at equal graph calls); odd NFE are skipped.
 
+and a classifier-free guidance strength (`cfg`, f5-tts' default 2; the name carries it only when it
+differs, "fp32/nfe7/sway/cfg1"): a small model may say its text better with less guidance.
+
 Each utterance clones a held-out speaker from their reference line (audio + text) and says a
 held-out sentence, with seed = utterance index, so every condition hears the same requests with the
 same noise. Two ceilings are scored the same way: the ground-truth audio and copy-synthesis (the
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from f5build.quality.instruments import Dnsmos, SpeakerEncoder, Transcriber
-from f5build.quality.scoring import ConditionScore, UtteranceScore, cosine, wer
+from f5build.quality.scoring import DEFAULT_CFG, ConditionScore, UtteranceScore, cosine, wer
 from f5build.train.corpus import SAMPLE_RATE, Corpus, Utterance
 
 SCHEDULES = ("sway", "epss", "midpoint")
@@ -34,16 +37,19 @@ class Condition:
     precision: str
     nfe: int
     schedule: str
+    cfg: float = DEFAULT_CFG
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.nfe < 1:
             raise ValueError(f"nfe must be at least 1, got {self.nfe}")
+        if not self.cfg >= 0:
+            raise ValueError(f"cfg must be a guidance strength >= 0, got {self.cfg}")
 
     @property
     def name(self) -> str:
-        return f"{self.precision}/nfe{self.nfe}/{self.schedule}"
+        return condition_name(self.precision, self.nfe, self.schedule, self.cfg)
 
     def runnable(self) -> bool:
         from f5rt.schedules import EPSS_TABLE
@@ -51,6 +57,11 @@ class Condition:
         if self.schedule == "epss":
             return self.nfe in EPSS_TABLE
         return self.schedule != "midpoint" or self.nfe % 2 == 0
+
+
+def condition_name(precision: str, nfe: int, schedule: str, cfg: float = DEFAULT_CFG) -> str:
+    """The condition's name, "fp32/nfe7/sway", with "/cfg<strength>" where the guidance is not the default."""
+    return f"{precision}/nfe{nfe}/{schedule}" + ("" if cfg == DEFAULT_CFG else f"/cfg{cfg:g}")
 
 
 class Listener:
@@ -114,7 +125,7 @@ def synthesize_condition(
     for i, (ref, tgt) in enumerate(items):
         voice = synth.voice_from_audio(evalset.wave(ref), ref.text, sample_rate=SAMPLE_RATE, voice_id=ref.speaker)
         solver = "midpoint" if cond.schedule == "midpoint" else "euler"
-        opts = SynthesisOptions(nfe=cond.nfe, use_epss=cond.schedule == "epss", seed=i, solver=solver)
+        opts = SynthesisOptions(nfe=cond.nfe, cfg=cond.cfg, use_epss=cond.schedule == "epss", seed=i, solver=solver)
         result = synth.synthesize(tgt.text, voice, opts)
         yield tgt, np.clip(result.audio, -1, 1), result.sample_rate
 
@@ -150,7 +161,7 @@ def run_conditions(
                         out.parent.mkdir(parents=True, exist_ok=True)
                         sf.write(out, audio, rate)
                 details[cond.name] = scores
-                results.append(ConditionScore.of(cond.name, cond.precision, cond.nfe, cond.schedule, scores))
+                results.append(ConditionScore.of(cond.name, cond.precision, cond.nfe, cond.schedule, scores, cond.cfg))
                 print(f"quality {cond.name}: {_line(results[-1])}", flush=True)
     return results, details
 
