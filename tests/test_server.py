@@ -619,3 +619,18 @@ def test_cli_serve_arguments_parse() -> None:
         ["serve", "--artifacts", "a", "--voices", "v", "--port", "9000", "--batch-window-ms", "0", "--nfe", "16"]
     )
     assert (args.port, args.batch_window_ms, args.nfe, args.backend, args.host) == (9000, 0.0, 16, "auto", "127.0.0.1")
+
+
+def test_serve_request_defaults_take_nfe_and_cfg_and_refuse_what_no_request_may_ask():
+    """--nfe and --cfg set what a request without nfe_step / cfg_strength gets (a model's chat-reader default),
+    checked by the same bounds as a request's own values."""
+    from f5rt.cli import build_parser
+    from f5rt.server.cli import request_defaults
+
+    base = ["serve", "--artifacts", "a", "--voices", "v"]
+    assert request_defaults(build_parser().parse_args(base)) == SynthesisOptions()
+    chosen = request_defaults(build_parser().parse_args([*base, "--nfe", "7", "--cfg", "1"]))
+    assert (chosen.nfe, chosen.cfg, chosen.sway) == (7, 1.0, SynthesisOptions().sway)
+    for flag, value in (("--cfg", "-1"), ("--cfg", "50"), ("--nfe", "0")):
+        with pytest.raises(ValueError, match=flag.lstrip("-")):
+            request_defaults(build_parser().parse_args([*base, flag, value]))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from f5rt.limits import Limits
+from f5rt.options import SynthesisOptions
 from f5rt.names import AUTO, BACKENDS, PRECISIONS
 from f5rt.server.auth import AuthConfig, check_bind, split_keys
 
@@ -39,6 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-window-ms", type=float, help="override limits.batch_window_ms (0 = no batching)")
     p.add_argument("--max-batch", type=int, help="override limits.max_batch")
     p.add_argument("--nfe", type=int, help="default NFE steps for requests that do not set nfe_step (default 32)")
+    p.add_argument(
+        "--cfg",
+        type=float,
+        help="default classifier-free guidance strength for requests that do not set cfg_strength (default 2, "
+        "f5-tts'; a model's quality report names the strength it says its text best with)",
+    )
     p.add_argument("--no-warmup", action="store_true", help="skip warm-up (health is ready at once)")
     p.add_argument("--log-level", default="info")
     g = p.add_argument_group("authentication (Authorization: Bearer <key>)")
@@ -77,6 +84,14 @@ def load_limits(args: argparse.Namespace) -> Limits:
     return limits.replace(**changes) if changes else limits
 
 
+def request_defaults(args: argparse.Namespace) -> SynthesisOptions:
+    """What a request's absent fields take: f5-tts' defaults, with --nfe and --cfg where given (checked)."""
+    given = {name: getattr(args, name, None) for name in ("nfe", "cfg")}
+    defaults = SynthesisOptions(**{k: v for k, v in given.items() if v is not None})
+    defaults.validate()
+    return defaults
+
+
 def serve(args: argparse.Namespace) -> int:
     """Check the bind and keys, load the synthesizer and voices, then run uvicorn until interrupted."""
     auth = auth_config(args)
@@ -87,7 +102,7 @@ def serve(args: argparse.Namespace) -> int:
         raise SystemExit("f5rt serve needs the 'serve' extra: pip install 'f5rt[serve]'") from None
     from f5rt.backends.onnxruntime import thread_setting
     from f5rt.server.app import create_app
-    from f5rt.synthesizer import SynthesisOptions, Synthesizer
+    from f5rt.synthesizer import Synthesizer
     from f5rt.voices import VoiceStore
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -100,8 +115,7 @@ def serve(args: argparse.Namespace) -> int:
     store = VoiceStore(args.voices, cache_dir=args.voice_cache)
     if args.default_voice is not None and args.default_voice not in store.list():
         raise SystemExit(f"--default-voice {args.default_voice!r} is not in {args.voices}")
-    defaults = SynthesisOptions() if args.nfe is None else SynthesisOptions(nfe=args.nfe)
-    defaults.validate()
+    defaults = request_defaults(args)
     app = create_app(
         synth, store, limits, default_voice=args.default_voice, warmup=not args.no_warmup, defaults=defaults, auth=auth
     )
