@@ -75,7 +75,7 @@ def test_parameters_resolve_relative_to_the_repository(repo: Path) -> None:
     params = ModelParams.from_strings(parameters((repo / "f5tts" / "config.pbtxt").read_text()), repo)
     assert params.artifacts == repo.parent.resolve()
     assert params.voices == (repo.parent / "voices").resolve()
-    assert (params.backend, params.precision, params.default_nfe) == ("onnxruntime", "fp32", 32)
+    assert (params.backend, params.precision, params.default_nfe, params.default_cfg) == ("onnxruntime", "fp32", 32, 2)
     moved = repo.parent.parent / "moved"  # the artifacts folder moves as a whole
     shutil.copytree(repo.parent, moved)
     again = ModelParams.from_strings(
@@ -89,6 +89,10 @@ def test_bad_parameters_fail_the_load_naming_them(tmp_path: Path) -> None:
         ModelParams.from_strings({"voice": "x"}, tmp_path)
     with pytest.raises(ParameterError, match="'default_nfe' 2 is outside the limits' nfe_range"):
         ModelParams.from_strings({"default_nfe": "2"}, tmp_path)
+    with pytest.raises(ParameterError, match=r"'default_cfg' 11 is outside the limits' cfg_range \[0, 10\]"):
+        ModelParams.from_strings({"default_cfg": "11"}, tmp_path)
+    with pytest.raises(ParameterError, match="'default_cfg' must be a number"):
+        ModelParams.from_strings({"default_cfg": "strong"}, tmp_path)
     with pytest.raises(ParameterError, match="'backend' must be one of"):
         ModelParams.from_strings({"backend": "cuda"}, tmp_path)
     with pytest.raises(ParameterError, match="'threads' must be an integer"):
@@ -119,7 +123,8 @@ def test_build_stage_records_every_file_in_the_manifest(tiny_artifacts: Path, tm
     main = pytest.importorskip("f5build.cli", reason="the build stage needs f5build (not in the runtime-only env)").main
 
     shutil.copytree(tiny_artifacts, tmp_path / "tiny")
-    assert main(["triton", "--artifacts-root", str(tmp_path), "--triton-instances", "2", "--triton-nfe", "16"]) == 0
+    argv = ["--triton-instances", "2", "--triton-nfe", "16", "--triton-cfg", "1.5"]
+    assert main(["triton", "--artifacts-root", str(tmp_path), *argv]) == 0
     m = load_manifest(tmp_path / "tiny")
     rels = [r for r, meta in m.files.items() if meta.get("stage") == "triton"]
     assert sorted(rels) == sorted(m.data["stages"]["triton"]["files"]) and len(rels) == 4
@@ -127,6 +132,7 @@ def test_build_stage_records_every_file_in_the_manifest(tiny_artifacts: Path, tm
         m.verify(rel)  # hash recorded matches the file written
     text = (tmp_path / "tiny" / "triton" / "f5tts" / "config.pbtxt").read_text()
     assert "count: 2" in text and parameters(text)["default_nfe"] == "16"
+    assert ModelParams.from_strings(parameters(text), tmp_path / "tiny" / "triton").default_cfg == 1.5
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--triton-voice-cache", default="", help="voice cache folder (default: inside the voices folder)")
     g.add_argument("--triton-nfe", type=int, default=32, help="NFE of requests that send none (f5-tts' default 32)")
+    g.add_argument(
+        "--triton-cfg", type=float, default=2.0, help="guidance strength of requests that send none (f5-tts' default 2)"
+    )
     g.add_argument("--triton-threads", type=int, default=0, help="ONNX Runtime threads per instance (0 = its default)")
     g.add_argument("--triton-limits", default="", help="limits JSON (fields of f5rt.limits.Limits) for the models")
     g.add_argument(
@@ -62,6 +65,7 @@ class TritonStageOptions:
                 precision=args.triton_precision,
                 instances=args.triton_instances,
                 default_nfe=args.triton_nfe,
+                default_cfg=args.triton_cfg,
                 threads=args.triton_threads,
                 limits_path=args.triton_limits,
                 queue_delay_us=args.triton_queue_delay_us,

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from f5rt.limits import Limits
-from f5rt.options import SynthesisOptions
 from f5rt.names import AUTO, BACKENDS, PRECISIONS
+from f5rt.options import SynthesisOptions
 from f5rt.server.auth import AuthConfig, check_bind, split_keys
 
 log = logging.getLogger("f5rt.server")

@@ -24,6 +24,7 @@ def _repository(args: argparse.Namespace) -> int:
         precision=args.precision,
         instances=args.instances,
         default_nfe=args.nfe,
+        default_cfg=args.cfg,
         threads=args.threads,
         limits_path=args.limits,
         queue_delay_us=args.queue_delay_us,
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--precision", help="deployment / ONNX variant (default: a built TensorRT deployment, else fp32)")
     r.add_argument("--instances", type=int, default=1, help="instances per model (per GPU for KIND_GPU)")
     r.add_argument("--nfe", type=int, default=32, help="default NFE of requests that send none")
+    r.add_argument("--cfg", type=float, default=2.0, help="default guidance strength of requests that send none")
     r.add_argument(
         "--threads", type=int, default=0, help="ONNX Runtime threads per instance (0 = the CPUs usable / CPU instances)"
     )

@@ -114,18 +114,19 @@ class _Instance:
         threads = p.threads or instance_threads(config, args.get("model_instance_kind", ""))
         self.synth = Synthesizer(p.artifacts, backend=p.backend, precision=p.precision, threads=threads)
         self.voices = VoiceStore(p.voices, cache_dir=p.voice_cache)
-        self.defaults = SynthesisOptions(nfe=p.default_nfe)
+        self.defaults = SynthesisOptions(nfe=p.default_nfe, cfg=p.default_cfg)
         self.defaults.validate()
         self.sample_rate = int(self.synth.sample_rate)
         self.synth.warmup()  # the model turns READY only once the engines ran: no cold first request
         log.info(
-            "%s: %s/%s over %s, voices %s, default nfe %d",
+            "%s: %s/%s over %s, voices %s, default nfe %d, cfg %g",
             self.name,
             self.synth.backend_name,
             self.synth.precision,
             p.artifacts,
             p.voices,
             p.default_nfe,
+            p.default_cfg,
         )
 
     # -- tensors --------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ class ModelParams:
     """What one model instance needs: where the engines and voices are, how to run them.
 
     default_nfe: NFE steps of a request that sends no `nfe` (f5-tts' default is 32).
+    default_cfg: guidance strength of a request that sends no `cfg` (f5-tts' default is 2).
     threads: ONNX Runtime intra-op threads per instance (0 = the CPU budget split between the CPU instances).
     limits: the request bounds of `f5rt serve` (f5rt.limits.Limits), from a JSON file or defaults.
     """
@@ -44,6 +45,7 @@ class ModelParams:
     precision: str
     default_nfe: int
     threads: int
+    default_cfg: float
     limits: Limits
 
     # The keys and their defaults as the repository writer emits them (strings, as Triton holds them).
@@ -54,6 +56,7 @@ class ModelParams:
         "backend": "onnxruntime",
         "precision": "fp32",
         "default_nfe": "32",
+        "default_cfg": "2",
         "threads": "0",
         "limits": "",
     }
@@ -113,6 +116,15 @@ class ModelParams:
         lo, hi = limits.nfe_range
         if not lo <= default_nfe <= hi:
             raise ParameterError(f"parameter 'default_nfe' {default_nfe} is outside the limits' nfe_range [{lo}, {hi}]")
+        try:
+            default_cfg = float(v["default_cfg"].strip())
+        except ValueError:
+            raise ParameterError(f"parameter 'default_cfg' must be a number, got {v['default_cfg']!r}") from None
+        lo_cfg, hi_cfg = limits.cfg_range
+        if not lo_cfg <= default_cfg <= hi_cfg:
+            raise ParameterError(
+                f"parameter 'default_cfg' {default_cfg:g} is outside the limits' cfg_range [{lo_cfg:g}, {hi_cfg:g}]"
+            )
         return cls(
             artifacts=path("artifacts"),
             voices=path("voices"),
@@ -121,6 +133,7 @@ class ModelParams:
             precision=precision,
             default_nfe=default_nfe,
             threads=integer("threads", 0, 1024),
+            default_cfg=default_cfg,
             limits=limits,
         )
 

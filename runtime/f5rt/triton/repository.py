@@ -70,6 +70,7 @@ class RepositoryOptions:
     precision: str | None = None  # None: the built TensorRT deployment if there is one, else fp32
     instances: int = 1
     default_nfe: int = 32
+    default_cfg: float = 2.0
     threads: int = 0
     limits_path: str = ""
     queue_delay_us: int | None = None
@@ -167,6 +168,7 @@ def render_config(
         "backend": placement.backend,
         "precision": placement.precision,
         "default_nfe": str(opts.default_nfe),
+        "default_cfg": f"{opts.default_cfg:g}",
         "threads": str(opts.threads),
         "limits": opts.limits_path,
     }
@@ -202,12 +204,13 @@ def write_repository(artifacts: str | Path, out: str | Path, opts: RepositoryOpt
         "artifacts": opts.artifacts_path or os.path.relpath(manifest.root.resolve(), root.resolve()),
         "voices": opts.voices_path or os.path.relpath((manifest.root / "voices").resolve(), root.resolve()),
     }
-    # The parameters must parse as the model will parse them (paths, limits, NFE within the limits).
+    # The parameters must parse as the model will parse them (paths, limits, NFE and CFG within the limits).
     ModelParams.from_strings(
         {
             **paths,
             "voice_cache": opts.voice_cache_path,
             "default_nfe": str(opts.default_nfe),
+            "default_cfg": f"{opts.default_cfg:g}",
             "threads": str(opts.threads),
             "limits": opts.limits_path,
             "backend": placement.backend,
