@@ -296,6 +296,29 @@ def test_batch_model_answers_each_request_and_isolates_bad_ones(
         np.testing.assert_allclose(resp.outputs["audio"][0], want, atol=1e-5)
 
 
+def test_a_request_without_cfg_takes_the_configs_default_cfg(
+    pb_utils: Any, repo: Path, voices_dir: Path, reference: Synthesizer
+) -> None:
+    """`default_cfg` in config.pbtxt is what a request that sends no `cfg_strength` is sampled with."""
+    from f5rt.triton.model import SynthesisModel
+
+    args = model_args(repo, voices_dir, "f5tts")
+    config = json.loads(args["model_config"])
+    config["parameters"]["default_cfg"] = {"string_value": "0.5"}
+    model = SynthesisModel()
+    model.initialize({**args, "model_config": json.dumps(config)})
+    try:
+        (resp,) = model.execute([FakeRequest(arrays(text="Less guidance.", seed=7))])
+    finally:
+        model.finalize()
+    assert resp.error is None
+    voice = VoiceStore(voices_dir).get("alice")
+    want = reference.synthesize("Less guidance.", voice, SynthesisOptions(nfe=6, cfg=0.5, seed=7)).audio
+    np.testing.assert_allclose(resp.outputs["audio"][0], want, atol=1e-5)
+    default = reference.synthesize("Less guidance.", voice, SynthesisOptions(nfe=6, seed=7)).audio
+    assert not np.allclose(want, default, atol=1e-5)  # the strength changes the audio: the check above bites
+
+
 def wait(sender: FakeSender) -> None:
     assert sender.done.wait(WAIT_S), "the stream never sent its final response"
 
