@@ -3,6 +3,8 @@ healthy, and nothing is written anywhere (the voices folder included) unless a r
 
 One server (tiny model) answers every case; after each case the test checks /api/health and that the
 whole temp tree (voices folder and a sibling folder a traversal would aim at) is byte-for-byte unchanged.
+The cases, in order: JSON bodies; voice uploads and deletes; one bounds table (what the API accepts,
+the engine runs).
 """
 
 from __future__ import annotations
@@ -84,10 +86,6 @@ def assert_error(r: Any, status: int, code: str) -> None:
     assert body["error"]["code"] == code, body
     assert body["error"]["message"]
 
-
-# ---------------------------------------------------------------------------------------------
-# JSON bodies
-# ---------------------------------------------------------------------------------------------
 
 RAW_CASES = [
     ("empty", b"", 400, "invalid_json"),
@@ -230,11 +228,6 @@ def test_unknown_routes_and_methods_answer_json(client: TestClient) -> None:
     assert_error(client.delete("/api/voices"), 405, "method_not_allowed")
 
 
-# ---------------------------------------------------------------------------------------------
-# voice uploads and deletes
-# ---------------------------------------------------------------------------------------------
-
-
 def wav_of(samples: np.ndarray, sr: int = SR) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, samples, sr, format="WAV", subtype="PCM_16")
@@ -350,11 +343,6 @@ def test_server_still_works_after_the_abuse(env: tuple[TestClient, Path]) -> Non
     metrics = client.get("/metrics").text
     assert 'f5rt_requests_total{route="/api/tts",status="400"}' in metrics
     assert 'route="other",status="404"' in metrics  # unknown paths share one label
-
-
-# ---------------------------------------------------------------------------------------------
-# one bounds table: what the API accepts, the engine runs
-# ---------------------------------------------------------------------------------------------
 
 
 def test_api_limits_sit_inside_the_engine_bounds() -> None:
