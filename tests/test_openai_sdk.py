@@ -13,9 +13,6 @@ import base64
 import io
 import json
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("openai")
 
 import openai
+from server.serverkit import live_server, wav_of  # the HTTP service's test helpers (tests/server)
 
 from f5rt import encoders
 from f5rt.audio import encode_audio
@@ -43,20 +41,6 @@ KEY = "sdk-test-key-0123456789abcdef"
 NFE = 6
 TEXT = "Hi chat. Thanks for the follow!"
 WAIT_S = 30.0
-
-
-def wav_of(samples: np.ndarray, sr: int = SR) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, samples, sr, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
-
-
-def wait_until(cond: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +62,6 @@ def voices(voices_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def url(synth: Synthesizer, voices: Path) -> Iterator[str]:
-    import uvicorn
-
     app = create_app(
         synth,
         VoiceStore(voices),
@@ -88,18 +70,8 @@ def url(synth: Synthesizer, voices: Path) -> Iterator[str]:
         defaults=SynthesisOptions(nfe=NFE),
         auth=AuthConfig.from_keys([KEY]),
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started and app.state.batcher.ready, "uvicorn start and warm-up")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(WAIT_S)
+    with live_server(app) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

@@ -72,13 +72,6 @@ CREDENTIALS = {
 }
 
 
-@pytest.fixture(scope="module")
-def synth(tiny_artifacts: Path) -> Iterator[Synthesizer]:
-    s = Synthesizer(tiny_artifacts, backend="onnxruntime", threads=1)
-    yield s
-    s.close()
-
-
 @pytest.fixture
 def make_client(synth: Synthesizer, voices_dir: Path, tmp_path: Path) -> Iterator[Any]:
     clients: list[TestClient] = []
