@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from f5build.context import ROOT, artifacts_dir, csv_list
+from f5rt.limits import Limits
 
 PRECISIONS = ("fp32", "fp16", "int8", "cpu-fp32", "cpu-int8")
 NFES = (4, 6, 7, 8, 16, 32)
@@ -89,8 +90,9 @@ class Options:
             cfgs = tuple(float(x) for x in csv_list(args.quality_cfg))
         except ValueError:
             raise ValueError(f"--quality-cfg must be a comma list of numbers, got {args.quality_cfg!r}") from None
-        if not cfgs or not all(0 <= c <= 10 for c in cfgs):
-            raise ValueError(f"--quality-cfg needs guidance strengths in [0, 10], got {args.quality_cfg!r}")
+        lo, hi = Limits().cfg_range  # what a request to the service may ask
+        if not cfgs or not all(lo <= c <= hi for c in cfgs):
+            raise ValueError(f"--quality-cfg needs guidance strengths in [{lo:g}, {hi:g}], got {args.quality_cfg!r}")
         if args.quality_utts < 2:
             raise ValueError(f"--quality-utts must be at least 2, got {args.quality_utts}")
         return cls(

@@ -164,9 +164,7 @@ class F5Trainer:
             now["weight"] = 0.0
             if not self.ctc_history:
                 return  # never used: nothing to record
-        last = self.ctc_history[-1] if self.ctc_history else None
-        if last is None or {k: last.get(k) for k in now} != now:
-            self.ctc_history.append({"from_step": self.step, **now})
+        note_setting(self.ctc_history, self.step, now)
 
     def lr_at(self, step: int) -> float:
         return self.opts.lr * min(1.0, (step - self.warmup_from + 1) / self.opts.warmup)
@@ -201,12 +199,9 @@ class F5Trainer:
         # average upsampling changes no weight, only where the text enters: a resumed run may switch it,
         # and the state records from which step each setting held
         self.upsampling_history = upsampling_history_of(state)
-        now = upsamples(self.opts.arch)
-        if self.upsampling_history[-1]["average_upsampling"] != now:
-            self.upsampling_history.append({"from_step": self.step, "average_upsampling": now})
+        note_setting(self.upsampling_history, self.step, {"average_upsampling": upsamples(self.opts.arch)})
         self.lr_history = lr_history_of(state)
-        if self.lr_history[-1]["lr"] != self.opts.lr:
-            self.lr_history.append({"from_step": self.step, "lr": self.opts.lr})
+        note_setting(self.lr_history, self.step, {"lr": self.opts.lr})
         if self.ctc is not None:
             self.ctc.load_state_dict(state)
         random.setstate(state["py_rng"])
@@ -327,6 +322,14 @@ class F5Trainer:
                     log.write(json.dumps({"step": self.step, "signals": out}) + "\n")
                     log.flush()
         bar.close()
+
+
+def note_setting(history: list[dict[str, Any]], step: int, setting: dict[str, Any]) -> None:
+    """Record `setting` as taking effect at `step`, unless the history's newest entry already holds it: the
+    one rule of the settings a resumed run may change (CTC aid, average upsampling, learning rate)."""
+    last = history[-1] if history else None
+    if last is None or {k: last.get(k) for k in setting} != setting:
+        history.append({"from_step": step, **setting})
 
 
 def _without_upsampling(arch: dict[str, Any]) -> dict[str, Any]:
