@@ -232,6 +232,29 @@ def test_training_killed_mid_save_resumes_to_the_same_weights(small_corpus: Path
 
 
 @needs_espeak
+def test_a_resumed_run_cuts_its_logs_back_to_its_state(small_corpus: Path, tmp_path: Path):
+    """A run killed between saves logged steps its state never reached (and maybe half a line); the
+    resumed run trains those steps again, so its logs, the loss curve and the signal table drawn from
+    them must hold each step once."""
+    f5, voc = _trainers(small_corpus, tmp_path / "k")
+    f5.run_until(2, progress=False)
+    voc.run_until(2, progress=False)
+    kept = {"step": 2, "signals": {"loudness_corr": 0.5}}
+    for log in (f5.log_path, voc.log_path):
+        with open(log, "a", encoding="utf-8") as f:  # what the killed run wrote after its last save
+            f.write(json.dumps(kept) + "\n" + json.dumps({"step": 3, "loss": 1.0}) + '\n{"step": 4, "lo')
+    resumed, resumed_voc = _trainers(small_corpus, tmp_path / "k")
+    resumed.run_until(3, progress=False)
+    resumed_voc.run_until(3, progress=False)
+    for log in (resumed.log_path, resumed_voc.log_path):
+        rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+        assert rows == [kept], log.name  # no log row falls on steps 3-4 of this tiny run
+    from f5build.train.state import trim_log
+
+    assert trim_log(tmp_path / "none.jsonl", 0) == 0  # a run with no log yet
+
+
+@needs_espeak
 def test_training_continues_from_a_released_checkpoint(small_corpus: Path, tmp_path: Path):
     """A fresh clone has the release, not the state: --train-from seeds the state from it."""
     from f5build.train.f5 import SIZES

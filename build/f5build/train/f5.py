@@ -26,7 +26,7 @@ from f5build.train.corpus import Corpus
 from f5build.train.ctc import CTCAlignment, CTCOptions
 from f5build.train.device import on_cpu, resolve_device, step_clock
 from f5build.train.signals import ctc_readout
-from f5build.train.state import load_state, save_state
+from f5build.train.state import load_state, save_state, trim_log
 
 # The DiT sizes the recipe trains (`--train-size`). Both keep f5-tts' DiT and depth 6; "wide" doubles the
 # width and the heads (6.3 M parameters against 1.6 M). On this corpus it reached the small size's
@@ -287,6 +287,7 @@ class F5Trainer:
         torch.set_num_threads(self.opts.threads)
         if self.step == 0 and not self.resume():
             random.seed(self.opts.seed)
+        trim_log(self.log_path, self.step)  # a killed run's steps past its state are trained again
         bar = tqdm(total=steps, initial=self.step, desc="f5", disable=not progress, mininterval=10)
         window: list[float] = []
         ctc_window: list[float] = []

@@ -8,6 +8,7 @@ always loadable and a rerun resumes from it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from f5rt.files import atomic_write_bytes
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
@@ -67,3 +70,25 @@ def staged_folder(out: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def trim_log(path: Path, step: int) -> int:
+    """Cut a training log back to the state a run resumes from; returns how many lines went.
+
+    A run killed between two saves has logged steps its state never reached; the resumed run trains
+    them again, so without this the log (and the loss curve and signal table drawn from it) would hold
+    two records of each. A line torn by the kill (not JSON) goes too. Rewritten atomically."""
+    if not path.is_file():
+        return 0
+    kept: list[str] = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and int(row.get("step", 0)) <= step:
+            kept.append(line)
+    if len(kept) < len(lines):
+        atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode("utf-8"))
+    return len(lines) - len(kept)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from f5build.load import make_vocos
 from f5build.train.corpus import HOP, Corpus
-from f5build.train.state import load_state, save_state
+from f5build.train.state import load_state, save_state, trim_log
 
 VOCOS_ARCH = dict(dim=192, intermediate_dim=576, num_layers=6, padding="center")
 RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
@@ -139,6 +139,7 @@ class VocosTrainer:
 
         torch.set_num_threads(self.opts.threads)
         self.resume()
+        trim_log(self.log_path, self.step)
         bar = tqdm(total=steps, initial=self.step, desc="vocos", disable=not progress, mininterval=10)
         acc: dict[str, list[float]] = {}
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
