@@ -93,6 +93,8 @@ def test_bad_parameters_fail_the_load_naming_them(tmp_path: Path) -> None:
         ModelParams.from_strings({"default_cfg": "11"}, tmp_path)
     with pytest.raises(ParameterError, match="'default_cfg' must be a number"):
         ModelParams.from_strings({"default_cfg": "strong"}, tmp_path)
+    with pytest.raises(ParameterError, match="'default_cfg' nan is outside the limits' cfg_range"):
+        ModelParams.from_strings({"default_cfg": "nan"}, tmp_path)
     with pytest.raises(ParameterError, match="'backend' must be one of"):
         ModelParams.from_strings({"backend": "cuda"}, tmp_path)
     with pytest.raises(ParameterError, match="'threads' must be an integer"):

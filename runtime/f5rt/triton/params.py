@@ -100,6 +100,17 @@ class ModelParams:
                 raise ParameterError(f"parameter {key!r} must be within [{lo}, {hi}], got {n}")
             return n
 
+        def real(key: str) -> float:
+            try:
+                return float(v[key].strip())
+            except ValueError:
+                raise ParameterError(f"parameter {key!r} must be a number, got {v[key]!r}") from None
+
+        def within_limits(key: str, x: float, bounds: tuple[float, float], name: str) -> None:
+            lo, hi = bounds
+            if not lo <= x <= hi:  # NaN is outside every range
+                raise ParameterError(f"parameter {key!r} {x:g} is outside the limits' {name} [{lo:g}, {hi:g}]")
+
         backend = v["backend"].strip()
         if backend not in BACKENDS:
             raise ParameterError(f"parameter 'backend' must be one of {list(BACKENDS)}, got {backend!r}")
@@ -113,18 +124,9 @@ class ModelParams:
             except ValueError as e:
                 raise ParameterError(f"parameter 'limits': {e}") from None
         default_nfe = integer("default_nfe", 1, 1000)
-        lo, hi = limits.nfe_range
-        if not lo <= default_nfe <= hi:
-            raise ParameterError(f"parameter 'default_nfe' {default_nfe} is outside the limits' nfe_range [{lo}, {hi}]")
-        try:
-            default_cfg = float(v["default_cfg"].strip())
-        except ValueError:
-            raise ParameterError(f"parameter 'default_cfg' must be a number, got {v['default_cfg']!r}") from None
-        lo_cfg, hi_cfg = limits.cfg_range
-        if not lo_cfg <= default_cfg <= hi_cfg:
-            raise ParameterError(
-                f"parameter 'default_cfg' {default_cfg:g} is outside the limits' cfg_range [{lo_cfg:g}, {hi_cfg:g}]"
-            )
+        within_limits("default_nfe", default_nfe, limits.nfe_range, "nfe_range")
+        default_cfg = real("default_cfg")
+        within_limits("default_cfg", default_cfg, limits.cfg_range, "cfg_range")
         return cls(
             artifacts=path("artifacts"),
             voices=path("voices"),
