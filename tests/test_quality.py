@@ -183,3 +183,103 @@ def test_a_conditions_guidance_strength_reaches_the_sampler(tiny_artifacts: Path
         direct = synth.synthesize(tgt.text, voice, SynthesisOptions(nfe=4, cfg=0.5, seed=0)).audio
     np.testing.assert_array_equal(low, np.clip(direct, -1, 1))
     assert not np.array_equal(low, default)
+
+
+class _CountingListener:
+    """Scores from the audio itself (so a stored score can be told from a fresh one), counting calls;
+    `fail_after` raises on that call, as a sweep killed mid-condition stops."""
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def score(self, u, audio, rate) -> UtteranceScore:
+        import numpy as np
+
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("killed")
+        level = float(np.sqrt(np.mean(np.square(audio))))
+        return UtteranceScore(u.id, u.speaker, u.text, "", level, 0.8, 0.5, 2.0, 2.0, 3.0, 3.0, audio.size / rate)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed (apt-get install -y espeak-ng)")
+def test_a_killed_or_widened_sweep_scores_each_condition_once(tiny_artifacts: Path, tmp_path: Path):
+    """Each condition is stored when scored; a rerun takes back what it holds for the same graphs and
+    scores only the rest, in the order asked; a damaged file, other graphs or --quality-rescore score again."""
+    from f5build.quality.store import ScoreStore, graph_hashes
+    from f5build.quality.sweep import Condition, ceilings, eval_items, run_conditions
+    from f5build.train.corpus import CorpusOptions, load_corpus, make_corpus
+    from f5rt.manifest import load_manifest
+
+    small = CorpusOptions(train_speakers=1, held_out_speakers=2, held_out_variants=2, train_sentences=1, phrases=1,
+                          eval_sentences=2)  # fmt: skip
+    evalset = load_corpus(make_corpus(tmp_path / "eval", small, splits=("ref", "eval"), progress=False))
+    items = eval_items(evalset, 2)
+    folder = tmp_path / "scores"
+    a, b, c = Condition("fp32", 4, "sway"), Condition("fp32", 4, "midpoint"), Condition("fp32", 5, "sway", 1.0)
+
+    def sweep(conds, listener, reuse=True):
+        store = ScoreStore.for_run(folder, evalset, items, "base", reuse)
+        return run_conditions(tiny_artifacts, conds, evalset, items, listener, 1, store=store)
+
+    killed = _CountingListener(fail_after=3)  # dies on the last line of the second condition
+    with pytest.raises(KeyboardInterrupt):
+        sweep([a, b], killed)
+    assert [p.name.split("-")[0] for p in folder.iterdir()] == ["fp32_nfe4_sway"]
+
+    again = _CountingListener()
+    results, details = sweep([c, a, b], again)  # widened by c, resumed after a
+    assert again.calls == 4  # b and c, two lines each; a came from the store
+    assert [r.name for r in results] == ["fp32/nfe5/sway/cfg1", "fp32/nfe4/sway", "fp32/nfe4/midpoint"]
+    fresh = _CountingListener()
+    ref_results, ref_details = run_conditions(tiny_artifacts, [c, a, b], evalset, items, fresh, 1)
+    assert results == ref_results and details == ref_details  # stored scores are the scores
+
+    third = _CountingListener()
+    assert sweep([a, b, c], third)[0] == ref_results[1:] + ref_results[:1] and third.calls == 0
+    next(folder.glob("fp32_nfe4_midpoint-*.json")).write_text("{ torn")
+    assert sweep([a, b, c], third)[1] == {n: ref_details[n] for n in [a.name, b.name, c.name]}
+    assert third.calls == 2  # only the damaged one
+    rescored = _CountingListener()
+    sweep([a], rescored, reuse=False)
+    assert rescored.calls == 2 and len(list(folder.glob("fp32_nfe4_sway-*.json"))) == 1
+
+    store = ScoreStore.for_run(folder, evalset, items, "base")
+    graphs = graph_hashes(load_manifest(tiny_artifacts), "fp32")
+    assert store.get(a.name, graphs) is not None
+    assert store.get(a.name, {**graphs, "step.onnx": "0" * 64}) is None  # a rebuilt step graph
+    assert ScoreStore.for_run(folder, evalset, items[:1], "base").get(a.name, graphs) is None  # other lines
+    assert ScoreStore.for_run(folder, evalset, items, "tiny.en").get(a.name, graphs) is None  # other ASR
+
+    ceiling = _CountingListener()
+    first = ceilings(tiny_artifacts, evalset, items, ceiling, 1, store)
+    assert ceilings(tiny_artifacts, evalset, items, ceiling, 1, store) == first and ceiling.calls == 4
+
+
+def test_a_precisions_stored_scores_depend_on_its_own_graphs_only():
+    """The key of a precision names its step graph (and weights file) and every text encoder and vocoder
+    variant the runtime may fall back to; copy-synthesis names only the FP32 vocoder."""
+    from types import SimpleNamespace
+
+    from f5build.quality.store import graph_hashes
+
+    def entry(graph: str, precision: str, sha: str, **more: object) -> dict[str, object]:
+        return {"graph": graph, "precision": precision, "kind": "onnx", "sha256": sha, **more}
+
+    manifest = SimpleNamespace(files={
+        "text_encoder.onnx": entry("text_encoder", "fp32", "t"),
+        "step.onnx": entry("step", "fp32", "s"),
+        "step.int8.onnx": entry("step", "int8", "s8"),
+        "step.cpu-int8.onnx": entry("step", "cpu-int8", "c8", external_data=["step.cpu-int8.onnx.data"]),
+        "step.cpu-int8.onnx.data": {"kind": "onnx-data", "sha256": "c8d"},
+        "vocoder.onnx": entry("vocoder", "fp32", "v"),
+        "vocoder.int8.onnx": entry("vocoder", "int8", "v8"),
+        "calibration/step.npz": {"graph": "step", "kind": "calibration", "sha256": "x"},
+    })  # fmt: skip
+    shared = {"text_encoder.onnx": "t", "vocoder.onnx": "v", "vocoder.int8.onnx": "v8"}
+    assert graph_hashes(manifest, "int8") == {**shared, "step.int8.onnx": "s8"}
+    assert graph_hashes(manifest, "cpu-int8") == {
+        **shared, "step.cpu-int8.onnx": "c8", "step.cpu-int8.onnx.data": "c8d"
+    }  # fmt: skip
+    assert graph_hashes(manifest, None) == {"vocoder.onnx": "v"}

@@ -11,6 +11,10 @@ when a gate fails.
     nox -s quality          # the full sweep (every precision, NFE 4-32, sway and EPSS) on the trained model
     python -m f5build quality --model f5tts-small-en                  # what the pipeline runs: NFE 7 and 16
 
+Each condition's scores are stored when it is done (artifacts/.quality-cache/scores/<name>/, keyed on
+the graphs, the runtime and scoring source, the held-out lines and the instruments: f5build.quality.store),
+so a killed or widened sweep goes on where it was; `--quality-rescore` scores everything again.
+
 The instruments are the `quality` dependency group (faster-whisper with Whisper weights shipped in
 packages, resemblyzer, speechmos): nothing is downloaded at run time.
 """
@@ -54,6 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quality-gates", type=Path, default=ROOT / "config" / "gates.yaml", help="gates (YAML)")
     g.add_argument("--quality-threads", type=int, default=0, help="ONNX Runtime threads (0 = default)")
     g.add_argument("--quality-keep-audio", action="store_true", help="write every generated wav beside the report")
+    g.add_argument(
+        "--quality-rescore",
+        action="store_true",
+        help="score every condition again, ignoring the scores stored by earlier runs (each condition is stored "
+        "when done, so a killed or widened sweep goes on where it was)",
+    )
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ class Options:
     gates: Path
     threads: int
     keep_audio: bool
+    rescore: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -108,12 +119,14 @@ class Options:
             gates=Path(args.quality_gates),
             threads=int(args.quality_threads) or 1,
             keep_audio=bool(args.quality_keep_audio),
+            rescore=bool(args.quality_rescore),
         )
 
 
 def run(options: Options) -> int:
     from f5build.quality.gates import QualityGates, check
     from f5build.quality.report import write_quality_report
+    from f5build.quality.store import ScoreStore
     from f5build.quality.sweep import Condition, Listener, ceilings, eval_items, run_conditions
     from f5build.train.corpus import CorpusOptions, corpus_is_current, load_corpus, make_corpus
     from f5rt.manifest import load_manifest
@@ -148,14 +161,19 @@ def run(options: Options) -> int:
     evalset = load_corpus(options.evalset)
     items = eval_items(evalset, options.utts)
     t0 = time.perf_counter()
-    listener = Listener(evalset, options.artifacts.parent / ".quality-cache", options.asr, options.threads)
-    ceil = ceilings(options.artifacts, evalset, items, listener, options.threads)
+    cache = options.artifacts.parent / ".quality-cache"
+    listener = Listener(evalset, cache, options.asr, options.threads)
+    reuse = not (options.rescore or options.keep_audio)  # the store keeps scores, not audio
+    store = ScoreStore.for_run(cache / "scores" / options.artifacts.name, evalset, items, options.asr, reuse)
+    ceil = ceilings(options.artifacts, evalset, items, listener, options.threads, store)
     conditions = [
         Condition(p, n, s, c) for p in precisions for n in options.nfes for s in options.schedules for c in options.cfgs
     ]
     out = options.reports / options.artifacts.name
     keep = out / "quality-audio" if options.keep_audio else None
-    results, details = run_conditions(options.artifacts, conditions, evalset, items, listener, options.threads, keep)
+    results, details = run_conditions(
+        options.artifacts, conditions, evalset, items, listener, options.threads, keep, store
+    )
     verdicts = check(results, gates)
     meta = {"asr": options.asr, "utterances": len(items), "seconds": round(time.perf_counter() - t0, 1)}
     write_quality_report(out, options.artifacts.name, ceil, results, verdicts, details, meta)

@@ -19,7 +19,7 @@ ground-truth mel through the model's own vocoder graph, FP32).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from f5build.quality.instruments import Dnsmos, SpeakerEncoder, Transcriber
 from f5build.quality.scoring import DEFAULT_CFG, ConditionScore, UtteranceScore, cosine, wer
+from f5build.quality.store import ScoreStore, graph_hashes
 from f5build.train.corpus import SAMPLE_RATE, Corpus, Utterance
 
 SCHEDULES = ("sway", "epss", "midpoint")
@@ -95,25 +96,52 @@ def eval_items(evalset: Corpus, count: int) -> list[tuple[Utterance, Utterance]]
 
 
 def ceilings(
-    artifacts: Path, evalset: Corpus, items: Sequence[tuple[Utterance, Utterance]], listener: Listener, threads: int
+    artifacts: Path,
+    evalset: Corpus,
+    items: Sequence[tuple[Utterance, Utterance]],
+    listener: Listener,
+    threads: int,
+    store: ScoreStore | None = None,
 ) -> list[ConditionScore]:
     """Ground truth and copy-synthesis (true mel -> the model's FP32 vocoder graph)."""
     from f5rt.backends import make_backend
     from f5rt.manifest import load_manifest
 
-    truth = [listener.score(t, evalset.wave(t), SAMPLE_RATE) for _, t in items]
-    backend = make_backend("onnxruntime", load_manifest(artifacts), precision="fp32", threads=threads)
-    try:
-        copy = []
-        for _, t in items:
-            mel = np.ascontiguousarray(evalset.mel_of(t).T[None])
-            copy.append(listener.score(t, np.clip(backend.vocode(mel)[0], -1, 1), SAMPLE_RATE))
-    finally:
-        backend.close()
+    manifest = load_manifest(artifacts)
+
+    def truth() -> list[UtteranceScore]:
+        return [listener.score(t, evalset.wave(t), SAMPLE_RATE) for _, t in items]
+
+    def copy() -> list[UtteranceScore]:
+        backend = make_backend("onnxruntime", manifest, precision="fp32", threads=threads)
+        try:
+            out = []
+            for _, t in items:
+                mel = np.ascontiguousarray(evalset.mel_of(t).T[None])
+                out.append(listener.score(t, np.clip(backend.vocode(mel)[0], -1, 1), SAMPLE_RATE))
+            return out
+        finally:
+            backend.close()
+
+    truth_scores = _stored(store, "ground truth", {}, truth)
+    copy_scores = _stored(store, "copy-synthesis", graph_hashes(manifest, None), copy)
     return [
-        ConditionScore.of("ground truth", "-", 0, "-", truth),
-        ConditionScore.of("copy-synthesis", "fp32", 0, "-", copy),
+        ConditionScore.of("ground truth", "-", 0, "-", truth_scores),
+        ConditionScore.of("copy-synthesis", "fp32", 0, "-", copy_scores),
     ]
+
+
+def _stored(
+    store: ScoreStore | None, name: str, graphs: dict[str, str], score: Callable[[], list[UtteranceScore]]
+) -> list[UtteranceScore]:
+    """`name`'s stored scores where the store has them for these graphs, else scored now and stored."""
+    found = store.get(name, graphs) if store is not None else None
+    if found is not None:
+        return found
+    scores = score()
+    if store is not None:
+        store.put(name, graphs, scores)
+    return scores
 
 
 def synthesize_condition(
@@ -138,19 +166,36 @@ def run_conditions(
     listener: Listener,
     threads: int,
     keep_audio: Path | None = None,
+    store: ScoreStore | None = None,
 ) -> tuple[list[ConditionScore], dict[str, list[UtteranceScore]]]:
-    """Score every runnable condition; one Synthesizer per precision, reused across NFE and schedules."""
+    """Score every runnable condition; one Synthesizer per precision, reused across NFE and schedules.
+
+    With a `store`, a condition it holds for the same graphs (and everything else its key names) is
+    taken from it, and each condition scored here is stored as soon as it is done: a killed sweep
+    loses at most the condition it was in."""
+    from f5rt.manifest import load_manifest
     from f5rt.synthesizer import Synthesizer
 
-    results: list[ConditionScore] = []
+    manifest = load_manifest(artifacts)
     details: dict[str, list[UtteranceScore]] = {}
     by_precision: dict[str, list[Condition]] = {}
     for c in conditions:
         if c.runnable():
             by_precision.setdefault(c.precision, []).append(c)
     for precision, conds in by_precision.items():
+        graphs = graph_hashes(manifest, precision)
+        todo = []
+        for cond in conds:
+            found = store.get(cond.name, graphs) if store is not None else None
+            if found is None:
+                todo.append(cond)
+            else:
+                details[cond.name] = found
+                print(f"quality {cond.name} (stored): {_line(_score(cond, found))}", flush=True)
+        if not todo:
+            continue
         with Synthesizer(artifacts, backend="onnxruntime", precision=precision, threads=threads) as synth:
-            for cond in conds:
+            for cond in todo:
                 scores = []
                 for tgt, audio, rate in synthesize_condition(synth, cond, evalset, items):
                     scores.append(listener.score(tgt, audio, rate))
@@ -161,9 +206,15 @@ def run_conditions(
                         out.parent.mkdir(parents=True, exist_ok=True)
                         sf.write(out, audio, rate)
                 details[cond.name] = scores
-                results.append(ConditionScore.of(cond.name, cond.precision, cond.nfe, cond.schedule, scores, cond.cfg))
-                print(f"quality {cond.name}: {_line(results[-1])}", flush=True)
-    return results, details
+                if store is not None:
+                    store.put(cond.name, graphs, scores)
+                print(f"quality {cond.name}: {_line(_score(cond, scores))}", flush=True)
+    ordered = [c for c in conditions if c.name in details]  # the order asked for, stored or not
+    return [_score(c, details[c.name]) for c in ordered], {c.name: details[c.name] for c in ordered}
+
+
+def _score(cond: Condition, scores: list[UtteranceScore]) -> ConditionScore:
+    return ConditionScore.of(cond.name, cond.precision, cond.nfe, cond.schedule, scores, cond.cfg)
 
 
 def _line(s: ConditionScore) -> str:

@@ -1,0 +1,141 @@
+"""Scored conditions kept on disk, so a sweep that is killed, or rerun wider, scores each condition once.
+
+The full sweep (every precision x NFE 4-32 x sway / EPSS / midpoint) runs for an hour or more on a
+small CPU, and the report is written when the last condition is scored. Each condition's per-utterance
+scores are therefore stored as soon as it finishes, and a rerun takes them back instead of
+synthesizing and listening again.
+
+A stored result is only reused where nothing it depends on has changed. Its key names:
+
+- the graphs the runtime runs for the precision: the sha256 that the manifest records for every text
+  encoder and vocoder variant, the precision's step graph and its weights file (a rebuilt graph, or
+  another attention form, is another key);
+- the source of the runtime (`f5rt`) and of this package (a change to the sampler or the scoring is
+  another key);
+- the held-out set (corpus.json's file hashes) and the (reference, target) pairs scored, in order
+  (the seed of each request is its index);
+- the instruments: the ASR model and the versions of the packages that score;
+- the condition: precision, NFE, schedule, guidance strength.
+
+Files are written atomically; an unreadable or mismatched file is a miss, scored again. Only the
+newest result of each condition is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, fields
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from f5build.quality.scoring import UtteranceScore
+from f5build.train.corpus import Corpus, Utterance
+from f5rt.files import atomic_write_json, sha256_json
+from f5rt.manifest import Manifest
+
+FORMAT = 1
+INSTRUMENT_PACKAGES = ("faster-whisper", "ctranslate2", "resemblyzer", "speechmos", "jiwer")
+
+
+def source_sha256(package_dir: Path) -> str:
+    """sha256 over a package's Python sources (paths and contents, in a fixed order)."""
+    h = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        h.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def graph_hashes(manifest: Manifest, precision: str | None) -> dict[str, str]:
+    """sha256 of every file the runtime may read for `precision` (None: only the FP32 vocoder, which
+    copy-synthesis runs). The text encoder and vocoder fall back to FP32 where a precision has no
+    variant of them, so every variant of theirs is included."""
+    out: dict[str, str] = {}
+    for rel, meta in manifest.files.items():
+        graph = meta.get("graph")
+        if meta.get("kind") != "onnx":
+            continue
+        wanted = (
+            graph == "vocoder" and meta.get("precision") == "fp32"
+            if precision is None
+            else graph in ("text_encoder", "vocoder") or (graph == "step" and meta.get("precision") == precision)
+        )
+        if wanted:
+            out[rel] = str(meta["sha256"])
+            for data in meta.get("external_data", []):
+                out[data] = str(manifest.files[data]["sha256"])
+    return out
+
+
+class ScoreStore:
+    """Per-utterance scores of finished conditions, in `folder`, keyed on everything they depend on."""
+
+    def __init__(self, folder: Path, context: dict[str, Any], reuse: bool = True) -> None:
+        self.folder = folder
+        self.context = context
+        self.reuse = reuse  # False: every condition is scored again (and stored, for the next run)
+
+    @classmethod
+    def for_run(
+        cls, folder: Path, evalset: Corpus, items: Sequence[tuple[Utterance, Utterance]], asr: str, reuse: bool = True
+    ) -> ScoreStore:
+        import f5rt
+
+        corpus = json.loads((evalset.root / "corpus.json").read_text(encoding="utf-8"))
+        context = {
+            "format": FORMAT,
+            "runtime": source_sha256(Path(f5rt.__file__).parent),
+            "quality": source_sha256(Path(__file__).parent),
+            "evalset": corpus["files"],
+            "items": [[ref.id, tgt.id] for ref, tgt in items],
+            "asr": asr,
+            "packages": {p: _version(p) for p in INSTRUMENT_PACKAGES},
+        }
+        return cls(folder, context, reuse)
+
+    def key(self, name: str, graphs: dict[str, str]) -> str:
+        return sha256_json({"context": self.context, "condition": name, "graphs": graphs})
+
+    def _path(self, name: str, key: str) -> Path:
+        return self.folder / f"{_slug(name)}-{key[:16]}.json"
+
+    def get(self, name: str, graphs: dict[str, str]) -> list[UtteranceScore] | None:
+        """The stored scores of condition `name` run on `graphs`, or None to score it."""
+        if not self.reuse:
+            return None
+        key = self.key(name, graphs)
+        path = self._path(name, key)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data["key"] != key:
+                return None
+            names = {f.name for f in fields(UtteranceScore)}
+            scores = [UtteranceScore(**{k: v for k, v in row.items() if k in names}) for row in data["scores"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return scores if len(scores) == len(self.context["items"]) else None
+
+    def put(self, name: str, graphs: dict[str, str], scores: Sequence[UtteranceScore]) -> Path:
+        key = self.key(name, graphs)
+        path = self._path(name, key)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, {"key": key, "condition": name, "scores": [asdict(s) for s in scores]})
+        for old in self.folder.glob(f"{_slug(name)}-*.json"):  # the newest result of a condition only
+            if old != path and re.fullmatch(re.escape(_slug(name)) + r"-[0-9a-f]{16}\.json", old.name):
+                old.unlink(missing_ok=True)
+        return path
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", name).strip("_")
