@@ -29,6 +29,7 @@ from f5build import faults
 from f5build.buildlock import BuildLock, LockBusy, describe
 from f5build.context import add_common, artifacts_dir
 from f5build.interrupt import Interrupted, stop_on_signals
+from f5build.openmp import passive_waits
 from f5build.space import NotEnoughSpace
 from f5rt.errors import F5RTError
 from f5rt.files import WriteError, format_bytes, free_bytes
@@ -121,6 +122,7 @@ def _run_stages(stages: tuple[str, ...], args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    passive_waits()  # before any stage imports torch (f5build.openmp)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     stages = PIPELINE if args.stage == "pipeline" else (args.stage,)

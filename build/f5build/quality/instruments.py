@@ -106,8 +106,10 @@ class Transcriber:
 class SpeakerEncoder:
     """resemblyzer's voice encoder: an L2-normalised 256-d embedding per utterance."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 0) -> None:
         res = _require("resemblyzer")
+        if threads:  # torch's pool is process-wide: the sweep's --quality-threads holds for it too
+            _require("torch").set_num_threads(threads)
         self._res = res
         self.encoder = res.VoiceEncoder("cpu", verbose=False)
 

@@ -70,7 +70,7 @@ class Listener:
 
     def __init__(self, evalset: Corpus, cache: Path, asr_model: str = "base", threads: int = 1) -> None:
         self.asr = Transcriber(cache, asr_model, threads)
-        self.speaker = SpeakerEncoder()
+        self.speaker = SpeakerEncoder(threads)
         self.mos = Dnsmos()
         self.refs = {u.speaker: self.speaker(evalset.wave(u), SAMPLE_RATE) for u in evalset.split("ref")}
         if len(self.refs) < 2:
