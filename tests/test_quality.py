@@ -283,3 +283,17 @@ def test_a_precisions_stored_scores_depend_on_its_own_graphs_only():
         **shared, "step.cpu-int8.onnx": "c8", "step.cpu-int8.onnx.data": "c8d"
     }  # fmt: skip
     assert graph_hashes(manifest, None) == {"vocoder.onnx": "v"}
+
+
+def test_stored_scores_follow_the_scoring_source_not_the_reports(tmp_path: Path):
+    from f5build.quality.store import SCORING_MODULES, source_sha256
+
+    for name in (*SCORING_MODULES, "report.py"):
+        (tmp_path / name).write_text(f"# {name}\n")
+    scoring = [tmp_path / n for n in SCORING_MODULES]
+    before = source_sha256(tmp_path, scoring)
+    (tmp_path / "report.py").write_text("# another table\n")
+    assert source_sha256(tmp_path, scoring) == before
+    (tmp_path / "scoring.py").write_text("# another normalisation\n")
+    assert source_sha256(tmp_path, scoring) != before
+    assert source_sha256(tmp_path) != source_sha256(tmp_path, scoring)  # the default reads every source

@@ -10,8 +10,8 @@ A stored result is only reused where nothing it depends on has changed. Its key 
 - the graphs the runtime runs for the precision: the sha256 that the manifest records for every text
   encoder and vocoder variant, the precision's step graph and its weights file (a rebuilt graph, or
   another attention form, is another key);
-- the source of the runtime (`f5rt`) and of this package (a change to the sampler or the scoring is
-  another key);
+- the source of the runtime (`f5rt`) and of the modules of this package that synthesize and score
+  (a change to the sampler or the scoring is another key; one to the report or the gates is not);
 - the held-out set (corpus.json's file hashes) and the (reference, target) pairs scored, in order
   (the seed of each request is its index);
 - the instruments: the ASR model and the versions of the packages that score;
@@ -41,11 +41,14 @@ FORMAT = 1
 INSTRUMENT_PACKAGES = ("faster-whisper", "ctranslate2", "resemblyzer", "speechmos", "jiwer")
 
 
-def source_sha256(package_dir: Path) -> str:
-    """sha256 over a package's Python sources (paths and contents, in a fixed order)."""
+SCORING_MODULES = ("instruments.py", "scoring.py", "sweep.py")  # what a score depends on; not the report's
+
+
+def source_sha256(root: Path, files: Sequence[Path] | None = None) -> str:
+    """sha256 over Python sources below `root` (default: all of them), paths and contents, in a fixed order."""
     h = hashlib.sha256()
-    for path in sorted(package_dir.rglob("*.py")):
-        h.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
+    for path in sorted(root.rglob("*.py") if files is None else files):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
         h.update(path.read_bytes() + b"\0")
     return h.hexdigest()
 
@@ -92,11 +95,12 @@ class ScoreStore:
     ) -> ScoreStore:
         import f5rt
 
+        here = Path(__file__).parent
         corpus = json.loads((evalset.root / "corpus.json").read_text(encoding="utf-8"))
         context = {
             "format": FORMAT,
             "runtime": source_sha256(Path(f5rt.__file__).parent),
-            "quality": source_sha256(Path(__file__).parent),
+            "quality": source_sha256(here, [here / name for name in SCORING_MODULES]),
             "evalset": corpus["files"],
             "items": [[ref.id, tgt.id] for ref, tgt in items],
             "asr": asr,
