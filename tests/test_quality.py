@@ -38,6 +38,9 @@ def test_condition_means_and_speaker_verification():
     scores = [_utt(0, 0.2, 0.9, 0.7, 3.0), _utt(1, 0.4, 0.6, 0.8, 2.0)]
     c = ConditionScore.of("x", "fp32", 16, "sway", scores)
     assert (c.wer, c.sim, c.verify_rate, c.ovrl) == pytest.approx((0.3, 0.75, 0.5, 2.5))
+    babble = [_utt(0, 0.5, 0.8, 0.7, 2.0), _utt(1, 0.6, 0.8, 0.7, 2.0), _utt(2, 7.0, 0.8, 0.7, 2.0)]
+    c = ConditionScore.of("x", "fp32", 16, "sway", babble)  # one hallucinated line moves the mean only
+    assert (c.wer, c.wer_median, c.lines_said) == pytest.approx((2.7, 0.6, 1))
     with pytest.raises(ValueError, match="no utterances"):
         ConditionScore.of("x", "fp32", 16, "sway", [])
 

@@ -8,16 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from f5build.quality.gates import GateVerdict
-from f5build.quality.scoring import ConditionScore, UtteranceScore
+from f5build.quality.scoring import SAID_WER, ConditionScore, UtteranceScore
 from f5rt.files import atomic_path, atomic_write_json
 
-HEAD = "| condition | utts | WER | similarity | verified | OVRL | SIG | BAK | P.808 |"
+HEAD = (
+    f"| condition | utts | WER | WER median | lines said (WER ≤ {SAID_WER:g}) | similarity | verified | OVRL | SIG | BAK "
+    "| P.808 |"
+)
 
 
 def _row(s: ConditionScore) -> str:
     return (
-        f"| {s.name} | {s.utterances} | {s.wer:.3f} | {s.sim:.3f} | {s.verify_rate:.0%} | {s.ovrl:.2f} "
-        f"| {s.sig:.2f} | {s.bak:.2f} | {s.p808:.2f} |"
+        f"| {s.name} | {s.utterances} | {s.wer:.3f} | {s.wer_median:.3f} | {s.lines_said} | {s.sim:.3f} "
+        f"| {s.verify_rate:.0%} | {s.ovrl:.2f} | {s.sig:.2f} | {s.bak:.2f} | {s.p808:.2f} |"
     )
 
 
@@ -79,13 +82,13 @@ def write_quality_report(
         "## Ceilings",
         "",
         HEAD,
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *(_row(c) for c in ceilings),
         "",
         "## Conditions",
         "",
         HEAD,
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *(_row(r) for r in results),
         "",
         "![quality vs NFE](quality.png)",

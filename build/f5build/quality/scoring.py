@@ -18,6 +18,7 @@ import numpy as np
 from f5rt.options import SynthesisOptions
 
 DEFAULT_CFG = SynthesisOptions().cfg  # the runtime's (f5-tts') guidance strength
+SAID_WER = 0.5  # a line counts as said (most of its words heard) at this WER or below
 
 _ONES = [
     "zero",
@@ -113,6 +114,10 @@ class ConditionScore:
     bak: float
     p808: float
     cfg: float = DEFAULT_CFG  # classifier-free guidance strength
+    # the median line's WER and how many lines have at most SAID_WER: a model that does not say its text
+    # yet gets Whisper's hallucinations on babble (WER far above 1), and one such line moves the mean
+    wer_median: float = float("nan")
+    lines_said: int = 0
 
     @classmethod
     def of(
@@ -125,8 +130,10 @@ class ConditionScore:
             return float(np.mean([getattr(s, attr) for s in scores]))
 
         verify = float(np.mean([s.verified for s in scores]))
+        wers = [s.wer for s in scores]
         return cls(name, precision, nfe, schedule, len(scores), mean("wer"), mean("sim_own"), verify,
-                   mean("ovrl"), mean("sig"), mean("bak"), mean("p808"), cfg)  # fmt: skip
+                   mean("ovrl"), mean("sig"), mean("bak"), mean("p808"), cfg, float(np.median(wers)),
+                   sum(w <= SAID_WER for w in wers))  # fmt: skip
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

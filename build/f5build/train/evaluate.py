@@ -84,14 +84,16 @@ def evaluate_checkpoints(train_dir: Path, corpus: Corpus, out: Path, utts: int =
         "",
         "Held-out speakers and sentences, f5-tts' sampler at NFE 16 (sway), the true length, the trained Vocos.",
         "",
-        "| step | mel L1 (unrelated) | loudness corr (unrelated) | WER | similarity | verified | OVRL |",
-        "|---|---|---|---|---|---|---|",
+        "| step | mel L1 (unrelated) | loudness corr (unrelated) | WER | WER median | lines said | similarity "
+        "| verified | OVRL |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         s = r.listening
         lines.append(
             f"| {r.step} | {r.mel_l1:.3f} ({r.mel_l1_unrelated:.3f}) | {r.loudness_corr:.3f} "
-            f"({r.loudness_corr_unrelated:.3f}) | {s.wer:.3f} | {s.sim:.3f} | {s.verify_rate:.0%} | {s.ovrl:.2f} |"
+            f"({r.loudness_corr_unrelated:.3f}) | {s.wer:.3f} | {s.wer_median:.3f} | {s.lines_said} | {s.sim:.3f} "
+            f"| {s.verify_rate:.0%} | {s.ovrl:.2f} |"
         )
     (out / "checkpoints.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     atomic_write_json(out / "checkpoints.json", [asdict(r) for r in rows])
