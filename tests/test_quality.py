@@ -27,11 +27,13 @@ def _utt(i: int, wer_: float, own: float, other: float, ovrl: float) -> Utteranc
     return UtteranceScore(f"u{i}", "s", "t", "t", wer_, own, other, ovrl, 3.0, 3.5, 3.2, 2.0)
 
 
-def _cond(precision: str, nfe: int, wer_: float, sim: float, ovrl: float, cfg: float = 2.0) -> ConditionScore:
+def _cond(
+    precision: str, nfe: int, wer_: float, sim: float, ovrl: float, cfg: float = 2.0, schedule: str = "sway"
+) -> ConditionScore:
     from f5build.quality.sweep import condition_name
 
     utts = [_utt(i, wer_, sim, sim - 0.1, ovrl) for i in range(3)]
-    return ConditionScore.of(condition_name(precision, nfe, "sway", cfg), precision, nfe, "sway", utts, cfg)
+    return ConditionScore.of(condition_name(precision, nfe, schedule, cfg), precision, nfe, schedule, utts, cfg)
 
 
 def test_condition_means_and_speaker_verification():
@@ -83,17 +85,46 @@ def test_guidance_strength_is_a_condition_gated_against_fp32_at_the_same_strengt
     from f5build.quality.report import choose_default
 
     results = [
-        _cond("fp32", 7, 1.5, 0.70, 1.8),
-        _cond("fp32", 7, 1.1, 0.72, 1.9, cfg=1.0),
-        _cond("int8", 7, 1.1, 0.72, 1.9, cfg=1.0),  # equal to its FP32 twin at CFG 1
-        _cond("int8", 7, 1.1, 0.60, 1.9, cfg=0.5),  # no FP32 twin at CFG 0.5: not gated
-        _cond("fp32", 16, 1.0, 0.72, 1.9, cfg=1.0),  # NFE 16: not a chat-reader candidate
+        _cond("fp32", 7, 0.4, 0.70, 1.8, schedule="epss"),
+        _cond("fp32", 7, 0.3, 0.72, 1.9, cfg=1.0, schedule="epss"),
+        _cond("int8", 7, 0.3, 0.72, 1.9, cfg=1.0, schedule="epss"),  # equal to its FP32 twin at CFG 1
+        _cond("int8", 7, 0.3, 0.60, 1.9, cfg=0.5, schedule="epss"),  # no FP32 twin at CFG 0.5: not gated
+        _cond("fp32", 16, 0.2, 0.72, 1.9, cfg=1.0, schedule="epss"),  # NFE 16: not a chat-reader candidate
     ]
     verdicts = {v.condition: v for v in check(results, QualityGates())}
-    assert set(verdicts) == {"int8/nfe7/sway/cfg1"}
-    assert verdicts["int8/nfe7/sway/cfg1"].passed and verdicts["int8/nfe7/sway/cfg1"].reference == "fp32/nfe7/sway/cfg1"
-    default = choose_default(results)
-    assert default is not None and (default.nfe, default.cfg) == (7, 1.0)
+    assert set(verdicts) == {"int8/nfe7/epss/cfg1"}
+    assert verdicts["int8/nfe7/epss/cfg1"].passed and verdicts["int8/nfe7/epss/cfg1"].reference == "fp32/nfe7/epss/cfg1"
+    chosen = choose_default(results)
+    assert chosen is not None and (chosen.score.nfe, chosen.score.cfg) == (7, 1.0)
+
+
+def test_the_chat_reader_default_is_what_the_service_runs_chosen_by_what_a_listener_can_judge():
+    """Only FP32 at NFE 6-8 at the schedule `f5rt serve --nfe N` runs (EPSS at 6 and 7, uniform + sway at 8)
+    is a candidate; the lowest WER wins while any candidate says its text, the highest similarity when none
+    does (WER then ranks Whisper's hallucinations on babble)."""
+    from f5build.quality.report import choose_default
+    from f5build.quality.sweep import served_schedule
+
+    assert [served_schedule(n) for n in (4, 6, 7, 8, 16, 32)] == ["sway", "epss", "epss", "sway", "epss", "sway"]
+    said = [
+        _cond("fp32", 7, 0.10, 0.70, 1.8, schedule="sway"),  # the service never runs sway at NFE 7
+        _cond("fp32", 7, 0.30, 0.70, 1.8, schedule="epss"),
+        _cond("fp32", 8, 0.25, 0.65, 1.8, schedule="sway"),
+        _cond("fp32", 8, 0.05, 0.90, 1.8, schedule="midpoint"),  # not an Euler schedule
+        _cond("int8", 6, 0.01, 0.90, 1.8, schedule="epss"),  # FP32 only
+        _cond("fp32", 6, 0.90, 0.90, 1.8, schedule="epss"),
+    ]
+    chosen = choose_default(said)
+    assert chosen is not None and chosen.by_wer and chosen.score.name == "fp32/nfe8/sway"
+    babble = [
+        _cond("fp32", 6, 0.98, 0.73, 1.9, schedule="epss"),
+        _cond("fp32", 7, 0.95, 0.71, 1.9, schedule="epss"),  # the lowest WER, but nothing is said
+        _cond("fp32", 8, 2.39, 0.72, 1.8, schedule="sway"),
+    ]
+    chosen = choose_default(babble)
+    assert chosen is not None and not chosen.by_wer and chosen.score.name == "fp32/nfe6/epss"
+    assert "highest speaker similarity" in chosen.reason
+    assert choose_default([_cond("fp32", 7, 0.2, 0.7, 1.8, schedule="sway")]) is None
 
 
 def test_bad_sweep_conditions_are_refused():
@@ -109,6 +140,9 @@ def test_bad_sweep_conditions_are_refused():
         with pytest.raises(ValueError, match=message):
             Options.from_args(_parser().parse_args(["quality", f"--quality-cfg={value}"]))
     assert Options.from_args(_parser().parse_args(["quality", "--quality-cfg", "1,2"])).cfgs == (1.0, 2.0)
+    assert Options.from_args(_parser().parse_args(["quality"])).schedules == ()  # the service's at each NFE
+    with pytest.raises(ValueError, match="sway, epss and/or midpoint"):
+        Options.from_args(_parser().parse_args(["quality", "--quality-schedules", "sway,rk4"]))
 
 
 @pytest.mark.parametrize(
@@ -150,7 +184,7 @@ def test_quality_smoke_on_the_trained_model(tmp_path: Path):
     ])  # fmt: skip
     report = json.loads((reports / "f5tts-small-en" / "quality.json").read_text())
     names = [c["name"] for c in report["conditions"]]
-    assert names == ["fp32/nfe16/sway", "int8/nfe16/sway"]
+    assert names == ["fp32/nfe16/epss", "int8/nfe16/epss"]  # the schedule the service runs at NFE 16
     assert [c["name"] for c in report["ceilings"]] == ["ground truth", "copy-synthesis"]
     assert rc == (0 if report["passed"] else 1)
     assert all(len(report["utterances"][n]) == 3 for n in names)

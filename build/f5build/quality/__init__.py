@@ -44,7 +44,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--quality-nfe", default="7,16", help="comma list of NFE (default 7,16; the full sweep: 4,6,7,8,16,32)"
     )
-    g.add_argument("--quality-schedules", default="sway", help="comma list of sway, epss, midpoint (default sway)")
+    g.add_argument(
+        "--quality-schedules",
+        default="",
+        help="comma list of sway, epss, midpoint (default: the schedule the service runs at each NFE, EPSS where "
+        "f5-tts has a table, else sway)",
+    )
     g.add_argument(
         "--quality-cfg",
         default="2",
@@ -94,8 +99,8 @@ class Options:
             raise ValueError(f"--quality-nfe must be a comma list of integers, got {args.quality_nfe!r}") from None
         if not nfes or min(nfes) < 1:
             raise ValueError(f"--quality-nfe needs positive NFE values, got {args.quality_nfe!r}")
-        schedules = csv_list(args.quality_schedules)
-        if not schedules or any(s not in ("sway", "epss", "midpoint") for s in schedules):
+        schedules = csv_list(args.quality_schedules)  # empty: the service's schedule at each NFE
+        if any(s not in ("sway", "epss", "midpoint") for s in schedules):
             raise ValueError(f"--quality-schedules: sway, epss and/or midpoint, got {args.quality_schedules!r}")
         try:
             cfgs = tuple(float(x) for x in csv_list(args.quality_cfg))
@@ -127,7 +132,7 @@ def run(options: Options) -> int:
     from f5build.quality.gates import QualityGates, check
     from f5build.quality.report import write_quality_report
     from f5build.quality.store import ScoreStore
-    from f5build.quality.sweep import Condition, Listener, ceilings, eval_items, run_conditions
+    from f5build.quality.sweep import Condition, Listener, ceilings, eval_items, run_conditions, served_schedule
     from f5build.train.corpus import CorpusOptions, corpus_is_current, load_corpus, make_corpus
     from f5rt.manifest import load_manifest
 
@@ -167,7 +172,11 @@ def run(options: Options) -> int:
     store = ScoreStore.for_run(cache / "scores" / options.artifacts.name, evalset, items, options.asr, reuse)
     ceil = ceilings(options.artifacts, evalset, items, listener, options.threads, store)
     conditions = [
-        Condition(p, n, s, c) for p in precisions for n in options.nfes for s in options.schedules for c in options.cfgs
+        Condition(p, n, s, c)
+        for p in precisions
+        for n in options.nfes
+        for s in options.schedules or (served_schedule(n),)
+        for c in options.cfgs
     ]
     out = options.reports / options.artifacts.name
     keep = out / "quality-audio" if options.keep_audio else None

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from f5build.quality.gates import GateVerdict
 from f5build.quality.scoring import SAID_WER, ConditionScore, UtteranceScore
-from f5rt.files import atomic_path, atomic_write_json
+from f5rt.files import atomic_path, atomic_write_bytes, atomic_write_json
 
 HEAD = (
     f"| condition | utts | WER | WER median | lines said (WER ≤ {SAID_WER:g}) | similarity | verified | OVRL | SIG | BAK "
@@ -24,15 +24,37 @@ def _row(s: ConditionScore) -> str:
     )
 
 
-def choose_default(results: Sequence[ConditionScore], nfe_range: tuple[int, int] = (6, 8)) -> ConditionScore | None:
-    """The chat reader's default: the FP32 condition with NFE in range and the lowest WER (ties: fewer steps),
-    over every schedule and guidance strength swept.
+@dataclass(frozen=True)
+class ChatDefault:
+    """The chat reader's default condition and the criterion that chose it."""
 
-    Only Euler schedules (sway, EPSS) are candidates: the midpoint solver runs on ONNX Runtime only,
-    and a service default must run on every backend (the TensorRT CUDA graph replays Euler steps)."""
+    score: ConditionScore
+    by_wer: bool  # False: no candidate says its text, and similarity chose
+
+    @property
+    def reason(self) -> str:
+        if self.by_wer:
+            return "the lowest WER"
+        return f"no candidate says its text yet (every WER above {SAID_WER:g}), so the highest speaker similarity"
+
+
+def choose_default(results: Sequence[ConditionScore], nfe_range: tuple[int, int] = (6, 8)) -> ChatDefault | None:
+    """The chat reader's default: an FP32 condition with NFE in range, at the schedule the service runs at
+    that NFE (`served_schedule`: EPSS where f5-tts has a table, else sway; the service has no other), over
+    every guidance strength swept, so `f5rt serve --nfe N --cfg C` runs exactly what was measured.
+
+    The one with the lowest WER (ties: fewer steps, then the higher OVRL). Where no candidate says its
+    text (every WER above SAID_WER), WER compares Whisper's hallucinations on babble, so the listener's
+    next criterion decides: the highest speaker similarity (ties: fewer steps)."""
+    from f5build.quality.sweep import served_schedule
+
     lo, hi = nfe_range
-    pool = [r for r in results if r.precision == "fp32" and lo <= r.nfe <= hi and r.schedule != "midpoint"]
-    return min(pool, key=lambda r: (round(r.wer, 3), r.nfe, -r.ovrl)) if pool else None
+    pool = [r for r in results if r.precision == "fp32" and lo <= r.nfe <= hi and r.schedule == served_schedule(r.nfe)]
+    if not pool:
+        return None
+    if any(r.wer <= SAID_WER for r in pool):
+        return ChatDefault(min(pool, key=lambda r: (round(r.wer, 3), r.nfe, -r.ovrl)), by_wer=True)
+    return ChatDefault(min(pool, key=lambda r: (-round(r.sim, 3), r.nfe, -r.ovrl)), by_wer=False)
 
 
 def _plot(results: Sequence[ConditionScore], path: Path) -> None:
@@ -71,7 +93,7 @@ def write_quality_report(
     meta: dict[str, Any],
 ) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    default = choose_default(results)
+    chosen = choose_default(results)
     passed = all(v.passed for v in verdicts)
     lines = [
         f"# Listening figures: {model}",
@@ -103,16 +125,18 @@ def write_quality_report(
         ),  # fmt: skip
         "",
     ]
-    if default is not None:
+    if chosen is not None:
+        default = chosen.score
         lines += [
             "## Chat-reader default",
             "",
-            f"NFE {default.nfe}, {default.schedule}, CFG {default.cfg:g}: WER {default.wer:.3f}, similarity "
-            f"{default.sim:.3f}, verified {default.verify_rate:.0%}, OVRL {default.ovrl:.2f} (the FP32 Euler "
-            "condition at NFE 6-8 with the lowest WER).",
+            f"`f5rt serve --nfe {default.nfe} --cfg {default.cfg:g}` ({default.schedule} at NFE {default.nfe}): "
+            f"WER {default.wer:.3f}, similarity {default.sim:.3f}, verified {default.verify_rate:.0%}, OVRL "
+            f"{default.ovrl:.2f}. Of the FP32 conditions at NFE 6-8 at the schedule the service runs: "
+            f"{chosen.reason}.",
             "",
         ]
-    (out / "quality.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_bytes(out / "quality.md", ("\n".join(lines) + "\n").encode("utf-8"))
     atomic_write_json(
         out / "quality.json",
         {
@@ -122,7 +146,9 @@ def write_quality_report(
             "ceilings": [c.to_dict() for c in ceilings],
             "conditions": [r.to_dict() for r in results],
             "gates": [asdict(v) for v in verdicts],
-            "default": default.to_dict() if default else None,
+            "default": None
+            if chosen is None
+            else chosen.score.to_dict() | {"chosen_by": "wer" if chosen.by_wer else "similarity"},
             "utterances": {k: [asdict(s) for s in v] for k, v in details.items()},
         },
     )

@@ -60,6 +60,15 @@ class Condition:
         return self.schedule != "midpoint" or self.nfe % 2 == 0
 
 
+def served_schedule(nfe: int) -> str:
+    """The schedule `f5rt serve` and `f5rt synth` run at `nfe` by default: f5-tts' EPSS where it has a
+    table for the NFE, else the uniform grid, both with sway (the runtime's SynthesisOptions.use_epss)."""
+    from f5rt.options import SynthesisOptions
+    from f5rt.schedules import EPSS_TABLE
+
+    return "epss" if SynthesisOptions().use_epss and nfe in EPSS_TABLE else "sway"
+
+
 def condition_name(precision: str, nfe: int, schedule: str, cfg: float = DEFAULT_CFG) -> str:
     """The condition's name, "fp32/nfe7/sway", with "/cfg<strength>" where the guidance is not the default."""
     return f"{precision}/nfe{nfe}/{schedule}" + ("" if cfg == DEFAULT_CFG else f"/cfg{cfg:g}")

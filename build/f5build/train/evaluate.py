@@ -20,7 +20,7 @@ from f5build.quality.sweep import Listener, eval_items
 from f5build.train.corpus import SAMPLE_RATE, Corpus
 from f5build.train.signals import alignment_signals, generate, ref_text
 from f5build.train.state import load_state
-from f5rt.files import atomic_write_json
+from f5rt.files import atomic_write_bytes, atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,6 @@ def evaluate_checkpoints(train_dir: Path, corpus: Corpus, out: Path, utts: int =
             f"({r.loudness_corr_unrelated:.3f}) | {s.wer:.3f} | {s.wer_median:.3f} | {s.lines_said} | {s.sim:.3f} "
             f"| {s.verify_rate:.0%} | {s.ovrl:.2f} |"
         )
-    (out / "checkpoints.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_bytes(out / "checkpoints.md", ("\n".join(lines) + "\n").encode("utf-8"))
     atomic_write_json(out / "checkpoints.json", [asdict(r) for r in rows])
     return out

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from f5rt.files import atomic_path, atomic_write_json
+from f5rt.files import atomic_path, atomic_write_bytes, atomic_write_json
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -69,5 +69,5 @@ def write_training_report(train_dir: Path, out: Path) -> Path:
             if readout:
                 row += "".join(f" {s[k]:.3f} |" if k in s else " - |" for k in ("ctc_cer_t0", "ctc_cer_t0.9"))
             lines.append(row)
-    (out / "train.md").write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(out / "train.md", ("\n".join(lines) + "\n").encode("utf-8"))
     return out
