@@ -562,6 +562,43 @@ def test_kept_snapshots_are_what_evaluate_scores(small_corpus: Path, tmp_path: P
         torch.testing.assert_close(snaps[5][f"ema_model.{name}"], value, rtol=0, atol=0, msg=name)
 
 
+@needs_espeak
+def test_evaluate_scores_each_snapshot_once(small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A rerun of `--train-parts evaluate` takes back the listening scores of snapshots it has scored
+    (the same EMA weights, Vocos and sampler) and scores only the new ones; other Vocos weights score all."""
+    from f5build.quality.scoring import UtteranceScore
+    from f5build.train import evaluate
+
+    calls: list[str] = []
+
+    class Listener:  # stands in for Whisper + resemblyzer + DNSMOS: scores from the audio, counted
+        def __init__(self, corpus, cache) -> None:
+            pass
+
+        def score(self, u, audio, rate) -> UtteranceScore:
+            calls.append(u.id)
+            level = float(np.sqrt(np.mean(np.square(audio))))
+            return UtteranceScore(u.id, u.speaker, u.text, "", level, 0.8, 0.5, 2.0, 2.0, 3.0, 3.0, 1.0)
+
+    monkeypatch.setattr(evaluate, "Listener", Listener)
+    f5, voc = _trainers(small_corpus, tmp_path / "run")
+    f5 = type(f5)(f5.corpus, f5.vocab, tmp_path / "run", replace(f5.opts, keep_every=2))
+    f5.run_until(2, progress=False)
+    voc.run_until(2, progress=False)
+    corpus, reports = load_corpus(small_corpus), tmp_path / "reports" / "train"
+    evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, utts=2)
+    first = json.loads((reports / "checkpoints.json").read_text())
+    assert [r["step"] for r in first] == [2] and len(calls) == 2
+    f5.run_until(4, progress=False)
+    evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, utts=2)
+    again = json.loads((reports / "checkpoints.json").read_text())
+    assert [r["step"] for r in again] == [2, 4] and len(calls) == 4  # step 2 came back from the store
+    assert again[0]["listening"] == first[0]["listening"]
+    voc.run_until(3, progress=False)  # other Vocos weights: every snapshot sounds different
+    evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, utts=2)
+    assert len(calls) == 8
+
+
 def test_train_device_is_checked_not_guessed():
     from f5build.train.device import on_cpu, resolve_device
 
