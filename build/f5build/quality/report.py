@@ -76,6 +76,9 @@ def _plot(results: Sequence[ConditionScore], path: Path) -> None:
             if r.nfe == 0:
                 ax.axhline(getattr(r, metric), color="grey", linestyle=":", linewidth=1)
         ax.set(title=title, xlabel="NFE", xscale="log")
+        nfes = sorted({r.nfe for r in results if r.nfe > 0})
+        ax.set_xticks(nfes, [str(n) for n in nfes])  # the NFEs swept, not powers of ten
+        ax.minorticks_off()
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
