@@ -104,13 +104,14 @@ def _trainers(
     ctc_max_time: float = 1.0,
     upsampling: bool = False,
     lr: float = 5e-4,
+    batch_frames: int = 800,
 ):
     from f5build.train.ctc import CTCOptions
     from f5build.train.f5 import F5Trainer, F5TrainOptions, make_vocab
     from f5build.train.vocoder import VocosTrainer, VocosTrainOptions
 
     corpus = load_corpus(corpus_root)
-    cur = Curriculum(start_frames=400, max_frames=400, ramp_steps=1, batch_frames=800)
+    cur = Curriculum(start_frames=400, max_frames=400, ramp_steps=1, batch_frames=batch_frames)
     arch = {**TINY_ARCH, "text_embedding_average_upsampling": True} if upsampling else dict(TINY_ARCH)
     opts = F5TrainOptions(
         arch=arch,
@@ -372,6 +373,38 @@ def test_a_resumed_run_may_step_the_learning_rate_down_and_the_release_records_w
     assert again.lr_history == want  # resuming at the same rate adds nothing
     out = export_release(tmp_path / "run", tmp_path / "models" / "low", load_corpus(small_corpus))
     assert json.loads((out / "checkpoint.json").read_text())["train_lr"] == want
+
+
+@needs_espeak
+def test_a_resumed_run_may_take_larger_batches_and_the_release_records_when(small_corpus: Path, tmp_path: Path):
+    """--train-batch-frames (the next experiment's lever on a GPU) takes effect from the resumed step, and
+    the state and checkpoint.json record each budget and its first step; the option is checked."""
+    import argparse
+
+    from f5build.train import MIN_BATCH_FRAMES, Options, add_arguments
+    from f5build.train.release import export_release
+
+    first, voc = _trainers(small_corpus, tmp_path / "run")
+    first.run_until(2, progress=False)
+    voc.run_until(2, progress=False)
+    small_batch = first._batch(2)[2]
+    big, _ = _trainers(small_corpus, tmp_path / "run", batch_frames=4000)
+    big.run_until(3, progress=False)
+    big_batch = big._batch(2)[2]
+    assert int(big_batch.numel()) > int(small_batch.numel())  # more lines in the step-2 batch
+    want = [{"from_step": 0, "batch_frames": 800}, {"from_step": 2, "batch_frames": 4000}]
+    assert big.batch_history == want
+    out = export_release(tmp_path / "run", tmp_path / "models" / "big", load_corpus(small_corpus))
+    assert json.loads((out / "checkpoint.json").read_text())["train_batch_frames"] == want
+
+    assert Curriculum().max_frames == MIN_BATCH_FRAMES  # the parser's bound (no torch at parse time)
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    opts = Options.from_args(p.parse_args(["--train-batch-frames", "38400"])).f5_options()
+    assert opts.curriculum == replace(Curriculum(), batch_frames=38400)
+    assert Options.from_args(p.parse_args([])).f5_options().curriculum == Curriculum()
+    with pytest.raises(ValueError, match="must hold the curriculum's longest utterance"):
+        Options.from_args(p.parse_args(["--train-batch-frames", "600"]))
 
 
 @needs_espeak

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from f5build.train.f5 import F5TrainOptions
 
 PARTS = ("corpus", "vocos", "f5", "export", "plot", "evaluate")
+MIN_BATCH_FRAMES = 700  # f5build.train.batches.Curriculum.max_frames, named here so parsing imports no torch
 SIZE_NAMES = ("small", "wide")  # f5build.train.f5.SIZES, named here so parsing the options imports no torch
 DEFAULT_OUT = ROOT / "models" / "f5tts-small-en"
 
@@ -83,6 +84,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="the DiT's peak learning rate (after warm-up; default: the recipe's). A resumed run takes the rate "
         "given (or the recipe's) at once; the state and checkpoint.json record each rate and its first step",
+    )
+    g.add_argument(
+        "--train-batch-frames",
+        type=int,
+        default=None,
+        help="the frame budget of a DiT batch (count x longest utterance; default: the recipe's "
+        "f5build.train.batches.Curriculum.batch_frames). Larger batches suit a GPU; a resumed run takes the budget "
+        "given (or the recipe's) at once, and the state and checkpoint.json record each budget and its first step",
     )
     g.add_argument(
         "--train-ctc",
@@ -137,6 +146,7 @@ class Options:
     ctc_max_time: float | None = None
     size: str | None = None
     average_upsampling: bool | None = None
+    batch_frames: int | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -156,6 +166,11 @@ class Options:
             raise ValueError(f"--train-ctc-max-time must be a flow time in (0, 1], got {args.train_ctc_max_time}")
         if args.train_lr is not None and not 0 < args.train_lr < 1:
             raise ValueError(f"--train-lr must be a learning rate in (0, 1), got {args.train_lr}")
+        if args.train_batch_frames is not None and args.train_batch_frames < MIN_BATCH_FRAMES:
+            raise ValueError(
+                f"--train-batch-frames must hold the curriculum's longest utterance ({MIN_BATCH_FRAMES} frames), "
+                f"got {args.train_batch_frames}"
+            )
         if args.train_size is not None and args.train_size not in SIZE_NAMES:
             raise ValueError(f"--train-size: unknown size {args.train_size!r}; known: {', '.join(SIZE_NAMES)}")
         if args.train_threads < 1:
@@ -177,6 +192,7 @@ class Options:
             ctc_max_time=args.train_ctc_max_time,
             size=args.train_size,
             average_upsampling=args.train_average_upsampling,
+            batch_frames=args.train_batch_frames,
         )
 
     def f5_options(self) -> F5TrainOptions:
@@ -198,6 +214,9 @@ class Options:
             steps=self.steps or base.steps,
             ctc=ctc,
             lr=base.lr if self.lr is None else self.lr,
+            curriculum=base.curriculum
+            if self.batch_frames is None
+            else replace(base.curriculum, batch_frames=self.batch_frames),
             arch=recipe_arch(
                 self.size or DEFAULT_SIZE,
                 DEFAULT_AVERAGE_UPSAMPLING if self.average_upsampling is None else self.average_upsampling,

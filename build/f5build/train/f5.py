@@ -145,6 +145,8 @@ class F5Trainer:
         self.upsampling_history = [{"from_step": 0, "average_upsampling": upsamples(opts.arch)}]
         # the peak learning rate and the step each took effect: a resumed run may step it down (--train-lr)
         self.lr_history = [{"from_step": 0, "lr": opts.lr}]
+        # the batches' frame budget and the step each took effect (--train-batch-frames)
+        self.batch_history = [{"from_step": 0, "batch_frames": opts.curriculum.batch_frames}]
         if opts.ctc.weight > 0:  # after the EMA copy: the hooks belong to the trained model only
             self.ctc = CTCAlignment(self.cfm, len(vocab), opts.ctc, self.device, opts.lr)
         self.step = 0
@@ -202,6 +204,8 @@ class F5Trainer:
         note_setting(self.upsampling_history, self.step, {"average_upsampling": upsamples(self.opts.arch)})
         self.lr_history = lr_history_of(state)
         note_setting(self.lr_history, self.step, {"lr": self.opts.lr})
+        self.batch_history = batch_history_of(state)
+        note_setting(self.batch_history, self.step, {"batch_frames": self.opts.curriculum.batch_frames})
         if self.ctc is not None:
             self.ctc.load_state_dict(state)
         random.setstate(state["py_rng"])
@@ -228,6 +232,7 @@ class F5Trainer:
             "ctc_history": self.ctc_history,
             "upsampling_history": self.upsampling_history,
             "lr_history": self.lr_history,
+            "batch_history": self.batch_history,
         }
         if self.ctc is not None:
             state |= self.ctc.state_dict()
@@ -351,6 +356,14 @@ def lr_history_of(state: dict[str, Any]) -> list[dict[str, Any]]:
     if "lr_history" in state:
         return [dict(entry) for entry in state["lr_history"]]
     return [{"from_step": 0, "lr": float(state["options"]["lr"])}]
+
+
+def batch_history_of(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """A training state's record of the batches' frame budget: each value and the step it took effect (a
+    state from before the record ran at the recipe's budget from step 0)."""
+    if "batch_history" in state:
+        return [dict(entry) for entry in state["batch_history"]]
+    return [{"from_step": 0, "batch_frames": Curriculum().batch_frames}]
 
 
 def ctc_history_of(state: dict[str, Any]) -> list[dict[str, Any]]:

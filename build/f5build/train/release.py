@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from f5build.train.corpus import Corpus
-from f5build.train.f5 import ctc_history_of, lr_history_of, upsampling_history_of
+from f5build.train.f5 import batch_history_of, ctc_history_of, lr_history_of, upsampling_history_of
 from f5build.train.state import load_state, staged_folder
 from f5rt.files import sha256_file
 
@@ -114,6 +114,8 @@ def export_release(train_dir: Path, out: Path, corpus: Corpus) -> Path:
             "train_average_upsampling": upsampling_history_of(f5),
             # the peak learning rate over the run (a resumed run may step it down with --train-lr)
             "train_lr": lr_history_of(f5),
+            # the batches' frame budget over the run (--train-batch-frames)
+            "train_batch_frames": batch_history_of(f5),
             "arch": f5["arch"],
             "vocos_arch": vocos["arch"],
             "corpus": json.loads((corpus.root / "corpus.json").read_text())["files"],
