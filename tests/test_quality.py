@@ -334,3 +334,18 @@ def test_stored_scores_follow_the_scoring_source_not_the_reports(tmp_path: Path)
     (tmp_path / "scoring.py").write_text("# another normalisation\n")
     assert source_sha256(tmp_path, scoring) != before
     assert source_sha256(tmp_path) != source_sha256(tmp_path, scoring)  # the default reads every source
+
+
+def test_a_store_the_disk_refuses_warns_and_the_sweep_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from f5build.quality.store import ScoreStore
+
+    blocked = tmp_path / "scores"
+    blocked.write_text("a file where the folder should be")
+    store = ScoreStore(blocked, {"items": [["r", "u0"]]})
+    assert store.put("fp32/nfe7/epss", {}, [_utt(0, 1.0, 0.7, 0.6, 1.9)]) is None
+    assert "fp32/nfe7/epss's scores not stored, a rerun will score it again" in capsys.readouterr().out
+    assert store.get("fp32/nfe7/epss", {}) is None
+    ok = ScoreStore(tmp_path / "ok", {"items": [["r", "u0"]]})
+    assert ok.put("fp32/nfe7/epss", {}, [_utt(0, 1.0, 0.7, 0.6, 1.9)]) is not None
+    assert ok.get("fp32/nfe7/epss", {}) == [_utt(0, 1.0, 0.7, 0.6, 1.9)]
+    assert ok.get("fp32/nfe7/epss", {"step.onnx": "other"}) is None

@@ -108,17 +108,18 @@ class ScoreStore:
         }
         return cls(folder, context, reuse)
 
-    def key(self, name: str, graphs: dict[str, str]) -> str:
-        return sha256_json({"context": self.context, "condition": name, "graphs": graphs})
+    def key(self, name: str, made_from: dict[str, str]) -> str:
+        return sha256_json({"context": self.context, "condition": name, "graphs": made_from})
 
     def _path(self, name: str, key: str) -> Path:
         return self.folder / f"{_slug(name)}-{key[:16]}.json"
 
-    def get(self, name: str, graphs: dict[str, str]) -> list[UtteranceScore] | None:
-        """The stored scores of condition `name` run on `graphs`, or None to score it."""
+    def get(self, name: str, made_from: dict[str, str]) -> list[UtteranceScore] | None:
+        """The stored scores of condition `name` made from `made_from` (the sha256 of the graphs or weights
+        that produced its audio), or None to score it."""
         if not self.reuse:
             return None
-        key = self.key(name, graphs)
+        key = self.key(name, made_from)
         path = self._path(name, key)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -130,11 +131,17 @@ class ScoreStore:
             return None
         return scores if len(scores) == len(self.context["items"]) else None
 
-    def put(self, name: str, graphs: dict[str, str], scores: Sequence[UtteranceScore]) -> Path:
-        key = self.key(name, graphs)
+    def put(self, name: str, made_from: dict[str, str], scores: Sequence[UtteranceScore]) -> Path | None:
+        """Store `name`'s scores; None when the disk refused (a warning: the scores were only a saving, the
+        run goes on and its report is the product)."""
+        key = self.key(name, made_from)
         path = self._path(name, key)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, {"key": key, "condition": name, "scores": [asdict(s) for s in scores]})
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(path, {"key": key, "condition": name, "scores": [asdict(s) for s in scores]})
+        except OSError as e:
+            print(f"quality: warning: {name}'s scores not stored, a rerun will score it again: {e}", flush=True)
+            return None
         for old in self.folder.glob(f"{_slug(name)}-*.json"):  # the newest result of a condition only
             if old != path and re.fullmatch(re.escape(_slug(name)) + r"-[0-9a-f]{16}\.json", old.name):
                 old.unlink(missing_ok=True)
