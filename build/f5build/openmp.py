@@ -6,15 +6,18 @@ on, each parallel section waits for a thread that is not scheduled, and the spin
 time slices it needs. The DiT's training step (6.3 M parameters, 4 x 250 frames, forward + backward +
 AdamW) on a 2-core Xeon, in it/s:
 
-| torch threads | quiet | one core busy with another job |
-|---|---:|---:|
-| 1 | 2.93 | 2.86 |
-| 2, OpenMP default (spinning) | 4.96 | 0.11 |
-| 2, `OMP_WAIT_POLICY=PASSIVE` | 4.60 | 2.69 |
+| torch threads | quiet | a quality run on the other core | a busy loop on the other core |
+|---|---:|---:|---:|
+| 1 | 2.93 | 2.86 | - |
+| 2, OpenMP default (spinning) | 4.88-4.96 | 0.11 | 1.69 |
+| 2, `GOMP_SPINCOUNT=10000` (a short spin) | 4.80 | - | 1.53 |
+| 2, `OMP_WAIT_POLICY=PASSIVE` | 4.53-4.60 | 2.69 | 2.65 |
 
-So every `python -m f5build` process sets `OMP_WAIT_POLICY=PASSIVE` unless the environment already
-names a policy: 7 % of a quiet machine's speed buys off a 25-fold slowdown when a quality run, a test
-suite or a second build shares the box. Users who own their cores set `OMP_WAIT_POLICY=ACTIVE`. This is
+The whole trainer (batches, signals, saves) ran at 3.33 it/s with spinning and 3.04 it/s passive on
+the quiet machine. So every `python -m f5build` process sets `OMP_WAIT_POLICY=PASSIVE` unless the
+environment already names a policy: 7-9 % of a quiet machine's speed buys off a slowdown of 1.6- to
+25-fold when a quality run, a test suite or a second build shares the box (a shorter spin does not
+help). Users who own their cores set `OMP_WAIT_POLICY=ACTIVE`. This is
 the policy the runtime already applies to ONNX Runtime's own pool (no spinning by default,
 `f5rt.backends.onnxruntime.ThreadPolicy`).
 
