@@ -629,3 +629,24 @@ def test_rewrite_moves_the_cast_before_the_q_and_rewires_shape_readers(tmp_path:
     step = np.abs(after[2].astype(np.float32) - before[2]) / 0.02
     assert step.max() <= 1.01 and np.mean(step > 0.5) <= 0.05, (step.max(), np.mean(step > 0.5))
     assert step[step < 0.5].max() <= 0.1  # FP16 rounding of the dequantized value, not another step
+
+
+def test_a_saved_graph_is_the_same_bytes_whatever_order_its_value_info_came_in(tmp_path: Path):
+    """ModelOpt's autocast lists value_info in set order (it varies with the hash seed); save_model sorts
+    it, so the same graph has the same sha256 on every run and nothing keyed on it is redone."""
+    from onnx import TensorProto, helper
+
+    from f5build.modelopt_calls import save_model
+
+    def graph(order: list[str]) -> onnx.ModelProto:
+        nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"]),
+                 helper.make_node("Abs", ["b"], ["y"])]  # fmt: skip
+        infos = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in order]
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+        return helper.make_model(helper.make_graph(nodes, "g", [x], [y], value_info=infos))
+
+    save_model(graph(["b", "a"]), tmp_path / "one.onnx")
+    save_model(graph(["a", "b"]), tmp_path / "two.onnx")
+    assert (tmp_path / "one.onnx").read_bytes() == (tmp_path / "two.onnx").read_bytes()
+    assert [v.name for v in onnx.load(str(tmp_path / "one.onnx")).graph.value_info] == ["a", "b"]

@@ -138,6 +138,12 @@ def save_model(model: Any, path: Path) -> list[str]:
     """
     import onnx
 
+    # ModelOpt's autocast lists value_info in set order, which varies with the interpreter's hash seed:
+    # the same graph then hashed differently on every run, so every stage and stored score keyed on its
+    # sha256 was redone. The order has no meaning; sorted, the same graph is the same bytes.
+    infos = sorted(model.graph.value_info, key=lambda v: v.name)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(infos)
     extras: list[str] = []
     if model.ByteSize() > EXTERNAL_DATA_BYTES:
         extras.append(path.name + ".data")
