@@ -323,17 +323,20 @@ def test_a_precisions_stored_scores_depend_on_its_own_graphs_only():
 
 
 def test_stored_scores_follow_the_scoring_source_not_the_reports(tmp_path: Path):
-    from f5build.quality.store import SCORING_MODULES, source_sha256
+    from f5build.common import package_hash
+    from f5build.quality.store import SCORING_MODULES
 
     for name in (*SCORING_MODULES, "report.py"):
         (tmp_path / name).write_text(f"# {name}\n")
-    scoring = [tmp_path / n for n in SCORING_MODULES]
-    before = source_sha256(tmp_path, scoring)
+    before = package_hash(tmp_path, SCORING_MODULES)
     (tmp_path / "report.py").write_text("# another table\n")
-    assert source_sha256(tmp_path, scoring) == before
+    assert package_hash(tmp_path, SCORING_MODULES) == before
     (tmp_path / "scoring.py").write_text("# another normalisation\n")
-    assert source_sha256(tmp_path, scoring) != before
-    assert source_sha256(tmp_path) != source_sha256(tmp_path, scoring)  # the default reads every source
+    assert package_hash(tmp_path, SCORING_MODULES) != before
+    assert package_hash(tmp_path) != package_hash(tmp_path, SCORING_MODULES)  # the default reads every source
+    (tmp_path / "sweep.py").unlink()
+    with pytest.raises(FileNotFoundError, match="no such module to hash: .*sweep.py"):
+        package_hash(tmp_path, SCORING_MODULES)  # a renamed module is an error, not a silent gap
 
 
 def test_a_store_the_disk_refuses_warns_and_the_sweep_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

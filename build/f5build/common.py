@@ -6,7 +6,7 @@ import hashlib
 import resource
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -57,14 +57,22 @@ def read_buckets(path: Path) -> BucketTable:
         raise BuildInputError(path, str(e)) from None
 
 
-def package_hash(directory: Path) -> str:
+def package_hash(directory: Path, modules: Sequence[str] | None = None) -> str:
     """sha256 over every .py file under `directory`: relative path and content, sorted by path.
 
     Hashing a whole package rather than a list of module names means a renamed, added or removed
-    module changes the hash too (a list of names silently stops covering a renamed module).
+    module changes the hash too (a list of names silently stops covering a renamed module). Where only
+    some modules matter (`modules`, file names relative to `directory`), a named one that is missing is
+    an error, never a silent gap.
     """
     directory = Path(directory)
-    files = sorted(p for p in directory.rglob("*.py") if "__pycache__" not in p.parts)
+    if modules is None:
+        files = sorted(p for p in directory.rglob("*.py") if "__pycache__" not in p.parts)
+    else:
+        files = sorted(directory / m for m in modules)
+        missing = [str(p) for p in files if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"no such module to hash: {', '.join(missing)}")
     if not files:
         raise FileNotFoundError(f"{directory}: no Python source to hash")
     h = hashlib.sha256()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -142,11 +143,18 @@ def make_vocos(
 
 def state_sha256(module: nn.Module) -> str:
     """Content hash of a module's weights (names, shapes, values), independent of file format."""
+    return tensors_sha256(module.state_dict())
+
+
+def tensors_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """Content hash of a state dict (names, shapes, values): the same weights hash the same, whichever
+    module, file or training state they were read from."""
     h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # flattened first: a 0-dim buffer (an EMA's step count) cannot be viewed as bytes; same bytes otherwise
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 

@@ -23,15 +23,14 @@ newest result of each condition is kept.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from f5build.common import package_hash, tool_versions
 from f5build.quality.scoring import UtteranceScore
 from f5build.train.corpus import Corpus, Utterance
 from f5rt.files import atomic_write_json, sha256_json
@@ -39,25 +38,7 @@ from f5rt.manifest import Manifest
 
 FORMAT = 1
 INSTRUMENT_PACKAGES = ("faster-whisper", "ctranslate2", "resemblyzer", "speechmos", "jiwer")
-
-
 SCORING_MODULES = ("instruments.py", "scoring.py", "sweep.py")  # what a score depends on; not the report's
-
-
-def source_sha256(root: Path, files: Sequence[Path] | None = None) -> str:
-    """sha256 over Python sources below `root` (default: all of them), paths and contents, in a fixed order."""
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py") if files is None else files):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "absent"
 
 
 def graph_hashes(manifest: Manifest, precision: str | None) -> dict[str, str]:
@@ -95,16 +76,15 @@ class ScoreStore:
     ) -> ScoreStore:
         import f5rt
 
-        here = Path(__file__).parent
         corpus = json.loads((evalset.root / "corpus.json").read_text(encoding="utf-8"))
         context = {
             "format": FORMAT,
-            "runtime": source_sha256(Path(f5rt.__file__).parent),
-            "quality": source_sha256(here, [here / name for name in SCORING_MODULES]),
+            "runtime": package_hash(Path(f5rt.__file__).parent),
+            "quality": package_hash(Path(__file__).parent, SCORING_MODULES),
             "evalset": corpus["files"],
             "items": [[ref.id, tgt.id] for ref, tgt in items],
             "asr": asr,
-            "packages": {p: _version(p) for p in INSTRUMENT_PACKAGES},
+            "packages": tool_versions(INSTRUMENT_PACKAGES),
         }
         return cls(folder, context, reuse)
 
@@ -130,6 +110,17 @@ class ScoreStore:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return scores if len(scores) == len(self.context["items"]) else None
+
+    def scored(
+        self, name: str, made_from: dict[str, str], score: Callable[[], list[UtteranceScore]]
+    ) -> list[UtteranceScore]:
+        """`name`'s stored scores where they match `made_from`, else `score()`'s, stored for the next run."""
+        found = self.get(name, made_from)
+        if found is not None:
+            return found
+        scores = score()
+        self.put(name, made_from, scores)
+        return scores
 
     def put(self, name: str, made_from: dict[str, str], scores: Sequence[UtteranceScore]) -> Path | None:
         """Store `name`'s scores; None when the disk refused (a warning: the scores were only a saving, the

@@ -143,14 +143,8 @@ def ceilings(
 def _stored(
     store: ScoreStore | None, name: str, graphs: dict[str, str], score: Callable[[], list[UtteranceScore]]
 ) -> list[UtteranceScore]:
-    """`name`'s stored scores where the store has them for these graphs, else scored now and stored."""
-    found = store.get(name, graphs) if store is not None else None
-    if found is not None:
-        return found
-    scores = score()
-    if store is not None:
-        store.put(name, graphs, scores)
-    return scores
+    """`name`'s scores, through the store where there is one."""
+    return score() if store is None else store.scored(name, graphs, score)
 
 
 def synthesize_condition(

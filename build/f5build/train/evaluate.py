@@ -9,15 +9,16 @@ how training progress is followed between releases. Writes reports/train/checkpo
 from __future__ import annotations
 
 import copy
-import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from f5build.quality.scoring import ConditionScore
-from f5build.quality.store import ScoreStore, source_sha256
+from f5build.common import package_hash
+from f5build.load import make_vocos, tensors_sha256
+from f5build.quality.scoring import ConditionScore, UtteranceScore
+from f5build.quality.store import ScoreStore
 from f5build.quality.sweep import Listener, eval_items
 from f5build.train.corpus import SAMPLE_RATE, Corpus
 from f5build.train.signals import alignment_signals, generate, ref_text
@@ -47,20 +48,8 @@ def _snapshots(train_dir: Path) -> list[tuple[int, dict[str, torch.Tensor]]]:
     return out
 
 
-def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over a state dict's names and values, in name order (the same weights, the same hash,
-    whichever file or state they were read from)."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name]
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode() + b"\0")
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def evaluate_checkpoints(train_dir: Path, corpus: Corpus, out: Path, utts: int = 8) -> Path:
     """Score each kept snapshot on the corpus' held-out (ref, eval) pairs."""
-    from f5build.load import make_vocos
     from f5build.train.f5 import build_cfm
 
     newest = load_state(train_dir / "f5_state.pt")
@@ -76,10 +65,9 @@ def evaluate_checkpoints(train_dir: Path, corpus: Corpus, out: Path, utts: int =
     items = eval_items(corpus, utts)
     # a snapshot's listening scores are kept (f5build.quality.store): a rerun scores new snapshots only
     store = ScoreStore.for_run(cache / "scores" / "checkpoints", corpus, items, "base")
-    here = Path(__file__).parent
     made_with = {
         "vocos": tensors_sha256(vstate["model"]),
-        "sampler": source_sha256(here, [here / "evaluate.py", here / "signals.py"]),
+        "sampler": package_hash(Path(__file__).parent, ("evaluate.py", "signals.py")),
     }
     rows: list[CheckpointScore] = []
     for step, ema in _snapshots(train_dir):
@@ -88,8 +76,8 @@ def evaluate_checkpoints(train_dir: Path, corpus: Corpus, out: Path, utts: int =
         model.eval()
         signals = alignment_signals(model, corpus)
         name, made_from = f"step {step}", made_with | {"ema": tensors_sha256(ema)}
-        scores = store.get(name, made_from)
-        if scores is None:
+
+        def listen(model: torch.nn.Module = model) -> list[UtteranceScore]:
             scores = []
             for i, (ref, tgt) in enumerate(items):
                 gen_frames = int(round(tgt.frames))  # the true length: WER here measures content, not duration
@@ -97,7 +85,9 @@ def evaluate_checkpoints(train_dir: Path, corpus: Corpus, out: Path, utts: int =
                 with torch.inference_mode():
                     wave = vocos.decode(torch.from_numpy(mel.T[None]).float())[0].numpy()
                 scores.append(listener.score(tgt, np.clip(wave, -1, 1), SAMPLE_RATE))
-            store.put(name, made_from, scores)
+            return scores
+
+        scores = store.scored(name, made_from, listen)
         listening = ConditionScore.of(f"step {step}", "torch-fp32", 16, "sway", scores)
         rows.append(CheckpointScore(step, signals.mel_l1, signals.mel_l1_unrelated, signals.loudness_corr,
                                     signals.loudness_corr_unrelated, listening))  # fmt: skip
