@@ -598,14 +598,15 @@ def test_kept_snapshots_are_what_evaluate_scores(small_corpus: Path, tmp_path: P
 @needs_espeak
 def test_evaluate_scores_each_snapshot_once(small_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A rerun of `--train-parts evaluate` takes back the listening scores of snapshots it has scored
-    (the same EMA weights, Vocos and sampler) and scores only the new ones; other Vocos weights score all."""
+    (the same EMA weights, Vocos and sampler) and scores only the new ones; other Vocos weights score all.
+    The ceilings (ground truth, copy-synthesis) are scored on the same lines, once."""
     from f5build.quality.scoring import UtteranceScore
     from f5build.train import evaluate
 
     calls: list[str] = []
 
     class Listener:  # stands in for Whisper + resemblyzer + DNSMOS: scores from the audio, counted
-        def __init__(self, corpus, cache) -> None:
+        def __init__(self, corpus, cache, threads=1) -> None:
             pass
 
         def score(self, u, audio, rate) -> UtteranceScore:
@@ -619,17 +620,79 @@ def test_evaluate_scores_each_snapshot_once(small_corpus: Path, tmp_path: Path, 
     f5.run_until(2, progress=False)
     voc.run_until(2, progress=False)
     corpus, reports = load_corpus(small_corpus), tmp_path / "reports" / "train"
-    evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, utts=2)
+    two = evaluate.EvaluateOptions(utts=2)
+    evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, two)
     first = json.loads((reports / "checkpoints.json").read_text())
-    assert [r["step"] for r in first] == [2] and len(calls) == 2
+    assert [r["step"] for r in first["checkpoints"]] == [2] and len(calls) == 2 + 2 * 2  # and the two ceilings
+    assert [c["name"] for c in first["ceilings"]] == ["ground truth", "copy-synthesis"]
+    truth = [corpus.wave(t) for _, t in evaluate.eval_items(corpus, 2)]
+    assert first["ceilings"][0]["wer"] == pytest.approx(np.mean([np.sqrt(np.mean(np.square(w))) for w in truth]))
     f5.run_until(4, progress=False)
-    evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, utts=2)
+    evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, two)
     again = json.loads((reports / "checkpoints.json").read_text())
-    assert [r["step"] for r in again] == [2, 4] and len(calls) == 4  # step 2 came back from the store
-    assert again[0]["listening"] == first[0]["listening"]
-    voc.run_until(3, progress=False)  # other Vocos weights: every snapshot sounds different
-    evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, utts=2)
-    assert len(calls) == 8
+    assert [r["step"] for r in again["checkpoints"]] == [2, 4] and len(calls) == 8  # step 2 came back from the store
+    assert again["checkpoints"][0]["listening"] == first["checkpoints"][0]["listening"]
+    voc.run_until(3, progress=False)  # other Vocos weights: every snapshot and copy-synthesis sound different
+    evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, two)
+    assert len(calls) == 8 + 2 * 3
+
+
+@needs_espeak
+def test_evaluate_scores_the_steps_asked_for_and_refuses_steps_not_kept(small_corpus: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    """`--train-eval-steps` picks kept snapshots; a step with no snapshot is refused before anything is scored,
+    naming the steps that are kept; `--train-eval-utts` sets the lines and a count above the held-out set is
+    refused."""
+    from f5build.quality.scoring import UtteranceScore
+    from f5build.train import evaluate
+
+    scored: list[str] = []
+
+    class Listener:
+        def __init__(self, corpus, cache, threads=1) -> None:
+            pass
+
+        def score(self, u, audio, rate) -> UtteranceScore:
+            scored.append(u.id)
+            return UtteranceScore(u.id, u.speaker, u.text, "", 0.6, 0.8, 0.5, 2.0, 2.0, 3.0, 3.0, 1.0)
+
+    monkeypatch.setattr(evaluate, "Listener", Listener)
+    f5, voc = _trainers(small_corpus, tmp_path / "run")
+    f5 = type(f5)(f5.corpus, f5.vocab, tmp_path / "run", replace(f5.opts, keep_every=2))
+    f5.run_until(5, progress=False)
+    voc.run_until(1, progress=False)
+    corpus, reports = load_corpus(small_corpus), tmp_path / "reports"
+    with pytest.raises(ValueError, match=r"no kept snapshot at step\(s\) \[3\]; kept: \[2, 4, 5\]"):
+        evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, evaluate.EvaluateOptions(steps=(3, 4)))
+    assert scored == [] and not reports.exists()
+    held = len(corpus.split("eval"))
+    with pytest.raises(ValueError, match="utterances asked for"):
+        evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, evaluate.EvaluateOptions(utts=held + 1))
+    report = evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, evaluate.EvaluateOptions(1, (4, 5)))
+    assert [r.step for r in report.checkpoints] == [4, 5] and len(scored) == 2 + 2
+    assert [r.lines_near for r in report.checkpoints] == [1, 1]  # WER 0.6 is near, not said
+    assert [r.listening.lines_said for r in report.checkpoints] == [0, 0]
+    table = (reports / "checkpoints.md").read_text()
+    assert "| ground truth |" in table and "| 5 |" in table and "| 2 |" not in table
+
+
+def test_evaluate_options_are_checked_at_the_command_line(tmp_path: Path):
+    import argparse
+
+    from f5build.train import Options, add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    base = ["--train-dir", str(tmp_path)]
+    opts = Options.from_args(
+        p.parse_args([*base, "--train-eval-steps", "50000, 45000,50000", "--train-eval-utts", "48"])
+    )
+    assert opts.eval_steps == (45000, 50000) and opts.eval_utts == 48
+    assert Options.from_args(p.parse_args(base)).eval_steps == ()
+    with pytest.raises(ValueError, match="--train-eval-steps must be a comma list of steps"):
+        Options.from_args(p.parse_args([*base, "--train-eval-steps", "45k"]))
+    with pytest.raises(ValueError, match="--train-eval-utts must be at least 1"):
+        Options.from_args(p.parse_args([*base, "--train-eval-utts", "0"]))
 
 
 def test_train_device_is_checked_not_guessed():

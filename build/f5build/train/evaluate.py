@@ -2,8 +2,10 @@
 
 The kept EMA snapshots (`f5_ema_<step>.pt`, every `keep_every` steps) and the newest state are each
 run through f5-tts' own sampler (NFE 16, sway, seed = item index) and the trained Vocos, on the
-held-out speakers and sentences, and scored by the quality instruments. This needs no export: it is
-how training progress is followed between releases. Writes reports/train/checkpoints.{md,json}.
+held-out speakers and sentences, and scored by the quality instruments, beside the two ceilings the
+goal is judged against (the ground-truth audio and copy-synthesis through the same Vocos) on the same
+lines. This needs no export: it is how training progress is followed between releases. Writes
+reports/train/checkpoints.{md,json}.
 """
 
 from __future__ import annotations
@@ -25,6 +27,21 @@ from f5build.train.signals import alignment_signals, generate, ref_text
 from f5build.train.state import load_state
 from f5rt.files import atomic_write_bytes, atomic_write_json
 
+NEAR_WER = 0.8  # a line with at most this WER has its shape and some words right: progress before it is said
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """What `--train-parts evaluate` scores, built once from the command line (f5build.train.Options)."""
+
+    utts: int = 8
+    """Held-out lines per snapshot (speakers in turn). 8 follows training cheaply; a figure to compare
+    between checkpoints wants all 48: one line moves an 8-line verification rate by 12.5 points."""
+    steps: tuple[int, ...] = ()
+    """The kept snapshots to score, by step; empty scores every kept snapshot and the newest state."""
+    threads: int = 1
+    """torch intra-op threads for sampling and the speaker encoder (training may hold the other cores)."""
+
 
 @dataclass(frozen=True)
 class CheckpointScore:
@@ -34,6 +51,15 @@ class CheckpointScore:
     loudness_corr: float
     loudness_corr_unrelated: float
     listening: ConditionScore
+    lines_near: int = 0  # lines with WER <= NEAR_WER
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    """What reports/train/checkpoints.json holds: the ceilings on the same lines, then each snapshot."""
+
+    ceilings: list[ConditionScore]
+    checkpoints: list[CheckpointScore]
 
 
 def _snapshots(train_dir: Path) -> list[tuple[int, dict[str, torch.Tensor]]]:
@@ -48,29 +74,63 @@ def _snapshots(train_dir: Path) -> list[tuple[int, dict[str, torch.Tensor]]]:
     return out
 
 
-def evaluate_checkpoints(train_dir: Path, corpus: Corpus, out: Path, utts: int = 8) -> Path:
-    """Score each kept snapshot on the corpus' held-out (ref, eval) pairs."""
+def _chosen(snapshots: list[tuple[int, dict[str, torch.Tensor]]], steps: tuple[int, ...]) -> list[tuple[int, dict]]:
+    if not steps:
+        return snapshots
+    kept = {step for step, _ in snapshots}
+    missing = sorted(set(steps) - kept)
+    if missing:
+        raise ValueError(
+            f"--train-eval-steps: no kept snapshot at step(s) {missing}; kept: {sorted(kept)} "
+            "(snapshots are kept every 2,500 steps, and the newest state is always one)"
+        )
+    return [(step, ema) for step, ema in snapshots if step in steps]
+
+
+def evaluate_checkpoints(
+    train_dir: Path, corpus: Corpus, out: Path, opts: EvaluateOptions = EvaluateOptions()
+) -> CheckpointReport:
+    """Score the chosen kept snapshots on the corpus' held-out (ref, eval) pairs, beside the ceilings."""
     from f5build.train.f5 import build_cfm
 
     newest = load_state(train_dir / "f5_state.pt")
     vstate = load_state(train_dir / "vocos_state.pt")
     if newest is None or vstate is None:
         raise FileNotFoundError(f"{train_dir}: no DiT and Vocos training states yet")
+    snapshots = _chosen(_snapshots(train_dir), opts.steps)
+    torch.set_num_threads(opts.threads)
     vocos = make_vocos(**vstate["arch"])
     vocos.load_state_dict(vstate["model"])
     vocos.eval()
     cfm = build_cfm(newest["vocab"], newest["arch"])
     cache = out.parent / ".quality-cache"
-    listener = Listener(corpus, cache)
-    items = eval_items(corpus, utts)
+    listener = Listener(corpus, cache, threads=opts.threads)
+    items = eval_items(corpus, opts.utts)
     # a snapshot's listening scores are kept (f5build.quality.store): a rerun scores new snapshots only
     store = ScoreStore.for_run(cache / "scores" / "checkpoints", corpus, items, "base")
     made_with = {
         "vocos": tensors_sha256(vstate["model"]),
         "sampler": package_hash(Path(__file__).parent, ("evaluate.py", "signals.py")),
     }
+
+    def vocode(mel: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            wave = vocos.decode(torch.from_numpy(np.ascontiguousarray(mel.T)[None]).float())[0].numpy()
+        return np.clip(wave, -1, 1)
+
+    def truth() -> list[UtteranceScore]:
+        return [listener.score(tgt, corpus.wave(tgt), SAMPLE_RATE) for _, tgt in items]
+
+    def copy_synthesis() -> list[UtteranceScore]:
+        return [listener.score(tgt, vocode(corpus.mel_of(tgt)), SAMPLE_RATE) for _, tgt in items]
+
+    ceilings = [
+        ConditionScore.of("ground truth", "audio", 0, "-", store.scored("ground truth", {}, truth)),
+        ConditionScore.of("copy-synthesis", "torch-fp32", 0, "-",
+                          store.scored("copy-synthesis", {"vocos": made_with["vocos"]}, copy_synthesis)),
+    ]  # fmt: skip
     rows: list[CheckpointScore] = []
-    for step, ema in _snapshots(train_dir):
+    for step, ema in snapshots:
         model = copy.deepcopy(cfm)
         model.load_state_dict({k[len("ema_model.") :]: v for k, v in ema.items() if k.startswith("ema_model.")})
         model.eval()
@@ -82,34 +142,46 @@ def evaluate_checkpoints(train_dir: Path, corpus: Corpus, out: Path, utts: int =
             for i, (ref, tgt) in enumerate(items):
                 gen_frames = int(round(tgt.frames))  # the true length: WER here measures content, not duration
                 mel = generate(model, corpus.mel_of(ref), ref_text(ref.text) + tgt.text, gen_frames, 16, seed=i)
-                with torch.inference_mode():
-                    wave = vocos.decode(torch.from_numpy(mel.T[None]).float())[0].numpy()
-                scores.append(listener.score(tgt, np.clip(wave, -1, 1), SAMPLE_RATE))
+                scores.append(listener.score(tgt, vocode(mel), SAMPLE_RATE))
             return scores
 
         scores = store.scored(name, made_from, listen)
         listening = ConditionScore.of(f"step {step}", "torch-fp32", 16, "sway", scores)
         rows.append(CheckpointScore(step, signals.mel_l1, signals.mel_l1_unrelated, signals.loudness_corr,
-                                    signals.loudness_corr_unrelated, listening))  # fmt: skip
-        print(f"checkpoint {step}: {signals.to_dict()} WER {listening.wer:.3f} sim {listening.sim:.3f} "
+                                    signals.loudness_corr_unrelated, listening,
+                                    sum(s.wer <= NEAR_WER for s in scores)))  # fmt: skip
+        print(f"checkpoint {step}: {signals.to_dict()} WER {listening.wer:.3f} (median {listening.wer_median:.2f}, "
+              f"{listening.lines_said} said) sim {listening.sim:.3f} verified {listening.verify_rate:.0%} "
               f"OVRL {listening.ovrl:.2f}", flush=True)  # fmt: skip
+    report = CheckpointReport(ceilings, rows)
+    _write(report, out, len(items))
+    return report
+
+
+def _write(report: CheckpointReport, out: Path, utts: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Kept checkpoints",
         "",
-        "Held-out speakers and sentences, f5-tts' sampler at NFE 16 (sway), the true length, the trained Vocos.",
+        f"{utts} held-out lines by held-out speakers, f5-tts' sampler at NFE 16 (sway, CFG 2, seed = line index), "
+        "the true length, the trained Vocos. A line is said at WER <= 0.5, near at WER <= "
+        f"{NEAR_WER}. The ceilings are the same lines' ground-truth audio and their true mels through the Vocos.",
         "",
-        "| step | mel L1 (unrelated) | loudness corr (unrelated) | WER | WER median | lines said | similarity "
-        "| verified | OVRL |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| step | mel L1 (unrelated) | loudness corr (unrelated) | WER | WER median | lines said | lines near "
+        "| similarity | verified | OVRL |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for c in report.ceilings:
+        lines.append(
+            f"| {c.name} | - | - | {c.wer:.3f} | {c.wer_median:.3f} | {c.lines_said} | - | {c.sim:.3f} "
+            f"| {c.verify_rate:.0%} | {c.ovrl:.2f} |"
+        )
+    for r in report.checkpoints:
         s = r.listening
         lines.append(
             f"| {r.step} | {r.mel_l1:.3f} ({r.mel_l1_unrelated:.3f}) | {r.loudness_corr:.3f} "
-            f"({r.loudness_corr_unrelated:.3f}) | {s.wer:.3f} | {s.wer_median:.3f} | {s.lines_said} | {s.sim:.3f} "
-            f"| {s.verify_rate:.0%} | {s.ovrl:.2f} |"
+            f"({r.loudness_corr_unrelated:.3f}) | {s.wer:.3f} | {s.wer_median:.3f} | {s.lines_said} | {r.lines_near} "
+            f"| {s.sim:.3f} | {s.verify_rate:.0%} | {s.ovrl:.2f} |"
         )
     atomic_write_bytes(out / "checkpoints.md", ("\n".join(lines) + "\n").encode("utf-8"))
-    atomic_write_json(out / "checkpoints.json", [asdict(r) for r in rows])
-    return out
+    atomic_write_json(out / "checkpoints.json", asdict(report))
