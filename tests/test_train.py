@@ -635,6 +635,19 @@ def test_evaluate_scores_each_snapshot_once(small_corpus: Path, tmp_path: Path, 
     voc.run_until(3, progress=False)  # other Vocos weights: every snapshot and copy-synthesis sound different
     evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, two)
     assert len(calls) == 8 + 2 * 3
+    # a run forked from this state has its own "step 4": scoring it keeps this run's scores
+    shutil.copytree(tmp_path / "run", tmp_path / "fork")
+    f5.run_until(6, progress=False)
+    fork, _ = _trainers(small_corpus, tmp_path / "fork", lr=1e-4)
+    fork = type(fork)(fork.corpus, fork.vocab, tmp_path / "fork", replace(fork.opts, keep_every=2))
+    fork.run_until(6, progress=False)
+    evaluate.evaluate_checkpoints(tmp_path / "fork", corpus, reports, evaluate.EvaluateOptions(2, (6,)))
+    assert len(calls) == 14 + 2 * 2 + 2  # a run's scores are its own: the fork scores its ceilings once too
+    evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, evaluate.EvaluateOptions(2, (6,)))
+    assert len(calls) == 20 + 2
+    evaluate.evaluate_checkpoints(tmp_path / "fork", corpus, reports, evaluate.EvaluateOptions(2, (6,)))
+    evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, evaluate.EvaluateOptions(2, (6,)))
+    assert len(calls) == 22  # neither run's step 6 evicted the other's
 
 
 @needs_espeak

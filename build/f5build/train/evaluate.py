@@ -11,6 +11,8 @@ reports/train/checkpoints.{md,json}.
 from __future__ import annotations
 
 import copy
+import hashlib
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,6 +76,13 @@ def _snapshots(train_dir: Path) -> list[tuple[int, dict[str, torch.Tensor]]]:
     return out
 
 
+def run_folder(train_dir: Path) -> str:
+    """The store folder of one training run: its folder's name and a digest of its resolved path."""
+    path = train_dir.resolve()
+    digest = hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:12]
+    return f"{re.sub(r'[^A-Za-z0-9.-]+', '_', path.name)}-{digest}"
+
+
 def _chosen(snapshots: list[tuple[int, dict[str, torch.Tensor]]], steps: tuple[int, ...]) -> list[tuple[int, dict]]:
     if not steps:
         return snapshots
@@ -106,8 +115,10 @@ def evaluate_checkpoints(
     cache = out.parent / ".quality-cache"
     listener = Listener(corpus, cache, threads=opts.threads)
     items = eval_items(corpus, opts.utts)
-    # a snapshot's listening scores are kept (f5build.quality.store): a rerun scores new snapshots only
-    store = ScoreStore.for_run(cache / "scores" / "checkpoints", corpus, items, "base")
+    # a snapshot's listening scores are kept (f5build.quality.store): a rerun scores new snapshots only. The
+    # store keeps one result per condition name, so each run has its own folder: two runs forked from one
+    # state both have a "step 60000", and sharing a folder, each would evict the other's
+    store = ScoreStore.for_run(cache / "scores" / "checkpoints" / run_folder(train_dir), corpus, items, "base")
     made_with = {
         "vocos": tensors_sha256(vstate["model"]),
         "sampler": package_hash(Path(__file__).parent, ("evaluate.py", "signals.py")),
