@@ -582,14 +582,16 @@ def test_kept_snapshots_are_what_evaluate_scores(small_corpus: Path, tmp_path: P
     """`--train-parts evaluate` reads every kept EMA snapshot and the newest state, older snapshots
     (saved without a top-level step) included."""
     from f5build.train.evaluate import _snapshots
+    from f5build.train.state import load_state
 
     f5, _ = _trainers(small_corpus, tmp_path)
     f5 = type(f5)(f5.corpus, f5.vocab, tmp_path, replace(f5.opts, keep_every=2))
     f5.run_until(5, progress=False)
-    assert [step for step, _ in _snapshots(tmp_path)] == [2, 4, 5]
+    newest = load_state(tmp_path / "f5_state.pt")
+    assert [step for step, _ in _snapshots(tmp_path, newest)] == [2, 4, 5]
     old = torch.load(tmp_path / "f5_ema_000002.pt", weights_only=False)
     torch.save({"ema_model_state_dict": old["ema_model_state_dict"]}, tmp_path / "f5_ema_000002.pt")
-    snaps = dict(_snapshots(tmp_path))
+    snaps = dict(_snapshots(tmp_path, newest))
     assert sorted(snaps) == [2, 4, 5]
     for name, value in f5.ema.state_dict().items():
         torch.testing.assert_close(snaps[5][f"ema_model.{name}"], value, rtol=0, atol=0, msg=name)

@@ -92,7 +92,7 @@ class ScoreStore:
         return sha256_json({"context": self.context, "condition": name, "graphs": made_from})
 
     def _path(self, name: str, key: str) -> Path:
-        return self.folder / f"{_slug(name)}-{key[:16]}.json"
+        return self.folder / f"{slug(name)}-{key[:16]}.json"
 
     def get(self, name: str, made_from: dict[str, str]) -> list[UtteranceScore] | None:
         """The stored scores of condition `name` made from `made_from` (the sha256 of the graphs or weights
@@ -133,11 +133,12 @@ class ScoreStore:
         except OSError as e:
             print(f"quality: warning: {name}'s scores not stored, a rerun will score it again: {e}", flush=True)
             return None
-        for old in self.folder.glob(f"{_slug(name)}-*.json"):  # the newest result of a condition only
-            if old != path and re.fullmatch(re.escape(_slug(name)) + r"-[0-9a-f]{16}\.json", old.name):
+        for old in self.folder.glob(f"{slug(name)}-*.json"):  # the newest result of a condition only
+            if old != path and re.fullmatch(re.escape(slug(name)) + r"-[0-9a-f]{16}\.json", old.name):
                 old.unlink(missing_ok=True)
         return path
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """`name` as a file-name part: runs of anything but letters, digits and dots become one underscore."""
     return re.sub(r"[^A-Za-z0-9.]+", "_", name).strip("_")

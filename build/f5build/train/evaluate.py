@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 from f5build.common import package_hash
 from f5build.load import make_vocos, tensors_sha256
 from f5build.quality.scoring import ConditionScore, UtteranceScore
-from f5build.quality.store import ScoreStore
+from f5build.quality.store import ScoreStore, slug
 from f5build.quality.sweep import Listener, eval_items
 from f5build.train.corpus import SAMPLE_RATE, Corpus
 from f5build.train.signals import alignment_signals, generate, ref_text
@@ -64,36 +63,33 @@ class CheckpointReport:
     checkpoints: list[CheckpointScore]
 
 
-def _snapshots(train_dir: Path) -> list[tuple[int, dict[str, torch.Tensor]]]:
+def _snapshots(train_dir: Path, newest: dict, steps: tuple[int, ...] = ()) -> list[tuple[int, dict[str, torch.Tensor]]]:
+    """(step, EMA state dict) of the kept snapshots and the newest state (`newest`, already read), or of
+    `steps` only: a step neither holds is refused, and only the snapshots asked for are read."""
+    kept = {int(path.stem.rsplit("_", 1)[1]): path for path in train_dir.glob("f5_ema_*.pt")}
+    newest_step = int(newest["step"])
+    missing = sorted(set(steps) - set(kept) - {newest_step})
+    if missing:
+        raise ValueError(
+            f"--train-eval-steps: no kept snapshot at step(s) {missing}; kept: {sorted(set(kept) | {newest_step})} "
+            "(the newest state is always one)"
+        )
     out = []
-    for path in sorted(train_dir.glob("f5_ema_*.pt")):
+    for step, path in sorted(kept.items()):
+        if steps and step not in steps:
+            continue
         state = load_state(path, require="ema_model_state_dict")  # snapshots before 2026-12 hold no "step"
         if state is not None:
-            out.append((int(path.stem.rsplit("_", 1)[1]), state["ema_model_state_dict"]))
-    newest = load_state(train_dir / "f5_state.pt")
-    if newest is not None and all(step != int(newest["step"]) for step, _ in out):
-        out.append((int(newest["step"]), newest["ema_model_state_dict"]))
+            out.append((step, state["ema_model_state_dict"]))
+    if (not steps or newest_step in steps) and all(step != newest_step for step, _ in out):
+        out.append((newest_step, newest["ema_model_state_dict"]))
     return out
 
 
 def run_folder(train_dir: Path) -> str:
     """The store folder of one training run: its folder's name and a digest of its resolved path."""
     path = train_dir.resolve()
-    digest = hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:12]
-    return f"{re.sub(r'[^A-Za-z0-9.-]+', '_', path.name)}-{digest}"
-
-
-def _chosen(snapshots: list[tuple[int, dict[str, torch.Tensor]]], steps: tuple[int, ...]) -> list[tuple[int, dict]]:
-    if not steps:
-        return snapshots
-    kept = {step for step, _ in snapshots}
-    missing = sorted(set(steps) - kept)
-    if missing:
-        raise ValueError(
-            f"--train-eval-steps: no kept snapshot at step(s) {missing}; kept: {sorted(kept)} "
-            "(snapshots are kept every 2,500 steps, and the newest state is always one)"
-        )
-    return [(step, ema) for step, ema in snapshots if step in steps]
+    return f"{slug(path.name)}-{hashlib.sha256(str(path).encode('utf-8')).hexdigest()[:12]}"
 
 
 def evaluate_checkpoints(
@@ -106,7 +102,7 @@ def evaluate_checkpoints(
     vstate = load_state(train_dir / "vocos_state.pt")
     if newest is None or vstate is None:
         raise FileNotFoundError(f"{train_dir}: no DiT and Vocos training states yet")
-    snapshots = _chosen(_snapshots(train_dir), opts.steps)
+    snapshots = _snapshots(train_dir, newest, opts.steps)
     torch.set_num_threads(opts.threads)
     vocos = make_vocos(**vstate["arch"])
     vocos.load_state_dict(vstate["model"])
