@@ -7,6 +7,7 @@ not the model's quality (that is `f5build quality`'s job).
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import replace
@@ -508,6 +509,49 @@ def test_ctc_readout_is_a_signal_that_leaves_the_trajectory_alone(small_corpus: 
     assert "CTC CER t=0" in (report / "train.md").read_text()
 
 
+@needs_espeak
+def test_text_use_is_zero_where_the_text_cannot_reach_the_model_and_leaves_the_run_alone(
+    small_corpus: Path, tmp_path: Path
+):
+    """The text-use figure (own text against another line's) is exactly 0 for a DiT whose input projection
+    drops the text, and not 0 once the text reaches it; it draws its own fixed noise, puts the model's mode
+    back and logs with the signals, so a run read midway ends bitwise where an unread one does."""
+    from f5build.train.report import write_training_report
+    from f5build.train.textuse import TextUse, text_use, text_use_signals
+
+    plain, _ = _trainers(small_corpus, tmp_path / "plain", upsampling=True)
+    plain.run_until(4, progress=False)
+    read, _ = _trainers(small_corpus, tmp_path / "read", upsampling=True)
+    read.run_until(2, progress=False)
+    read.cfm.train()
+    figures = text_use(read.cfm, read.corpus, count=2)
+    assert read.cfm.training  # the mode it had
+    assert [f.time for f in figures] == [0.1, 0.2] and all(f.lines == 2 and f.own > 0 for f in figures)
+    assert all(abs(f.gain) > 1e-6 for f in figures)  # an untrained DiT still reacts to which text it gets
+    assert figures == text_use(read.cfm, read.corpus, count=2)  # fixed noise
+    read.run_until(4, progress=False)
+    for (name, a), b in zip(read.cfm.state_dict().items(), plain.cfm.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+    deaf = copy.deepcopy(plain.cfm)  # the text enters the DiT only through the input projection's last columns
+    text_dim = deaf.transformer.text_embed.text_embed.embedding_dim
+    with torch.no_grad():
+        deaf.transformer.input_embed.proj.weight[:, -text_dim:] = 0
+    assert [f.gain for f in text_use(deaf, plain.corpus, count=2)] == [0.0, 0.0]
+    assert text_use_signals([TextUse(0.1, 0.5, 0.75, 2)]) == {"text_gain_t0.1": 0.25, "text_err_t0.1": 0.5}
+    with pytest.raises(ValueError, match="at least two held-out lines"):
+        text_use(deaf, plain.corpus, count=1)
+    with pytest.raises(ValueError, match=r"flow times must lie in \[0, 1\)"):
+        text_use(deaf, plain.corpus, count=2, times=(0.1, 1.0))
+
+    rows = [{"step": 2, "signals": {"mel_l1": 2.5, "mel_l1_unrelated": 3.0, "loudness_corr": 0.5,
+                                    "loudness_corr_unrelated": 0.4} | text_use_signals(figures)}]  # fmt: skip
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "f5_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = (write_training_report(tmp_path / "log", tmp_path / "reports") / "train.md").read_text()
+    assert "text gain t=0.1 | t=0.2 |" in report and f" {figures[0].gain:.3f} | {figures[1].gain:.3f} |" in report
+
+
 def test_ctc_and_learning_rate_options_are_checked(tmp_path: Path):
     import argparse
 
@@ -627,6 +671,7 @@ def test_evaluate_scores_each_snapshot_once(small_corpus: Path, tmp_path: Path, 
     first = json.loads((reports / "checkpoints.json").read_text())
     assert [r["step"] for r in first["checkpoints"]] == [2] and len(calls) == 2 + 2 * 2  # and the two ceilings
     assert [c["name"] for c in first["ceilings"]] == ["ground truth", "copy-synthesis"]
+    assert [(u["time"], u["lines"]) for u in first["checkpoints"][0]["text_use"]] == [(0.1, 2), (0.2, 2)]
     truth = [corpus.wave(t) for _, t in evaluate.eval_items(corpus, 2)]
     assert first["ceilings"][0]["wer"] == pytest.approx(np.mean([np.sqrt(np.mean(np.square(w))) for w in truth]))
     f5.run_until(4, progress=False)
@@ -687,6 +732,7 @@ def test_evaluate_scores_the_steps_asked_for_and_refuses_steps_not_kept(small_co
     assert [r.step for r in report.checkpoints] == [4, 5] and len(scored) == 2 + 2
     assert [r.lines_near for r in report.checkpoints] == [1, 1]  # WER 0.6 is near, not said
     assert [r.listening.lines_said for r in report.checkpoints] == [0, 0]
+    assert [r.text_use for r in report.checkpoints] == [(), ()]  # one line has no other line's text to borrow
     table = (reports / "checkpoints.md").read_text()
     assert "| ground truth |" in table and "| 5 |" in table and "| 2 |" not in table
 

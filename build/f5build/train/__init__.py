@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 from f5build.context import ROOT, csv_list
 
 if TYPE_CHECKING:
+    import torch
+
     from f5build.train.corpus import Corpus
     from f5build.train.evaluate import EvaluateOptions
     from f5build.train.f5 import F5TrainOptions
@@ -274,10 +276,14 @@ def run(options: Options) -> int:
     if "f5" in options.parts:
         from f5build.train.f5 import F5Trainer, make_vocab
         from f5build.train.signals import alignment_signals
+        from f5build.train.textuse import text_use, text_use_signals
+
+        def signals(ema: torch.nn.Module, step: int) -> dict[str, float]:
+            return alignment_signals(ema, corpus).to_dict() | text_use_signals(text_use(ema, corpus))
 
         fopts = options.f5_options()
         trainer = F5Trainer(corpus, make_vocab(corpus), options.train_dir, fopts)
-        trainer.run_until(fopts.steps, signals=lambda ema, step: alignment_signals(ema, corpus).to_dict())
+        trainer.run_until(fopts.steps, signals=signals)
     if "export" in options.parts:
         from f5build.train.release import export_release
 

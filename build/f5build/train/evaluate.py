@@ -24,8 +24,9 @@ from f5build.quality.scoring import ConditionScore, UtteranceScore
 from f5build.quality.store import ScoreStore, slug
 from f5build.quality.sweep import Listener, eval_items
 from f5build.train.corpus import SAMPLE_RATE, Corpus
-from f5build.train.signals import alignment_signals, generate, ref_text
+from f5build.train.signals import EVAL_NFE, alignment_signals, say
 from f5build.train.state import load_state
+from f5build.train.textuse import TextUse, text_use
 from f5rt.files import atomic_write_bytes, atomic_write_json
 
 NEAR_WER = 0.8  # a line with at most this WER has its shape and some words right: progress before it is said
@@ -53,6 +54,7 @@ class CheckpointScore:
     loudness_corr_unrelated: float
     listening: ConditionScore
     lines_near: int = 0  # lines with WER <= NEAR_WER
+    text_use: tuple[TextUse, ...] = ()  # f5build.train.textuse on the same lines, at each of its flow times
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,9 @@ def evaluate_checkpoints(
     store = ScoreStore.for_run(cache / "scores" / "checkpoints" / run_folder(train_dir), corpus, items, "base")
     made_with = {
         "vocos": tensors_sha256(vstate["model"]),
-        "sampler": package_hash(Path(__file__).parent, ("evaluate.py", "signals.py")),
+        # what synthesizes the lines (f5build.train.signals.say): a change there scores every snapshot again,
+        # a change to this report does not
+        "sampler": package_hash(Path(__file__).parent, ("signals.py",)),
     }
 
     def vocode(mel: np.ndarray) -> np.ndarray:
@@ -145,19 +149,19 @@ def evaluate_checkpoints(
         name, made_from = f"step {step}", made_with | {"ema": tensors_sha256(ema)}
 
         def listen(model: torch.nn.Module = model) -> list[UtteranceScore]:
-            scores = []
-            for i, (ref, tgt) in enumerate(items):
-                gen_frames = int(round(tgt.frames))  # the true length: WER here measures content, not duration
-                mel = generate(model, corpus.mel_of(ref), ref_text(ref.text) + tgt.text, gen_frames, 16, seed=i)
-                scores.append(listener.score(tgt, vocode(mel), SAMPLE_RATE))
-            return scores
+            return [listener.score(tgt, vocode(say(model, corpus, ref, tgt, seed=i)), SAMPLE_RATE)
+                    for i, (ref, tgt) in enumerate(items)]  # fmt: skip
 
         scores = store.scored(name, made_from, listen)
-        listening = ConditionScore.of(f"step {step}", "torch-fp32", 16, "sway", scores)
+        listening = ConditionScore.of(f"step {step}", "torch-fp32", EVAL_NFE, "sway", scores)
+        # each line borrows another's text: one line alone has no figure
+        uses = tuple(text_use(model, corpus, count=len(items))) if len(items) > 1 else ()
         rows.append(CheckpointScore(step, signals.mel_l1, signals.mel_l1_unrelated, signals.loudness_corr,
                                     signals.loudness_corr_unrelated, listening,
-                                    sum(s.wer <= NEAR_WER for s in scores)))  # fmt: skip
-        print(f"checkpoint {step}: {signals.to_dict()} WER {listening.wer:.3f} (median {listening.wer_median:.2f}, "
+                                    sum(s.wer <= NEAR_WER for s in scores), uses))  # fmt: skip
+        gains = " ".join(f"t={u.time:g} {u.gain:.3f}" for u in uses)
+        print(f"checkpoint {step}: {signals.to_dict()} text gain {gains} "
+              f"WER {listening.wer:.3f} (median {listening.wer_median:.2f}, "
               f"{listening.lines_said} said) sim {listening.sim:.3f} verified {listening.verify_rate:.0%} "
               f"OVRL {listening.ovrl:.2f}", flush=True)  # fmt: skip
     report = CheckpointReport(ceilings, rows)
@@ -172,22 +176,24 @@ def _write(report: CheckpointReport, out: Path, utts: int) -> None:
         "",
         f"{utts} held-out lines by held-out speakers, f5-tts' sampler at NFE 16 (sway, CFG 2, seed = line index), "
         "the true length, the trained Vocos. A line is said at WER <= 0.5, near at WER <= "
-        f"{NEAR_WER}. The ceilings are the same lines' ground-truth audio and their true mels through the Vocos.",
+        f"{NEAR_WER}. The ceilings are the same lines' ground-truth audio and their true mels through the Vocos. "
+        "Text gain: how much worse the DiT predicts the velocity on the lines' frames with another line's text "
+        "than with its own, at flow time t (f5build.train.textuse; 0 = the text is ignored).",
         "",
-        "| step | mel L1 (unrelated) | loudness corr (unrelated) | WER | WER median | lines said | lines near "
-        "| similarity | verified | OVRL |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| step | mel L1 (unrelated) | loudness corr (unrelated) | text gain t=0.1 / 0.2 | WER | WER median "
+        "| lines said | lines near | similarity | verified | OVRL |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in report.ceilings:
         lines.append(
-            f"| {c.name} | - | - | {c.wer:.3f} | {c.wer_median:.3f} | {c.lines_said} | - | {c.sim:.3f} "
+            f"| {c.name} | - | - | - | {c.wer:.3f} | {c.wer_median:.3f} | {c.lines_said} | - | {c.sim:.3f} "
             f"| {c.verify_rate:.0%} | {c.ovrl:.2f} |"
         )
     for r in report.checkpoints:
         s = r.listening
         lines.append(
             f"| {r.step} | {r.mel_l1:.3f} ({r.mel_l1_unrelated:.3f}) | {r.loudness_corr:.3f} "
-            f"({r.loudness_corr_unrelated:.3f}) | {s.wer:.3f} | {s.wer_median:.3f} | {s.lines_said} | {r.lines_near} "
+            f"({r.loudness_corr_unrelated:.3f}) | {' / '.join(f'{u.gain:.3f}' for u in r.text_use) or '-'} | {s.wer:.3f} | {s.wer_median:.3f} | {s.lines_said} | {r.lines_near} "
             f"| {s.sim:.3f} | {s.verify_rate:.0%} | {s.ovrl:.2f} |"
         )
     atomic_write_bytes(out / "checkpoints.md", ("\n".join(lines) + "\n").encode("utf-8"))

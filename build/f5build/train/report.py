@@ -27,7 +27,11 @@ def write_training_report(train_dir: Path, out: Path) -> Path:
     signals = [{"step": r["step"], **r["signals"]} for r in f5 if "signals" in r]
     out.mkdir(parents=True, exist_ok=True)
     readout = [s for s in signals if "ctc_cer_t0" in s]  # the CTC head's reading, when the aid is on
-    fig, axes = plt.subplots(1, 4 if readout else 3, figsize=(20 if readout else 15, 4))
+    uses = [
+        s for s in signals if "text_gain_t0.1" in s
+    ]  # f5build.train.textuse, in logs written since it joined the signals
+    panels = 3 + bool(readout) + bool(uses)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
     axes[0].plot([r["step"] for r in losses], [r["loss_avg"] for r in losses])
     axes[0].set(title="DiT flow-matching loss", xlabel="step", yscale="log")
     axes[1].plot([r["step"] for r in vocos], [r["mel_l1"] for r in vocos], label="mel L1")
@@ -43,6 +47,11 @@ def write_training_report(train_dir: Path, out: Path) -> Path:
             axes[3].plot([s["step"] for s in readout], [s[key] for s in readout], label=label)
         axes[3].set(title="CTC head's reading: character error rate", xlabel="step", ylim=(0, 1.05))
         axes[3].legend()
+    if uses:
+        for key, label in (("text_gain_t0.1", "t=0.1"), ("text_gain_t0.2", "t=0.2")):
+            axes[-1].plot([s["step"] for s in uses], [s[key] for s in uses], label=label)
+        axes[-1].set(title="text use: error with another line's text - own", xlabel="step")
+        axes[-1].legend()
     fig.tight_layout()
     with atomic_path(out / "loss.png") as tmp:
         fig.savefig(tmp, format="png", dpi=90)
@@ -60,7 +69,9 @@ def write_training_report(train_dir: Path, out: Path) -> Path:
         lines += [f"Vocos: step {last['step']}, mel L1 {last['mel_l1']:.4f}, {last['sec'] / 3600:.2f} CPU-hours.", ""]
     if signals:
         head = "| step | mel L1 | unrelated | loudness corr | unrelated |"
-        lines += [head + (" CTC CER t=0 | t=0.9 |" if readout else ""), "|---" * (7 if readout else 5) + "|"]
+        head += " CTC CER t=0 | t=0.9 |" if readout else ""
+        head += " text gain t=0.1 | t=0.2 |" if uses else ""
+        lines += [head, "|---" * (5 + 2 * bool(readout) + 2 * bool(uses)) + "|"]
         for s in signals:
             row = (
                 f"| {s['step']} | {s['mel_l1']:.3f} | {s['mel_l1_unrelated']:.3f} | {s['loudness_corr']:.3f} "
@@ -68,6 +79,8 @@ def write_training_report(train_dir: Path, out: Path) -> Path:
             )
             if readout:
                 row += "".join(f" {s[k]:.3f} |" if k in s else " - |" for k in ("ctc_cer_t0", "ctc_cer_t0.9"))
+            if uses:
+                row += "".join(f" {s[k]:.3f} |" if k in s else " - |" for k in ("text_gain_t0.1", "text_gain_t0.2"))
             lines.append(row)
     atomic_write_bytes(out / "train.md", ("\n".join(lines) + "\n").encode("utf-8"))
     return out

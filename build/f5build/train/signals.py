@@ -93,6 +93,15 @@ def generate(cfm: torch.nn.Module, ref_mel: np.ndarray, text: str, frames: int, 
     return out[0, ref_mel.shape[0] :].float().numpy()
 
 
+EVAL_NFE = 16  # the checkpoint figures' NFE (f5build.train.evaluate)
+
+
+def say(cfm: torch.nn.Module, corpus: Corpus, ref: Utterance, tgt: Utterance, seed: int) -> np.ndarray:
+    """A held-out line as the checkpoint figures synthesize it: in `ref`'s voice, at NFE `EVAL_NFE`
+    and at the line's true length, so that its WER measures what is said, not how long it takes."""
+    return generate(cfm, corpus.mel_of(ref), ref_text(ref.text) + tgt.text, int(round(tgt.frames)), EVAL_NFE, seed)
+
+
 def alignment_signals(cfm: torch.nn.Module, corpus: Corpus, count: int = 8, nfe: int = 16) -> AlignmentSignals:
     pairs = eval_pairs(corpus, count)
     if len(pairs) < 2:
