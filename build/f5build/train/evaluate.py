@@ -174,7 +174,7 @@ def _write(report: CheckpointReport, out: Path, utts: int) -> None:
     lines = [
         "# Kept checkpoints",
         "",
-        f"{utts} held-out lines by held-out speakers, f5-tts' sampler at NFE 16 (sway, CFG 2, seed = line index), "
+        f"{utts} held-out lines by held-out speakers, f5-tts' sampler at NFE {EVAL_NFE} (sway, CFG 2, seed = line index), "
         "the true length, the trained Vocos. A line is said at WER <= 0.5, near at WER <= "
         f"{NEAR_WER}. The ceilings are the same lines' ground-truth audio and their true mels through the Vocos. "
         "Text gain: how much worse the DiT predicts the velocity on the lines' frames with another line's text "
@@ -191,10 +191,11 @@ def _write(report: CheckpointReport, out: Path, utts: int) -> None:
         )
     for r in report.checkpoints:
         s = r.listening
+        gains = " / ".join(f"{u.gain:.3f}" for u in r.text_use) or "-"
         lines.append(
             f"| {r.step} | {r.mel_l1:.3f} ({r.mel_l1_unrelated:.3f}) | {r.loudness_corr:.3f} "
-            f"({r.loudness_corr_unrelated:.3f}) | {' / '.join(f'{u.gain:.3f}' for u in r.text_use) or '-'} | {s.wer:.3f} | {s.wer_median:.3f} | {s.lines_said} | {r.lines_near} "
-            f"| {s.sim:.3f} | {s.verify_rate:.0%} | {s.ovrl:.2f} |"
+            f"({r.loudness_corr_unrelated:.3f}) | {gains} | {s.wer:.3f} | {s.wer_median:.3f} | {s.lines_said} "
+            f"| {r.lines_near} | {s.sim:.3f} | {s.verify_rate:.0%} | {s.ovrl:.2f} |"
         )
     atomic_write_bytes(out / "checkpoints.md", ("\n".join(lines) + "\n").encode("utf-8"))
     atomic_write_json(out / "checkpoints.json", asdict(report))
