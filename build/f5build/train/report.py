@@ -27,9 +27,8 @@ def write_training_report(train_dir: Path, out: Path) -> Path:
     signals = [{"step": r["step"], **r["signals"]} for r in f5 if "signals" in r]
     out.mkdir(parents=True, exist_ok=True)
     readout = [s for s in signals if "ctc_cer_t0" in s]  # the CTC head's reading, when the aid is on
-    uses = [
-        s for s in signals if "text_gain_t0.1" in s
-    ]  # f5build.train.textuse, in logs written since it joined the signals
+    # how much the DiT uses its text (f5build.train.textuse), in logs written since it joined the signals
+    uses = [s for s in signals if "text_gain_t0.1" in s]
     panels = 3 + bool(readout) + bool(uses)
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
     axes[0].plot([r["step"] for r in losses], [r["loss_avg"] for r in losses])

@@ -9,9 +9,10 @@ the line's own text and once with another held-out line's text over the same ref
 ignores its text scores both alike; the more it has learned what the text says, the larger the
 error with the wrong text is against the right one (`gain`).
 
-Flow time: at t = 0 the frames hold only noise, and the error is dominated by how loud and where,
-which the text's length alone already says; from t = 0.3 on the speech in x_t says most of what the
-text would. Times 0.1 and 0.2 are where the text's content matters and the figure is steady.
+Flow time: at t = 0 the frames hold only noise, the error is dominated by where and how loud the
+speech is, and the figure swings between neighbouring snapshots; from t = 0.3 on the speech in x_t
+says most of what the text would, and the gain is near 0. Times 0.1 and 0.2 are where the text's
+content matters and the figure is steady (docs/training.md, "The text-use figure").
 
 The noise is drawn from its own fixed-seed generator and the model's training mode is put back, so
 reading it midway through a run leaves the run's random streams and weights alone.
