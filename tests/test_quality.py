@@ -204,14 +204,14 @@ def test_a_conditions_guidance_strength_reaches_the_sampler(tiny_artifacts: Path
     differs from f5-tts' default strength on the same seed."""
     import numpy as np
 
-    from f5build.quality.sweep import Condition, eval_items, synthesize_condition
+    from f5build.quality.sweep import Condition, synthesize_condition
     from f5build.train.corpus import SAMPLE_RATE, CorpusOptions, load_corpus, make_corpus
     from f5rt.synthesizer import SynthesisOptions, Synthesizer
 
     small = CorpusOptions(train_speakers=1, held_out_speakers=2, held_out_variants=2, train_sentences=1, phrases=1,
                           eval_sentences=2)  # fmt: skip
     evalset = load_corpus(make_corpus(tmp_path / "eval", small, splits=("ref", "eval"), progress=False))
-    items = eval_items(evalset, 1)
+    items = evalset.held_out_pairs(1)
     ref, tgt = items[0]
     with Synthesizer(tiny_artifacts, backend="onnxruntime", precision="fp32", threads=1) as synth:
         ((_, low, _),) = synthesize_condition(synth, Condition("fp32", 4, "sway", 0.5), evalset, items)
@@ -245,14 +245,14 @@ def test_a_killed_or_widened_sweep_scores_each_condition_once(tiny_artifacts: Pa
     """Each condition is stored when scored; a rerun takes back what it holds for the same graphs and
     scores only the rest, in the order asked; a damaged file, other graphs or --quality-rescore score again."""
     from f5build.quality.store import ScoreStore, graph_hashes
-    from f5build.quality.sweep import Condition, ceilings, eval_items, run_conditions
+    from f5build.quality.sweep import Condition, ceilings, run_conditions
     from f5build.train.corpus import CorpusOptions, load_corpus, make_corpus
     from f5rt.manifest import load_manifest
 
     small = CorpusOptions(train_speakers=1, held_out_speakers=2, held_out_variants=2, train_sentences=1, phrases=1,
                           eval_sentences=2)  # fmt: skip
     evalset = load_corpus(make_corpus(tmp_path / "eval", small, splits=("ref", "eval"), progress=False))
-    items = eval_items(evalset, 2)
+    items = evalset.held_out_pairs(2)
     folder = tmp_path / "scores"
     a, b, c = Condition("fp32", 4, "sway"), Condition("fp32", 4, "midpoint"), Condition("fp32", 5, "sway", 1.0)
 

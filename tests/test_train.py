@@ -90,6 +90,13 @@ def test_corpus_is_deterministic_split_and_verified(small_corpus: Path, tmp_path
     ev = load_corpus(make_corpus(tmp_path / "ev", SMALL, progress=False, splits=("ref", "eval")))
     assert [(u.id, u.text) for u in ev.utts] == [(u.id, u.text) for u in c.utts if u.split in ("ref", "eval")]
     np.testing.assert_array_equal(ev.mel_of(ev.utts[0]), c.mel_of(c.split("ref")[0]))
+    # every held-out figure reads the same (reference, line) pairs: each eval line after its speaker's reference
+    pairs = ev.held_out_pairs()
+    assert [t.id for _, t in pairs] == [u.id for u in ev.split("eval")]
+    assert all(r.split == "ref" and r.speaker == t.speaker for r, t in pairs)
+    assert ev.held_out_pairs(3) == pairs[:3] and ev.held_out_pairs(0) == []
+    with pytest.raises(ValueError, match="5 held-out lines asked for, the held-out set has 4"):
+        ev.held_out_pairs(5)
     # a changed file is refused
     tampered = tmp_path / "tampered"
     shutil.copytree(small_corpus, tampered)
@@ -672,7 +679,7 @@ def test_evaluate_scores_each_snapshot_once(small_corpus: Path, tmp_path: Path, 
     assert [r["step"] for r in first["checkpoints"]] == [2] and len(calls) == 2 + 2 * 2  # and the two ceilings
     assert [c["name"] for c in first["ceilings"]] == ["ground truth", "copy-synthesis"]
     assert [(u["time"], u["lines"]) for u in first["checkpoints"][0]["text_use"]] == [(0.1, 2), (0.2, 2)]
-    truth = [corpus.wave(t) for _, t in evaluate.eval_items(corpus, 2)]
+    truth = [corpus.wave(t) for _, t in corpus.held_out_pairs(2)]
     assert first["ceilings"][0]["wer"] == pytest.approx(np.mean([np.sqrt(np.mean(np.square(w))) for w in truth]))
     f5.run_until(4, progress=False)
     evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, two)
@@ -726,7 +733,7 @@ def test_evaluate_scores_the_steps_asked_for_and_refuses_steps_not_kept(small_co
         evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, evaluate.EvaluateOptions(steps=(3, 4)))
     assert scored == [] and not reports.exists()
     held = len(corpus.split("eval"))
-    with pytest.raises(ValueError, match="utterances asked for"):
+    with pytest.raises(ValueError, match=f"{held + 1} held-out lines asked for, the held-out set has {held}"):
         evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, evaluate.EvaluateOptions(utts=held + 1))
     report = evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, evaluate.EvaluateOptions(1, (4, 5)))
     assert [r.step for r in report.checkpoints] == [4, 5] and len(scored) == 2 + 2

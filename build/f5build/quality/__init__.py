@@ -132,7 +132,7 @@ def run(options: Options) -> int:
     from f5build.quality.gates import QualityGates, check
     from f5build.quality.report import write_quality_report
     from f5build.quality.store import ScoreStore
-    from f5build.quality.sweep import Condition, Listener, ceilings, eval_items, run_conditions, served_schedule
+    from f5build.quality.sweep import Condition, Listener, ceilings, run_conditions, served_schedule
     from f5build.train.corpus import CorpusOptions, corpus_is_current, load_corpus, make_corpus
     from f5rt.manifest import load_manifest
 
@@ -164,7 +164,7 @@ def run(options: Options) -> int:
         print(f"making the held-out set in {options.evalset}", flush=True)
         make_corpus(options.evalset, CorpusOptions(), splits=splits, progress=False)
     evalset = load_corpus(options.evalset)
-    items = eval_items(evalset, options.utts)
+    items = evalset.held_out_pairs(options.utts)
     t0 = time.perf_counter()
     cache = options.artifacts.parent / ".quality-cache"
     listener = Listener(evalset, cache, options.asr, options.threads)

@@ -95,15 +95,6 @@ class Listener:
                               m.ovrl, m.sig, m.bak, m.p808, audio.shape[0] / rate)  # fmt: skip
 
 
-def eval_items(evalset: Corpus, count: int) -> list[tuple[Utterance, Utterance]]:
-    """(reference, target) for the first `count` held-out lines, speakers taken in turn."""
-    refs = {u.speaker: u for u in evalset.split("ref")}
-    items = [(refs[u.speaker], u) for u in evalset.split("eval") if u.speaker in refs]
-    if count > len(items):
-        raise ValueError(f"{count} utterances asked for, the held-out set has {len(items)}")
-    return items[:count]
-
-
 def ceilings(
     artifacts: Path,
     evalset: Corpus,

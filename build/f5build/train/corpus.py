@@ -89,6 +89,19 @@ class Corpus:
         """(frames, 100) float32 log-mel."""
         return self.mel[u.frame_start : u.frame_start + u.frames].astype(np.float32)
 
+    def held_out_pairs(self, count: int | None = None) -> list[tuple[Utterance, Utterance]]:
+        """(reference, line) for the held-out lines in corpus order, each in its speaker's reference
+        voice: the pairs every held-out figure (training signals, listening figures) is measured on,
+        so that a figure on the first n lines and another on the first m share their first min(n, m).
+        `count` takes the first `count` and refuses more than the set holds; None takes all."""
+        refs = {u.speaker: u for u in self.split("ref")}
+        pairs = [(refs[u.speaker], u) for u in self.split("eval") if u.speaker in refs]
+        if count is None:
+            return pairs
+        if not 0 <= count <= len(pairs):
+            raise ValueError(f"{count} held-out lines asked for, the held-out set has {len(pairs)}")
+        return pairs[:count]
+
 
 def espeak_version() -> str:
     exe = shutil.which("espeak-ng")

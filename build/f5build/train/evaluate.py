@@ -22,7 +22,7 @@ from f5build.common import package_hash
 from f5build.load import make_vocos, tensors_sha256
 from f5build.quality.scoring import ConditionScore, UtteranceScore
 from f5build.quality.store import ScoreStore, slug
-from f5build.quality.sweep import Listener, eval_items
+from f5build.quality.sweep import Listener
 from f5build.train.corpus import SAMPLE_RATE, Corpus
 from f5build.train.signals import EVAL_NFE, alignment_signals, say
 from f5build.train.state import load_state
@@ -112,7 +112,7 @@ def evaluate_checkpoints(
     cfm = build_cfm(newest["vocab"], newest["arch"])
     cache = out.parent / ".quality-cache"
     listener = Listener(corpus, cache, threads=opts.threads)
-    items = eval_items(corpus, opts.utts)
+    items = corpus.held_out_pairs(opts.utts)
     # a snapshot's listening scores are kept (f5build.quality.store): a rerun scores new snapshots only. The
     # store keeps one result per condition name, so each run has its own folder: two runs forked from one
     # state both have a "step 60000", and sharing a folder, each would evict the other's

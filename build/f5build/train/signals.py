@@ -63,16 +63,48 @@ def _stretch(mel: np.ndarray, frames: int) -> np.ndarray:
     return mel[idx]
 
 
-def eval_pairs(corpus: Corpus, count: int) -> list[tuple[Utterance, Utterance]]:
-    """(reference, target) pairs: held-out speakers' reference line, then one of their eval lines."""
-    refs = {u.speaker: u for u in corpus.split("ref")}
-    pairs = [(refs[u.speaker], u) for u in corpus.split("eval") if u.speaker in refs]
-    return pairs[:count]
-
-
 def ref_text(text: str) -> str:
     """f5-tts' inference appends a space to a reference text that ends in a one-byte character."""
     return text + " " if len(text[-1].encode("utf-8")) == 1 else text
+
+
+def token_ids(char_map: Mapping[str, int], text: str) -> list[int]:
+    """f5-tts' tokens of `text` as vocabulary indices (0, its filler, for a character outside it)."""
+    from f5build.train.f5 import tokens
+
+    return [char_map.get(t, 0) for t in tokens(text)]
+
+
+@dataclass(frozen=True)
+class HeldOutLine:
+    """A held-out line laid out as the DiT sees it at inference, for the readers that ask the DiT
+    without sampling (`ctc_readout`, f5build.train.textuse)."""
+
+    ref: Utterance
+    target: Utterance
+    x1: torch.Tensor
+    """(1, reference + target frames, 100) true log-mel, on the CPU (noise is drawn there)."""
+    cond: torch.Tensor
+    """`x1` with the target's frames zeroed: the condition, on the model's device."""
+    start: int
+    """The target's first frame."""
+
+    def text_ids(self, char_map: Mapping[str, int], text: str) -> torch.Tensor:
+        """(1, tokens) ids of the reference's text followed by `text`, on the condition's device."""
+        return torch.tensor([token_ids(char_map, ref_text(self.ref.text) + text)], device=self.cond.device)
+
+
+def held_out_lines(corpus: Corpus, count: int, device: torch.device) -> list[HeldOutLine]:
+    """The first `count` held-out lines (fewer where the set is smaller), each after its speaker's
+    reference line."""
+    lines = []
+    for ref, tgt in corpus.held_out_pairs()[:count]:
+        ref_mel = corpus.mel_of(ref)
+        x1 = torch.from_numpy(np.concatenate([ref_mel, corpus.mel_of(tgt)]))[None].float()
+        cond = x1.clone()
+        cond[:, ref_mel.shape[0] :] = 0
+        lines.append(HeldOutLine(ref, tgt, x1, cond.to(device), ref_mel.shape[0]))
+    return lines
 
 
 @torch.no_grad()
@@ -103,7 +135,7 @@ def say(cfm: torch.nn.Module, corpus: Corpus, ref: Utterance, tgt: Utterance, se
 
 
 def alignment_signals(cfm: torch.nn.Module, corpus: Corpus, count: int = 8, nfe: int = 16) -> AlignmentSignals:
-    pairs = eval_pairs(corpus, count)
+    pairs = corpus.held_out_pairs()[:count]
     if len(pairs) < 2:
         raise ValueError("the corpus has fewer than two held-out (reference, eval) pairs")
     l1, l1_u, corr, corr_u = [], [], [], []
@@ -144,25 +176,16 @@ def ctc_readout(
     """`ctc_cer_t<time>`: the CTC head's character error rate on the target span of held-out lines,
     the reference's mel as the condition (as at inference), x_t from a fixed noise seed; the main
     random streams are not touched, so a resumed run stays bitwise."""
-    from f5build.train.f5 import tokens
-
-    device = next(cfm.parameters()).device
-    lines = []  # per held-out line, once: (true mel of reference + target, condition, text ids, target ids, ref frames)
-    for ref, tgt in eval_pairs(corpus, count):
-        ref_mel = corpus.mel_of(ref)
-        x1 = torch.from_numpy(np.concatenate([ref_mel, corpus.mel_of(tgt)]))[None].float()
-        cond = x1.clone()
-        cond[:, ref_mel.shape[0] :] = 0
-        text = torch.tensor([[char_map.get(t, 0) for t in tokens(ref_text(ref.text) + tgt.text)]])
-        target = [char_map.get(t, 0) for t in tokens(tgt.text)]
-        lines.append((x1, cond.to(device), text.to(device), target, ref_mel.shape[0]))
+    lines = held_out_lines(corpus, count, next(cfm.parameters()).device)
+    texts = [line.text_ids(char_map, line.target.text) for line in lines]
+    targets = [token_ids(char_map, line.target.text) for line in lines]
     out: dict[str, float] = {}
     for time in times:
         gen = torch.Generator().manual_seed(0)
         cers = []
-        for x1, cond, text, target, ref_frames in lines:
-            x = ((1 - time) * torch.randn(x1.shape, generator=gen) + time * x1).to(device)
-            ids = ctc.spell(cfm, x, cond, text, time, from_frame=ref_frames)  # the target's frames
+        for line, text, target in zip(lines, texts, targets, strict=True):
+            x = ((1 - time) * torch.randn(line.x1.shape, generator=gen) + time * line.x1).to(line.cond.device)
+            ids = ctc.spell(cfm, x, line.cond, text, time, from_frame=line.start)  # the target's frames
             cers.append(char_error_rate(ids, target))
         out[f"ctc_cer_t{time:g}"] = round(float(np.mean(cers)), 4)
     return out

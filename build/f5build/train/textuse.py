@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from f5build.train.corpus import Corpus
-from f5build.train.signals import eval_pairs, ref_text
+from f5build.train.signals import held_out_lines
 
 TEXT_USE_TIMES = (0.1, 0.2)
 
@@ -56,28 +56,16 @@ def text_use(
 ) -> list[TextUse]:
     """The text-use figure at each flow time over the first `count` held-out (reference, line) pairs;
     line i is paired with line i + 1's text (the last with the first's)."""
-    from f5build.train.f5 import tokens
-
     if any(not 0.0 <= t < 1.0 for t in times):
         raise ValueError(f"flow times must lie in [0, 1), got {times}")
-    pairs = eval_pairs(corpus, count)
-    if len(pairs) < 2:
+    lines = held_out_lines(corpus, count, next(cfm.parameters()).device)
+    if len(lines) < 2:
         raise ValueError("the text-use figure needs at least two held-out lines (each borrows another's text)")
-    device = next(cfm.parameters()).device
     char_map = cfm.vocab_char_map
-
-    def ids(text: str) -> torch.Tensor:
-        return torch.tensor([[char_map.get(t, 0) for t in tokens(text)]], device=device)
-
-    lines = []
-    for i, (ref, tgt) in enumerate(pairs):
-        other = pairs[(i + 1) % len(pairs)][1]
-        ref_mel = corpus.mel_of(ref)
-        x1 = torch.from_numpy(np.concatenate([ref_mel, corpus.mel_of(tgt)]))[None].float()
-        cond = x1.clone()
-        cond[:, ref_mel.shape[0] :] = 0
-        prompt = ref_text(ref.text)
-        lines.append((x1, cond.to(device), ids(prompt + tgt.text), ids(prompt + other.text), ref_mel.shape[0]))
+    texts = [
+        (line.text_ids(char_map, line.target.text), line.text_ids(char_map, lines[(i + 1) % len(lines)].target.text))
+        for i, line in enumerate(lines)
+    ]
     was_training = cfm.training
     cfm.eval()
     try:
@@ -85,13 +73,14 @@ def text_use(
         for time in times:
             gen = torch.Generator().manual_seed(seed)
             own, other = [], []
-            for x1, cond, text, wrong, start in lines:
-                x0 = torch.randn(x1.shape, generator=gen)
-                x = ((1 - time) * x0 + time * x1).to(device)
-                flow = (x1 - x0)[:, start:].to(device)
+            for line, (text, wrong) in zip(lines, texts, strict=True):
+                device, start = line.cond.device, line.start
+                x0 = torch.randn(line.x1.shape, generator=gen)
+                x = ((1 - time) * x0 + time * line.x1).to(device)
+                flow = (line.x1 - x0)[:, start:].to(device)
                 t = torch.tensor([time], device=device)
                 for errors, txt in ((own, text), (other, wrong)):
-                    pred = cfm.transformer(x=x, cond=cond, text=txt, time=t)
+                    pred = cfm.transformer(x=x, cond=line.cond, text=txt, time=t)
                     errors.append(float(((pred[:, start:] - flow) ** 2).mean()))
             out.append(TextUse(time, float(np.mean(own)), float(np.mean(other)), len(lines)))
         return out
