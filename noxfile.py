@@ -326,6 +326,7 @@ def typecheck(session: nox.Session) -> None:
         "build/f5build/trt_plan.py",
         "build/f5build/trt_build.py",
         "build/f5build/trt_inspect.py",
+        "build/f5build/isa_view.py",
         env={"MYPYPATH": "runtime:build"},
     )
 

@@ -8,6 +8,7 @@ the same integers inside an ONNX graph, so validate can judge cpu-int8 in AVX2 a
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -17,10 +18,12 @@ import numpy as np
 import pytest
 
 from f5build.int8_arithmetic import Int8Arithmetic, K, avx2_graph, avx2_matmul_integer, main, probe
+from f5build.isa_view import NATIVE, IsaView, cpu_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 EXACT = K * 255 * 127
 SATURATED = (K // 2) * 32767  # every adjacent pair of products clipped to a 16-bit lane
+AVX2_VIEW = {"cpuid_fault", "avx2"} <= cpu_flags()
 
 
 def test_the_probe_finds_one_of_the_two_arithmetics():
@@ -81,14 +84,16 @@ np.savez(sys.argv[1], a=a, b=b, y=y)
 """
 
 
-def _matmul_integer_case(tmp_path: Path, seed: int, k: int, emulated: bool) -> dict[str, np.ndarray]:
+def _matmul_integer_case(
+    tmp_path: Path, seed: int, k: int, emulated: bool, view: IsaView = NATIVE
+) -> dict[str, np.ndarray]:
     script = tmp_path / "case.py"
     script.write_text(_CASE)
-    out = tmp_path / f"case_{seed}_{k}_{emulated}.npz"
+    out = tmp_path / f"case_{seed}_{k}_{emulated}_{view.name}.npz"
     cmd = [sys.executable, str(script), str(out), str(seed), str(k)]
     if emulated:
         cmd = ["qemu-x86_64", "-cpu", "Haswell-v4", *cmd]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300, env=view.env(os.environ))
     return dict(np.load(out))
 
 
@@ -102,6 +107,20 @@ def test_the_avx2_model_is_onnx_runtime_on_an_avx2_cpu_bit_for_bit(tmp_path: Pat
     exact = (case["a"].astype(np.int64) - 131) @ case["b"].astype(np.int64)
     np.testing.assert_array_equal(model, case["y"])
     assert (model != exact).sum() > 10  # the case does saturate: the comparison is not vacuous
+
+
+@pytest.mark.skipif(not AVX2_VIEW, reason="the avx2 view needs CPUID faulting and AVX2 (f5build.isa_view)")
+@pytest.mark.parametrize("k", [70, 71])
+def test_onnx_runtime_under_the_avx2_view_runs_the_avx2_arithmetic_natively(tmp_path: Path, k: int):
+    """With AVX-512 and VNNI hidden by CPUID faulting, ONNX Runtime picks the same saturating u8s8 kernel
+    as under qemu's Haswell model, natively: the model equals it bit for bit, so the view's timings are
+    those of the AVX2 code path."""
+    view = IsaView.make("avx2", tmp_path / "lib")
+    case = _matmul_integer_case(tmp_path, 3, k, emulated=False, view=view)
+    model = avx2_matmul_integer(case["a"], case["b"], 131)
+    np.testing.assert_array_equal(model, case["y"])
+    exact = (case["a"].astype(np.int64) - 131) @ case["b"].astype(np.int64)
+    assert (model != exact).sum() > 10
 
 
 def test_the_avx2_graph_computes_the_model_and_the_exact_product_natively_differs(tmp_path: Path):

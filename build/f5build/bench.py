@@ -41,6 +41,7 @@ from typing import Any
 from f5build.bench_workers import TEXTS
 from f5build.common import log, tool_versions
 from f5build.context import ROOT, ModelSource, artifacts_dir, csv_list
+from f5build.isa_view import ISA_VIEWS, NATIVE, IsaView, cpu_flags
 from f5rt.backends.onnxruntime import cpu_budget, default_threads
 from f5rt.files import atomic_path, atomic_write_bytes, atomic_write_json
 
@@ -81,6 +82,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--bench-precisions",
         default="",
         help=f"comma list of f5rt precisions of {ORT_PRECISIONS} (default: cpu-fp32 and cpu-int8 where built)",
+    )
+    p.add_argument(
+        "--bench-isa",
+        default="native",
+        choices=ISA_VIEWS,
+        help="instruction set the measured processes see: native (default) or avx2 (AVX-512 and VNNI hidden by "
+        "CPUID faulting, so both sides run their AVX2 code paths natively: f5build.isa_view)",
     )
     p.add_argument("--bench-reports", type=Path, default=ROOT / "reports", help="where bench.md/json/png go")
     p.add_argument(
@@ -129,8 +137,11 @@ class BenchOptions:
     precisions: tuple[str, ...] = ()  # empty: default_precisions(what is built)
     reports: Path = ROOT / "reports"
     baseline: Path | None = None
+    isa: str = "native"  # f5build.isa_view.ISA_VIEWS
 
     def __post_init__(self) -> None:
+        if self.isa not in ISA_VIEWS:
+            raise ValueError(f"--bench-isa takes one of {', '.join(ISA_VIEWS)}, got {self.isa!r}")
         if self.repeat < 1:
             raise ValueError(f"--bench-repeat must be >= 1, got {self.repeat}")
         if self.nfe < 1 or any(t < 1 for t in self.threads):
@@ -173,6 +184,8 @@ class BenchOptions:
             a += ["--bench-repeat", str(self.repeat)]
         if self.precisions:
             a += ["--bench-precisions", ",".join(self.precisions)]
+        if self.isa != "native":
+            a += ["--bench-isa", self.isa]
         return "nox -s bench -- " + " ".join(a)
 
     @classmethod
@@ -190,6 +203,7 @@ class BenchOptions:
             precisions=csv_list(args.bench_precisions),
             reports=Path(args.bench_reports),
             baseline=Path(args.baseline) if args.baseline else None,
+            isa=str(args.bench_isa),
         )
 
 
@@ -258,19 +272,17 @@ def default_precisions(have: list[str]) -> list[str]:
     return cpu if "cpu-fp32" in cpu else ["fp32", *cpu]
 
 
-def cpu_info() -> dict[str, Any]:
+def cpu_info(view: IsaView = NATIVE) -> dict[str, Any]:
     """CPU model, the CPU budget (affinity mask, cgroup quota) and the ISA flags that decide ONNX
-    Runtime's kernels (AVX2 without VNNI: INT8 MatMuls on u8 x s8 pairs summed in 16 bits)."""
-    model, flags = "unknown", set()
+    Runtime's kernels (AVX2 without VNNI: INT8 MatMuls on u8 x s8 pairs summed in 16 bits), as the
+    measured processes see them through `view`."""
+    model = "unknown"
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name") and model == "unknown":
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = set(line.split(":", 1)[1].split())
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     except OSError:
         pass
+    flags = cpu_flags() - view.hides
     wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
     budget = cpu_budget()
     return {
@@ -280,6 +292,7 @@ def cpu_info() -> dict[str, Any]:
         "cgroup_quota": budget.quota,
         "machine_cpus": os.cpu_count(),
         "isa": [f for f in wanted if f in flags],
+        "isa_view": view.describe(),
     }
 
 
@@ -353,9 +366,10 @@ class Busy:
         self.procs = []
 
 
-def spawn(side: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one measuring worker in a fresh interpreter; its last stdout line is the JSON result."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec.get("threads", 1)), "PYTHONHASHSEED": "0"}
+def spawn(side: str, spec: dict[str, Any], view: IsaView = NATIVE) -> dict[str, Any]:
+    """Run one measuring worker in a fresh interpreter, seeing the instruction set `view` shows; its last
+    stdout line is the JSON result."""
+    env = view.env({**os.environ, "OMP_NUM_THREADS": str(spec.get("threads", 1)), "PYTHONHASHSEED": "0"})
     proc = subprocess.run(
         [sys.executable, "-m", "f5build.bench_workers", side, json.dumps(spec)],
         capture_output=True,
@@ -475,6 +489,8 @@ def _where(r: dict[str, Any]) -> list[str]:
     return [
         f"CPU: {cpu['model']}, {cpu['cpus']} usable of {cpu.get('machine_cpus', '?')} (affinity {cpu.get('affinity', '?')}"
         f"{quota}); ISA {', '.join(cpu['isa']) or 'none detected'}.",
+        f"Instruction set seen by the measured processes: {cpu.get('isa_view', 'native')}; ONNX Runtime's INT8 "
+        f"arithmetic there: {r.get('int8_arithmetic', {}).get('text', 'not probed')}.",
         f"Load: load average before / after {r['loadavg'][0]} / {r['loadavg'][1]}; CPUs busy before the run "
         f"{r.get('busy_before', '?')} (fraction of all CPUs, 1 s sample). `busy N`: N competing processes kept "
         "N cores busy for the whole block (their CPU share, in cores, per round, is given beside it).",
@@ -543,14 +559,18 @@ def _export_if_missing(opts: BenchOptions) -> None:
         raise RuntimeError(f"export of {model} failed; run `nox -s export -- --model {model}`")
 
 
-def _header(opts: BenchOptions, root: Path, load_before: float, busy_before: float | None) -> dict[str, Any]:
+def _header(
+    opts: BenchOptions, view: IsaView, root: Path, load_before: float, busy_before: float | None
+) -> dict[str, Any]:
     return {
         "model": root.name,
         "nfe": opts.nfe,
         "repeat": opts.repeat,
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "command": opts.command(),
-        "cpu": cpu_info(),
+        "cpu": cpu_info(view),
+        # asked of ONNX Runtime in a worker that sees what the measured ones see: the view is in force
+        "int8_arithmetic": spawn("int8-arithmetic", {}, view),
         "busy_before": busy_before,
         "loadavg": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "tools": tool_versions(("torch", "onnxruntime", "f5-tts", "numpy")),
@@ -567,12 +587,13 @@ def run(opts: BenchOptions) -> int:
     missing = [p for p in wanted if p not in have]
     if missing:
         raise ValueError(f"--bench-precisions {missing}: not built in {root} (have {have}); run `nox -s quantize`")
+    view = IsaView.make(opts.isa, root.parent / ".isa-view")
     if opts.step_frames:
-        return run_step_table(opts, wanted)
+        return run_step_table(opts, view, wanted)
     spec = {"model": opts.source.model, "seed": opts.source.seed, "artifacts": str(root), "nfe": opts.nfe}
     busy_before = cpu_busy_fraction()
     load_before = os.getloadavg()[0]
-    idle = spawn("idle", {**spec, "threads": 1})["peak_rss_mb"]
+    idle = spawn("idle", {**spec, "threads": 1}, view)["peak_rss_mb"]
     blocks = [
         Block(c, {TORCH: Side(TORCH), **{f"f5rt {p}": Side(f"f5rt {p}") for p in wanted}}) for c in opts.conditions
     ]
@@ -584,16 +605,16 @@ def run(opts: BenchOptions) -> int:
                     log(f"round {k + 1}/{opts.repeat} [{c.label}]: {name} …")
                     cspec = {**spec, "threads": c.threads, "spinning": c.spinning}
                     if name == TORCH:
-                        side.rounds.append(spawn("torch", cspec))
+                        side.rounds.append(spawn("torch", cspec, view))
                     else:
-                        side.rounds.append(spawn("f5rt", {**cspec, "precision": name.removeprefix("f5rt ")}))
+                        side.rounds.append(spawn("f5rt", {**cspec, "precision": name.removeprefix("f5rt ")}, view))
                     last = side.rounds[-1]
                     log(
                         f"  {last['runs'][-1]['latency_s']:.1f} s on the longest text, peak {last['peak_rss_mb']:.0f} MB"
                     )
             if busy.cpu_share is not None:
                 block.busy_share.append(busy.cpu_share)
-    result = _header(opts, root, load_before, busy_before)
+    result = _header(opts, view, root, load_before, busy_before)
     result["idle_rss_mb"] = idle
     result["texts"] = [{"target_s": g, "text": t} for g, t in TEXTS]
     result["conditions"] = [b.to_json() for b in blocks]
@@ -645,7 +666,7 @@ def step_markdown(r: dict[str, Any], rows: list[dict[str, Any]], precisions: lis
     return "\n".join(L)
 
 
-def run_step_table(opts: BenchOptions, precisions: list[str]) -> int:
+def run_step_table(opts: BenchOptions, view: IsaView, precisions: list[str]) -> int:
     """`--bench-step N`: the thread table (every condition x side, one step each) -> bench_step.{md,json}."""
     root = opts.artifacts
     spec = {"model": opts.source.model, "seed": opts.source.seed, "artifacts": str(root)}
@@ -661,12 +682,13 @@ def run_step_table(opts: BenchOptions, precisions: list[str]) -> int:
             with Busy(busy_n) as busy:
                 key = (busy_n, threads)
                 log(f"round {k + 1}/{opts.repeat} [busy {busy_n}, {threads} threads]: PyTorch step …")
-                readings.setdefault(("torch", *key), []).append(spawn("step-torch", {**spec, "threads": threads}))
+                readings.setdefault(("torch", *key), []).append(spawn("step-torch", {**spec, "threads": threads}, view))
                 log(f"    {readings[('torch', *key)][-1]['step_s']:.2f} s")
                 for c in (c for c in conds if (c.busy, c.threads) == key):
                     for p in precisions:
                         log(f"  f5rt {p}, spinning {c.spinning} …")
-                        r = spawn("step-f5rt", {**spec, "threads": threads, "spinning": c.spinning, "precision": p})
+                        cspec = {**spec, "threads": threads, "spinning": c.spinning, "precision": p}
+                        r = spawn("step-f5rt", cspec, view)
                         readings.setdefault((p, c), []).append(r)
                         log(f"    {r['step_s']:.2f} s (steps {r['times_s']})")
             if busy.cpu_share is not None:
@@ -688,7 +710,7 @@ def run_step_table(opts: BenchOptions, precisions: list[str]) -> int:
             f"[{c.label}] PyTorch {row['torch_s']:.2f} s; "
             + ", ".join(f"{p} {row['f5rt'][p]:.2f} s ({row['speedup'][p]:.2f}x)" for p in precisions)
         )
-    result = _header(opts, root, load_before, busy_before)
+    result = _header(opts, view, root, load_before, busy_before)
     result |= {"frames": opts.step_frames, "calls": opts.step_calls, "precisions": precisions, "rows": rows}
     out = opts.reports
     out.mkdir(parents=True, exist_ok=True)

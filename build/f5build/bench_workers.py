@@ -205,6 +205,10 @@ def run_side(side: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Load the side, warm it up, time every text once; peak memory is this process's VmHWM."""
     if side == "idle":
         return {"load_s": 0.0, "peak_rss_mb": round(vm_hwm_mb(), 1), "runs": []}
+    if side == "int8-arithmetic":
+        from f5build.int8_arithmetic import probe
+
+        return probe().to_dict()
     if side.startswith("step-"):
         return run_step(side, spec)
     make = {"torch": _torch_side, "f5rt": _f5rt_side}[side]
@@ -222,7 +226,7 @@ def run_side(side: str, spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-SIDES = ("torch", "f5rt", "idle", "step-torch", "step-f5rt")
+SIDES = ("torch", "f5rt", "idle", "step-torch", "step-f5rt", "int8-arithmetic")
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "busy":
