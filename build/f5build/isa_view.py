@@ -79,9 +79,9 @@ class IsaView:
             )
         if "cpuid_fault" not in flags:
             raise IsaViewUnavailable(
-                "the avx2 view needs CPUID faulting (CPU flag cpuid_fault: Intel since Ivy Bridge, AMD since Zen 4, "
-                "Linux 4.12+, and a hypervisor that passes it on), which this machine lacks: measure on an "
-                "AVX2-only CPU instead"
+                "the avx2 view needs CPUID faulting (the kernel's CPU flag cpuid_fault: Intel since Ivy Bridge, "
+                "recent AMD EPYCs, a recent kernel and a hypervisor that passes it on), which this machine lacks: "
+                "measure on an AVX2-only CPU instead"
             )
         if "avx2" not in flags:
             raise IsaViewUnavailable("this CPU has no AVX2: there is no AVX2 path to show")
