@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from f5build.bench import Ratio, Side, check_baseline, cpu_info, spawn, speed_ratio
+from f5build.bench import Ratio, Side, baseline_for, check_baseline, cpu_info, spawn, speed_ratio
 
 
 def test_a_worker_launched_after_a_large_allocation_reports_its_own_peak() -> None:
@@ -208,3 +208,20 @@ def test_step_worker_times_one_step(tiny_artifacts: Path, tmp_path: Path) -> Non
     )
     md = (reports / "bench_step.md").read_text()
     assert "| 1 | 1 | off |" in md and "Command:" in md
+
+
+def test_a_baseline_of_another_instruction_set_view_is_refused_before_measuring(tmp_path: Path) -> None:
+    """Ratios measured on AVX2 kernels say nothing about AVX-512 ones: --baseline must match --bench-isa
+    (a bench.json from before the option was native)."""
+    from f5build.isa_view import NATIVE, IsaView
+
+    old, avx2 = tmp_path / "old.json", tmp_path / "avx2.json"
+    old.write_text(json.dumps({"ratios": {}}))
+    avx2.write_text(json.dumps({"isa_view": "avx2", "ratios": {}}))
+    view = IsaView("avx2", tmp_path / "lib.so")
+    assert baseline_for(old, NATIVE) == {"ratios": {}} and baseline_for(avx2, view) is not None
+    assert baseline_for(None, view) is None
+    with pytest.raises(ValueError, match="measured with --bench-isa native, this run uses --bench-isa avx2"):
+        baseline_for(old, view)
+    with pytest.raises(ValueError, match="measured with --bench-isa avx2, this run uses --bench-isa native"):
+        baseline_for(avx2, NATIVE)

@@ -382,6 +382,21 @@ def spawn(side: str, spec: dict[str, Any], view: IsaView = NATIVE) -> dict[str, 
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+def baseline_for(path: Path | None, view: IsaView) -> dict[str, Any] | None:
+    """The earlier bench.json at `path`, read before anything is measured: one measured under another
+    instruction-set view (`--bench-isa`; files from before the option were native) is refused, since
+    its ratios are of other kernels."""
+    if path is None:
+        return None
+    baseline = dict(json.loads(path.read_text()))
+    if baseline.get("isa_view", "native") != view.name:
+        raise ValueError(
+            f"--baseline {path}: measured with --bench-isa {baseline.get('isa_view', 'native')}, this run uses "
+            f"--bench-isa {view.name}; compare runs of the same view"
+        )
+    return baseline
+
+
 def check_baseline(ratios: dict[str, Ratio], baseline: dict[str, Any], condition: Condition | None = None) -> list[str]:
     """Regressions against an earlier bench.json: every ratio must stay within the tolerance of it.
 
@@ -568,6 +583,7 @@ def _header(
         "repeat": opts.repeat,
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "command": opts.command(),
+        "isa_view": view.name,
         "cpu": cpu_info(view),
         # asked of ONNX Runtime in a worker that sees what the measured ones see: the view is in force
         "int8_arithmetic": spawn("int8-arithmetic", {}, view),
@@ -588,6 +604,7 @@ def run(opts: BenchOptions) -> int:
     if missing:
         raise ValueError(f"--bench-precisions {missing}: not built in {root} (have {have}); run `nox -s quantize`")
     view = IsaView.make(opts.isa, root.parent / ".isa-view")
+    baseline = baseline_for(opts.baseline, view)
     if opts.step_frames:
         return run_step_table(opts, view, wanted)
     spec = {"model": opts.source.model, "seed": opts.source.seed, "artifacts": str(root), "nfe": opts.nfe}
@@ -623,7 +640,6 @@ def run(opts: BenchOptions) -> int:
     result.update(threads=first["threads"], ratios=first["ratios"], memory_ratio=first["memory_ratio"])
     out = opts.reports
     out.mkdir(parents=True, exist_ok=True)
-    baseline = json.loads(opts.baseline.read_text()) if opts.baseline else None
     regressions = [line for b in blocks for line in check_baseline(b.ratios, baseline, b.condition)] if baseline else []
     result["baseline"] = {"file": str(opts.baseline) if opts.baseline else None, "regressions": regressions}
     atomic_write_json(out / "bench.json", result)
