@@ -288,6 +288,10 @@ def test_training_continues_from_a_released_checkpoint(small_corpus: Path, tmp_p
     resumed_voc.run_until(2, progress=False)
     assert resumed.step == 2 and resumed_voc.step == 2
     assert resumed.lr_at(2) == pytest.approx(resumed.opts.lr / resumed.opts.warmup)  # warmup runs again
+    # ... and for the Vocos, whose AdamW moments start at zero too: its step 2 is the warm start's first
+    # warmup step (1/200 of the schedule's rate), where the run that trained through it was at 3/200
+    assert (resumed_voc.warmup_from, voc.warmup_from) == (2, 0)
+    assert resumed_voc.lr_at(2) == pytest.approx(voc.lr_at(2) / 3)
     for name, value in f5.ema.state_dict().items():
         torch.testing.assert_close(resumed.cfm.state_dict()[name], value, rtol=0, atol=0, msg=name)
         torch.testing.assert_close(resumed.ema.state_dict()[name], value, rtol=0, atol=0, msg=name)
@@ -295,6 +299,42 @@ def test_training_continues_from_a_released_checkpoint(small_corpus: Path, tmp_p
         torch.testing.assert_close(resumed_voc.vocos.state_dict()[name], value, rtol=0, atol=0, msg=name)
     resumed.run_until(3, progress=False)  # and it trains on
     assert resumed.step == 3
+
+
+@needs_espeak
+def test_a_release_continued_from_keeps_its_training_record(small_corpus: Path, tmp_path: Path):
+    """--train-from carries the release's record (CTC aid, learning rate, batch budget, average upsampling
+    and the step each took effect) into the state, and this run's own settings go on top of it from the
+    release's step, so the next release says how every one of its steps was trained."""
+    from f5build.train.release import export_release
+    from f5build.train.warmstart import Release, seed_train_dir
+
+    f5, voc = _trainers(small_corpus, tmp_path / "first", ctc=0.5)
+    f5.run_until(2, progress=False)
+    voc.run_until(2, progress=False)
+    first = export_release(tmp_path / "first", tmp_path / "models" / "first", load_corpus(small_corpus))
+    release = Release.read(first)
+    assert release.histories["ctc_history"] == [{"from_step": 0, "weight": 0.5, "block": 1, "max_time": 1.0}]
+
+    on, on_voc = _trainers(small_corpus, tmp_path / "on", ctc=0.5, lr=1e-4, batch_frames=1600)
+    assert seed_train_dir(tmp_path / "on", release, on, on_voc)
+    on.run_until(3, progress=False)
+    on_voc.run_until(3, progress=False)
+    meta = json.loads(
+        (
+            export_release(tmp_path / "on", tmp_path / "models" / "on", load_corpus(small_corpus)) / "checkpoint.json"
+        ).read_text()
+    )
+    assert meta["train_ctc"] == [{"from_step": 0, "weight": 0.5, "block": 1, "max_time": 1.0}]
+    assert meta["train_lr"] == [{"from_step": 0, "lr": 5e-4}, {"from_step": 2, "lr": 1e-4}]
+    assert meta["train_batch_frames"] == [{"from_step": 0, "batch_frames": 800}, {"from_step": 2, "batch_frames": 1600}]
+    assert meta["train_average_upsampling"] == [{"from_step": 0, "average_upsampling": False}]
+
+    # a release from before a record existed continues with this run's settings from step 0, as before
+    older = Release(**{**release.__dict__, "histories": {}})
+    plain, plain_voc = _trainers(small_corpus, tmp_path / "older", lr=1e-4)
+    assert seed_train_dir(tmp_path / "older", older, plain, plain_voc)
+    assert (plain.ctc_history, plain.lr_history) == ([], [{"from_step": 0, "lr": 1e-4}])
 
 
 @needs_espeak

@@ -171,6 +171,29 @@ class F5Trainer:
     def lr_at(self, step: int) -> float:
         return self.opts.lr * min(1.0, (step - self.warmup_from + 1) / self.opts.warmup)
 
+    def warm_start(self, step: int, records: dict[str, list[dict[str, Any]]]) -> None:
+        """Continue at `step` a run whose weights were loaded from its release (f5build.train.warmstart).
+
+        AdamW's moments start at zero, so the warmup runs again from `step`. `records` are the release's
+        training records by attribute name (`ctc_history`, `upsampling_history`, `lr_history`,
+        `batch_history`); one a release lacks keeps this run's default."""
+        self.step = step
+        self.warmup_from = step
+        self.ctc_history = [dict(e) for e in records.get("ctc_history", self.ctc_history)]
+        self.upsampling_history = [dict(e) for e in records.get("upsampling_history", self.upsampling_history)]
+        self.lr_history = [dict(e) for e in records.get("lr_history", self.lr_history)]
+        self.batch_history = [dict(e) for e in records.get("batch_history", self.batch_history)]
+        self.note_run_settings()
+
+    def note_run_settings(self) -> None:
+        """Record this run's settings on top of the histories it continues (a resumed state's or a
+        release's): average upsampling (it changes no weight, only where the text enters), the peak
+        learning rate and the batches' frame budget, each from the step this run starts at. The CTC
+        aid's settings are noted by the first step (`_note_ctc_settings`)."""
+        note_setting(self.upsampling_history, self.step, {"average_upsampling": upsamples(self.opts.arch)})
+        note_setting(self.lr_history, self.step, {"lr": self.opts.lr})
+        note_setting(self.batch_history, self.step, {"batch_frames": self.opts.curriculum.batch_frames})
+
     def resume(self) -> bool:
         state = load_state(self.ckpt_dir / "f5_state.pt")
         if state is None:
@@ -198,14 +221,10 @@ class F5Trainer:
         self.warmup_from = int(state.get("warmup_from", 0))
         self.seconds = float(state.get("seconds", 0.0))
         self.ctc_history = ctc_history_of(state)
-        # average upsampling changes no weight, only where the text enters: a resumed run may switch it,
-        # and the state records from which step each setting held
         self.upsampling_history = upsampling_history_of(state)
-        note_setting(self.upsampling_history, self.step, {"average_upsampling": upsamples(self.opts.arch)})
         self.lr_history = lr_history_of(state)
-        note_setting(self.lr_history, self.step, {"lr": self.opts.lr})
         self.batch_history = batch_history_of(state)
-        note_setting(self.batch_history, self.step, {"batch_frames": self.opts.curriculum.batch_frames})
+        self.note_run_settings()
         if self.ctc is not None:
             self.ctc.load_state_dict(state)
         random.setstate(state["py_rng"])

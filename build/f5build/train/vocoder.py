@@ -32,6 +32,7 @@ from f5build.train.state import load_state, save_state, trim_log
 
 VOCOS_ARCH = dict(dim=192, intermediate_dim=576, num_layers=6, padding="center")
 RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
+WARMUP = 200  # learning-rate warmup steps
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,24 @@ class VocosTrainer:
         self.opt = torch.optim.AdamW(params, lr=opts.lr, betas=(0.8, 0.9))
         self.utts = [u for u in corpus.split("phrase") + corpus.split("train") if u.frames > opts.frames]
         self.step = 0
+        self.warmup_from = 0  # the step the learning-rate warmup starts at (a warm start reruns it)
         self.seconds = 0.0  # CPU seconds spent in training steps, over every resumed run
         self.log_path = ckpt_dir / "vocos_log.jsonl"
 
     def lr_at(self, step: int) -> float:
-        """Cosine decay to 10 % over the run (Vocos' own schedule), after a short warmup."""
-        warm = min(1.0, (step + 1) / 200)
+        """Cosine decay to 10 % over the run (Vocos' own schedule), after a short warmup.
+
+        A run continued from a release (`--train-from`) starts with AdamW's moments at zero, so its
+        first updates would be about lr per weight whatever the gradient: the warmup runs again from
+        the step it was seeded at."""
+        warm = min(1.0, (step - self.warmup_from + 1) / WARMUP)
         return self.opts.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / self.opts.steps))))
+
+    def warm_start(self, step: int) -> None:
+        """Continue at `step` a vocoder whose weights were loaded from its release: AdamW's moments
+        start at zero, so the warmup runs again from `step` (f5build.train.warmstart)."""
+        self.step = step
+        self.warmup_from = step
 
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = random.Random(self.opts.seed * 1_000_003 + step)
@@ -103,6 +115,7 @@ class VocosTrainer:
         self.vocos.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        self.warmup_from = int(state.get("warmup_from", 0))
         self.seconds = float(state.get("seconds", 0.0))
         return True
 
@@ -111,6 +124,7 @@ class VocosTrainer:
             "model": self.vocos.state_dict(),
             "optimizer": self.opt.state_dict(),
             "step": self.step,
+            "warmup_from": self.warmup_from,
             "seconds": self.seconds,
             "arch": self.opts.arch,
             "options": asdict(self.opts),
@@ -132,7 +146,7 @@ class VocosTrainer:
         torch.nn.utils.clip_grad_norm_(self.vocos.parameters(), 1.0)
         self.opt.step()
         self.step += 1
-        return {"loss": float(loss), "mel_l1": float(mel_loss), "stft": float(spec_loss)}
+        return {"loss": loss.item(), "mel_l1": mel_loss.item(), "stft": spec_loss.item()}
 
     def run_until(self, steps: int, progress: bool = True) -> None:
         from tqdm import tqdm

@@ -9,13 +9,16 @@ sequence (a function of seed and step) and the curriculum continue where the rel
 cannot be recovered is stated, not hidden: the optimizer moments start at zero (AdamW rebuilds them
 within a few hundred steps; the learning-rate warmup is run again for that reason) and the DiT's raw
 weights equal its EMA. A release whose vocab or architecture differs from this recipe's is refused.
+The release's record of how it was trained (the CTC aid's, average upsampling's, learning rate's and
+batch budget's settings and the step each took effect) is carried into the state, so that a release
+exported from the continued run still says how all of its steps were trained.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,14 @@ import yaml
 
 from f5build.load import ReleasedCheckpoint
 from f5build.train.f5 import arch_flags
+
+# checkpoint.json's training records (f5build.train.release) -> the F5Trainer attribute each seeds
+RECORDS = {
+    "train_ctc": "ctc_history",
+    "train_average_upsampling": "upsampling_history",
+    "train_lr": "lr_history",
+    "train_batch_frames": "batch_history",
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,9 @@ class Release:
     vocos_arch: dict[str, Any]
     ema_transformer: dict[str, torch.Tensor]
     vocos_state: dict[str, torch.Tensor]
+    histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """The training records `checkpoint.json` holds, by the trainer's name for them (`ctc_history`,
+    `upsampling_history`, `lr_history`, `batch_history`); a record an older release lacks is absent."""
 
     @classmethod
     def read(cls, folder: Path) -> Release:
@@ -58,7 +72,8 @@ class Release:
             vocab = vocab[:-1]
         ema = {k: v for k, v in load_file(str(rel.checkpoint)).items() if k.startswith("ema_model.transformer.")}
         vocos = torch.load(rel.vocoder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        return cls(folder, steps, vocos_steps, hours, vocab, arch, vocos_arch, ema, vocos)
+        histories = {name: [dict(e) for e in meta[key] or []] for key, name in RECORDS.items() if key in meta}
+        return cls(folder, steps, vocos_steps, hours, vocab, arch, vocos_arch, ema, vocos, histories)
 
     def check_matches(self, vocab: list[str], arch: dict[str, Any], vocos_arch: dict[str, Any]) -> None:
         problems = []
@@ -91,10 +106,9 @@ def seed_train_dir(train_dir: Path, release: Release, f5: Any, vocos: Any) -> bo
     if unexpected or any(not k.startswith("mel_spec.") for k in missing):
         raise ValueError(f"--train-from {release.folder}: weights do not fit the DiT ({missing[:3]} {unexpected[:3]})")
     f5.ema.load_state_dict(f5.cfm.state_dict())
-    f5.step = release.steps
-    f5.warmup_from = release.steps
+    f5.warm_start(release.steps, release.histories)
     vocos.vocos.load_state_dict(release.vocos_state)
-    vocos.step = release.vocos_steps
+    vocos.warm_start(release.vocos_steps)
     f5.seconds = release.train_cpu_hours * 3600.0  # DiT + Vocos together, as the release records them
     random.seed(f5.opts.seed * 1_000_003 + release.steps)
     f5.save()
