@@ -331,7 +331,7 @@ def test_a_release_continued_from_keeps_its_training_record(small_corpus: Path, 
     assert meta["train_average_upsampling"] == [{"from_step": 0, "average_upsampling": False}]
 
     # a release from before a record existed continues with this run's settings from step 0, as before
-    older = Release(**{**release.__dict__, "histories": {}})
+    older = replace(release, histories={})
     plain, plain_voc = _trainers(small_corpus, tmp_path / "older", lr=1e-4)
     assert seed_train_dir(tmp_path / "older", older, plain, plain_voc)
     assert (plain.ctc_history, plain.lr_history) == ([], [{"from_step": 0, "lr": 1e-4}])

@@ -389,9 +389,10 @@ def baseline_for(path: Path | None, view: IsaView) -> dict[str, Any] | None:
     if path is None:
         return None
     baseline = dict(json.loads(path.read_text()))
-    if baseline.get("isa_view", "native") != view.name:
+    measured = baseline.get("isa_view", NATIVE.name)
+    if measured != view.name:
         raise ValueError(
-            f"--baseline {path}: measured with --bench-isa {baseline.get('isa_view', 'native')}, this run uses "
+            f"--baseline {path}: measured with --bench-isa {measured}, this run uses "
             f"--bench-isa {view.name}; compare runs of the same view"
         )
     return baseline
