@@ -351,7 +351,13 @@ def test_validate_compares_cpu_variants_row_by_row_and_records_verdicts(quantize
     assert len(step["cpu-int8"]["rows"]) == real_rows  # one comparison per real row
     assert all(r["frames"] <= int(r["bucket"][1:].split("_")[0]) for r in step["cpu-int8"]["rows"])
     assert min(r["snr_db"] for r in step["cpu-fp32"]["rows"]) > 80
-    assert {"e2e.cpu-int8.min_mel_snr_db", "step.cpu-int8.min_snr_db"} <= {g["gate"] for g in rep["gates"]}
+    gates = {g["gate"] for g in rep["gates"]}
+    assert {
+        "e2e.cpu-int8.min_median_mel_snr_db",
+        "e2e.cpu-int8.max_mcd_db_seed_ratio",
+        "step.cpu-int8.min_snr_db",
+    } <= gates
+    assert "e2e.cpu-fp32.min_mel_snr_db" in gates
     m = load_manifest(root)
     verdict = m.data["stages"]["validate"]["precisions"]["cpu-int8"]
     assert verdict["passed"] and verdict["files"]["step.cpu-int8.onnx"] == m.files["step.cpu-int8.onnx"]["sha256"]

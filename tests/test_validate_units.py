@@ -56,6 +56,54 @@ def test_unmeasurable_values_fail() -> None:
     assert not got["e2e.int8.min_pesq"].passed and got["e2e.int8.min_pesq"].value is None
 
 
+def _line(text: str, mcd: float | None, floor: float | None = 70.0, snr: float = 30.0) -> Utterance:
+    seed_floor = None if floor is None else {"mcd_db": floor, "mel_snr_db": 2.0}
+    return Utterance(text, "en", "en_f2", 2.0, {"int8": {"mcd_db": mcd, "mel_snr_db": snr}}, seed_floor)
+
+
+def test_e2e_gates_read_the_worst_the_median_or_the_seed_ratio() -> None:
+    # one line whose trajectories parted (5.0 dB), two typical ones
+    lines = [_line("a", 1.0), _line("b", 5.0, floor=60.0), _line("c", 2.0, snr=24.0)]
+    spec = {"max_mcd_db": 3.0, "max_median_mcd_db": 3.0, "min_median_mel_snr_db": 25.0, "max_mcd_db_seed_ratio": 0.1}
+    got = {c.gate.split(".")[-1]: c for c in e2e_gates("int8", lines, {"e2e": {"int8": spec}})}
+    assert not got["max_mcd_db"].passed and got["max_mcd_db"].where == "en_f2: b"
+    assert got["max_median_mcd_db"].passed and got["max_median_mcd_db"].value == 2.0
+    assert got["max_median_mcd_db"].where == "median of 3 lines"
+    assert got["min_median_mel_snr_db"].passed and got["min_median_mel_snr_db"].value == 30.0
+    ratio = got["max_mcd_db_seed_ratio"]
+    assert ratio.passed and math.isclose(ratio.value, 5.0 / 60.0) and ratio.where.startswith("en_f2: b (5.00 of")
+    # a precision as far from FP32 as another seed is fails the ratio whatever its absolute figure
+    far = e2e_gates("int8", [_line("a", 65.0, floor=70.0)], {"e2e": {"int8": {"max_mcd_db_seed_ratio": 0.1}}})
+    assert not far[0].passed and math.isclose(far[0].value, 65.0 / 70.0)
+
+
+def test_e2e_gates_fail_on_a_line_they_cannot_measure() -> None:
+    spec = {"e2e": {"int8": {"max_median_mcd_db": 3.0, "max_mcd_db_seed_ratio": 0.1}}}
+    # no seed floor recorded (a report from before it existed): the ratio cannot be judged
+    got = {c.gate.split(".")[-1]: c for c in e2e_gates("int8", [_line("a", 1.0), _line("b", 1.0, None)], spec)}
+    assert got["max_median_mcd_db"].passed
+    assert not got["max_mcd_db_seed_ratio"].passed and got["max_mcd_db_seed_ratio"].where == "en_f2: b; not measurable"
+    # one unmeasured line fails the gate even though every other line would pass it
+    got = {c.gate.split(".")[-1]: c for c in e2e_gates("int8", [_line("a", 1.0), _line("b", None)], spec)}
+    assert not got["max_median_mcd_db"].passed and got["max_median_mcd_db"].value is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["min_mcd_db", "max_mel_snr_db", "max_median_stoi", "max_mel_snr_db_seed_ratio", "min_mcd_db_seed_ratio", "mcd_db"],
+)
+def test_e2e_metric_names_that_mean_nothing_are_refused(name: str, tmp_path: Path) -> None:
+    from f5build.validate.gates import E2EMetric, load_gates
+
+    with pytest.raises(ValueError, match="unknown end-to-end metric"):
+        E2EMetric.parse(name)
+    p = tmp_path / "g.yaml"
+    p.write_text(f"e2e:\n  int8:\n    {name}: 1.0\n")
+    with pytest.raises(ValueError, match=rf"e2e.int8.{name}: unknown end-to-end metric"):
+        load_gates(p)
+    assert E2EMetric.parse("max_median_mcd_db") == E2EMetric("max_median_mcd_db", "mcd_db", "median")
+
+
 def test_groupings_and_json_layout() -> None:
     comp = _comparison()
     assert list(comp.by_bucket) == ["n256_b1", "n512_b2"]  # sorted by frames, then batch

@@ -3,12 +3,24 @@
 A gate names a graph (or `e2e`), a precision and a metric with its bound: `min_*` gates need the
 worst value at or above the bound, `max_*` at or below. A value that cannot be measured (NaN, a
 metric a library could not compute) fails its gate rather than passing silently.
+
+End-to-end gates read one of three statistics over the held-out lines (E2EMetric):
+- `min_<field>` / `max_<field>`: the worst line;
+- `min_median_<field>` / `max_median_<field>`: the median line;
+- `max_<field>_seed_ratio`: the worst line's distortion as a fraction of the distortion between two
+  FP32 samples of the same line with different seeds (Utterance.seed_floor).
+The last two exist because a model whose sampling trajectories part easily (one that does not yet
+say its text, or any model on an unlucky line) makes the worst line's absolute figure measure where
+two trajectories parted, not the precision: the median says what the precision does to a typical
+line, the seed ratio bounds every line by what "unrelated audio" means for this very model.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +29,47 @@ from f5build.validate.struct import GateCheck, GraphComparison, Utterance
 from f5rt.manifest import Manifest
 
 GRAPH_METRICS = ("min_cosine", "min_snr_db", "max_max_abs", "max_mean_abs", "min_polygraphy_pass")
-E2E_METRICS = ("min_mel_snr_db", "max_mcd_db", "min_stoi", "min_pesq", "max_duration_diff_s")
+# end-to-end fields (metrics.audio_metrics) -> whether a larger value is better
+E2E_FIELDS = {"mel_snr_db": True, "mcd_db": False, "stoi": True, "pesq": True, "duration_diff_s": False}
+E2E_RATIO_FIELDS = ("mcd_db",)  # distortions: 0 for identical audio, so a fraction of the seed floor means something
 POLYGRAPHY_DEFAULT: dict[str, Any] = {"atol": 0.05, "rtol": 0.05, "stat": "mean"}
 # graph gate -> the row field it reads
 _ROW_FIELD = {"min_cosine": "cosine", "min_snr_db": "snr_db", "max_max_abs": "max_abs", "max_mean_abs": "mean_abs"}
 VERDICT_GRAPHS = ("text_encoder", "step", "vocoder")
+
+
+@dataclass(frozen=True)
+class E2EMetric:
+    """An end-to-end gate's metric name, parsed: which field, which statistic over the lines."""
+
+    name: str
+    field: str
+    statistic: str  # "worst" | "median" | "seed_ratio"
+
+    @property
+    def lower_bound(self) -> bool:
+        return self.name.startswith("min_")
+
+    @classmethod
+    def parse(cls, name: str) -> E2EMetric:
+        """`min_mel_snr_db`, `max_median_mcd_db`, `max_mcd_db_seed_ratio`, ...; ValueError names the
+        forms when `name` is none of them."""
+        kind, _, rest = name.partition("_")
+        if kind in ("min", "max"):
+            stat, field = ("median", rest.removeprefix("median_")) if rest.startswith("median_") else ("worst", rest)
+            if field.endswith("_seed_ratio") and kind == "max":
+                stat, field = "seed_ratio", field.removesuffix("_seed_ratio")
+                ok = field in E2E_RATIO_FIELDS
+            else:
+                ok = field in E2E_FIELDS and kind == ("min" if E2E_FIELDS[field] else "max")
+            if ok:
+                return cls(name, field, stat)
+        bounds = ", ".join(f"{'min' if up else 'max'}_{f}" for f, up in E2E_FIELDS.items())
+        ratios = ", ".join(f"max_{f}_seed_ratio" for f in E2E_RATIO_FIELDS)
+        raise ValueError(
+            f"unknown end-to-end metric {name!r}: the worst line is {bounds}; the median line inserts "
+            f"'median_' after min_/max_; the worst fraction of the seed floor is {ratios}"
+        )
 
 
 def load_gates(path: Path) -> dict[str, Any]:
@@ -36,8 +84,10 @@ def load_gates(path: Path) -> dict[str, Any]:
                     raise ValueError(f"{path}: graphs.{graph}.{prec}.{m}: unknown metric (known: {GRAPH_METRICS})")
     for prec, metrics in (data.get("e2e") or {}).items():
         for m in metrics or {}:
-            if m not in E2E_METRICS:
-                raise ValueError(f"{path}: e2e.{prec}.{m}: unknown metric (known: {E2E_METRICS})")
+            try:
+                E2EMetric.parse(m)
+            except ValueError as e:
+                raise ValueError(f"{path}: e2e.{prec}.{m}: {e}") from None
     return data
 
 
@@ -91,19 +141,40 @@ def graph_gates(result: GraphComparison, gates: Mapping[str, Any]) -> list[GateC
 
 
 def e2e_gates(prec: str, utterances: Sequence[Utterance], gates: Mapping[str, Any]) -> list[GateCheck]:
-    """Each end-to-end gate of `prec` against its worst utterance."""
+    """Each end-to-end gate of `prec` against its statistic over the utterances (E2EMetric)."""
     spec = (gates.get("e2e") or {}).get(prec) or {}
-    checks: list[GateCheck] = []
-    for metric, bound in spec.items():
-        field = metric.split("_", 1)[1]
-        vals = [(u.precisions[prec].get(field), u) for u in utterances]
-        known = [(v, u) for v, u in vals if v is not None]
-        if not known:
-            checks.append(check(f"e2e.{prec}.{metric}", float(bound), None, "no utterance measurable"))
-            continue
-        v, u = (min if metric.startswith("min") else max)(known, key=lambda x: x[0])
-        checks.append(check(f"e2e.{prec}.{metric}", float(bound), float(v), f"{u.voice}: {u.text[:40]}"))
-    return checks
+    return [_e2e_check(prec, E2EMetric.parse(m), float(bound), utterances) for m, bound in spec.items()]
+
+
+def _e2e_check(prec: str, metric: E2EMetric, bound: float, utterances: Sequence[Utterance]) -> GateCheck:
+    name = f"e2e.{prec}.{metric.name}"
+    if metric.statistic == "seed_ratio":
+        vals = [(_seed_ratio(u, prec, metric.field), u) for u in utterances]
+    else:
+        vals = [(u.precisions[prec].get(metric.field), u) for u in utterances]
+    known = [(float(v), u) for v, u in vals if v is not None and not math.isnan(float(v))]
+    if len(known) < len(vals):
+        # a line that cannot be measured is not a line that passed
+        missing = next(u for v, u in vals if v is None or math.isnan(float(v)))
+        return check(name, bound, None, f"{missing.voice}: {missing.text[:40]}")
+    if not known:
+        return check(name, bound, None, "no utterance measurable")
+    if metric.statistic == "median":
+        value = float(statistics.median(v for v, _ in known))
+        return check(name, bound, value, f"median of {len(known)} lines")
+    v, u = (min if metric.lower_bound else max)(known, key=lambda x: x[0])
+    where = f"{u.voice}: {u.text[:40]}"
+    if metric.statistic == "seed_ratio":
+        where += f" ({u.precisions[prec][metric.field]:.2f} of the seed floor's {u.seed_floor[metric.field]:.2f})"
+    return check(name, bound, v, where)
+
+
+def _seed_ratio(u: Utterance, prec: str, field: str) -> float | None:
+    """The precision's distortion over the seed floor's on line `u`; None when either is unmeasured."""
+    mine, floor = u.precisions[prec].get(field), (u.seed_floor or {}).get(field)
+    if mine is None or floor is None:
+        return None
+    return float(mine) / float(floor) if floor > 0 else (0.0 if mine == 0 else math.inf)
 
 
 def precision_verdicts(manifest: Manifest, checks: Sequence[GateCheck]) -> dict[str, dict[str, Any]]:

@@ -18,6 +18,7 @@ from f5build.validate.struct import AccuracyReport
 from f5rt.files import atomic_path, atomic_write_bytes, atomic_write_json
 
 REPORT_JSON = "accuracy.json"
+SEED_FLOOR_LABEL = "fp32, another seed"
 REPORT_MD = "accuracy.md"
 
 
@@ -98,13 +99,15 @@ def plots(report: dict[str, Any], gates: dict[str, Any], outdir: Path) -> list[s
         made.append("accuracy_timesteps.png")
     rows = report.get("e2e", {}).get("utterances") or []
     if rows:
-        precs = list(rows[0]["precisions"])
+        series = {p: [r["precisions"][p] for r in rows] for p in rows[0]["precisions"]}
+        if all(r.get("seed_floor") for r in rows):
+            series[SEED_FLOOR_LABEL] = [r["seed_floor"] for r in rows]
         fig, ax = plt.subplots(figsize=(7, 3.6))
-        width = 0.8 / max(1, len(precs))
-        for k, prec in enumerate(precs):
-            vals = [min(r["precisions"][prec]["mel_snr_db"], 120.0) for r in rows]
-            ax.bar(np.arange(len(rows)) + k * width, vals, width, label=prec)
-        ax.set_xticks(np.arange(len(rows)) + width * (len(precs) - 1) / 2, [f"{r['voice']}" for r in rows], fontsize=8)
+        width = 0.8 / max(1, len(series))
+        for k, (label, ms) in enumerate(series.items()):
+            vals = [min(m["mel_snr_db"], 120.0) for m in ms]
+            ax.bar(np.arange(len(rows)) + k * width, vals, width, label=label)
+        ax.set_xticks(np.arange(len(rows)) + width * (len(series) - 1) / 2, [f"{r['voice']}" for r in rows], fontsize=8)
         ax.set_ylabel("mel SNR vs FP32 (dB)")
         ax.set_title("end to end: each precision's audio vs FP32 audio")
         ax.legend(fontsize=8)
@@ -167,11 +170,20 @@ def markdown(report: dict[str, Any], images: list[str]) -> str:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in e2e["utterances"]:
-            for prec, m in r["precisions"].items():
+            rows = list(r["precisions"].items())
+            if r.get("seed_floor"):
+                rows.append((SEED_FLOOR_LABEL, r["seed_floor"]))
+            for prec, m in rows:
                 L.append(
                     f"| {r['voice']} | {r['text'][:30]} | {r['seconds']:.1f} | {prec} | {fmt(m['mel_snr_db'])} | "
                     f"{fmt(m['mcd_db'])} | {fmt(m['stoi'])} | {fmt(m['pesq'])} | {fmt(m['wave_snr_db'])} |"
                 )
+        if any(r.get("seed_floor") for r in e2e["utterances"]):
+            L += [
+                "",
+                f"`{SEED_FLOOR_LABEL}`: FP32 at a second seed against FP32, the distance between two equally "
+                "valid samples of the line (the scale of the `*_seed_ratio` gates).",
+            ]
         notes = sorted({n for r in e2e["utterances"] for m in r["precisions"].values() for n in m.get("notes", [])})
         if notes:
             L += ["", "Notes: " + "; ".join(notes)]

@@ -132,15 +132,21 @@ class Utterance:
     voice: str
     seconds: float
     precisions: Mapping[str, Mapping[str, Any]]
+    seed_floor: Mapping[str, Any] | None = None
+    """The same metrics for FP32 at another seed against FP32: how far apart two equally valid
+    samples of this line are, the scale a precision's drift is judged on (`*_seed_ratio` gates)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "text": self.text,
             "lang": self.lang,
             "voice": self.voice,
             "seconds": self.seconds,
             "precisions": {p: dict(m) for p, m in self.precisions.items()},
         }
+        if self.seed_floor is not None:
+            out["seed_floor"] = dict(self.seed_floor)
+        return out
 
 
 @dataclass(frozen=True)
