@@ -180,6 +180,7 @@ def test_released_layout_loads_through_the_checkpoint_path(small_corpus: Path, t
 def test_the_committed_embedded_checkpoint_loads_and_matches_its_hashes():
     from f5build.load import EMBEDDED_DIR, load_model
     from f5build.train.f5 import ARCH
+    from f5build.train.vocoder import VOCOS_ARCH, VocosTrainOptions
 
     meta = json.loads((EMBEDDED_DIR / "checkpoint.json").read_text())
     size = sum((EMBEDDED_DIR / rel).stat().st_size for rel in meta["files"])
@@ -187,6 +188,7 @@ def test_the_committed_embedded_checkpoint_loads_and_matches_its_hashes():
     bundle = load_model("f5tts-small-en")  # verifies every sha256 in checkpoint.json on the way
     assert bundle.source["kind"] == "checkpoint" and bundle.arch == meta["arch"]
     assert meta["arch"] == ARCH  # `nox -s train` trains the release's architecture by default
+    assert (meta["vocos_arch"], meta["vocos_steps"]) == (VOCOS_ARCH, VocosTrainOptions().steps)  # and its Vocos
     assert sum(p.numel() for p in bundle.dit.parameters()) > 1e6
 
 

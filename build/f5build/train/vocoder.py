@@ -37,7 +37,7 @@ WARMUP = 200  # learning-rate warmup steps
 
 @dataclass(frozen=True)
 class VocosTrainOptions:
-    steps: int = 3000
+    steps: int = 40000  # the release's: an hour on one thread (3,000, the first release's, left it buzzy)
     lr: float = 5e-4
     batch: int = 8
     frames: int = 33
