@@ -90,7 +90,15 @@ def test_e2e_gates_fail_on_a_line_they_cannot_measure() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["min_mcd_db", "max_mel_snr_db", "max_median_stoi", "max_mel_snr_db_seed_ratio", "min_mcd_db_seed_ratio", "mcd_db"],
+    [
+        "min_mcd_db",
+        "max_mel_snr_db",
+        "max_median_stoi",
+        "max_mel_snr_db_seed_ratio",
+        "min_mcd_db_seed_ratio",
+        "max_median_mcd_db_seed_ratio",
+        "mcd_db",
+    ],
 )
 def test_e2e_metric_names_that_mean_nothing_are_refused(name: str, tmp_path: Path) -> None:
     from f5build.validate.gates import E2EMetric, load_gates

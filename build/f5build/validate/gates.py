@@ -22,7 +22,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from f5build.inputs import BuildInputError, read_yaml
 from f5build.validate.struct import GateCheck, GraphComparison, Utterance
@@ -44,7 +44,7 @@ class E2EMetric:
 
     name: str
     field: str
-    statistic: str  # "worst" | "median" | "seed_ratio"
+    statistic: Literal["worst", "median", "seed_ratio"]
 
     @property
     def lower_bound(self) -> bool:
@@ -56,10 +56,11 @@ class E2EMetric:
         forms when `name` is none of them."""
         kind, _, rest = name.partition("_")
         if kind in ("min", "max"):
-            stat, field = ("median", rest.removeprefix("median_")) if rest.startswith("median_") else ("worst", rest)
-            if field.endswith("_seed_ratio") and kind == "max":
+            stat: Literal["worst", "median", "seed_ratio"] = "median" if rest.startswith("median_") else "worst"
+            field = rest.removeprefix("median_")
+            if field.endswith("_seed_ratio"):  # the worst line's only: max_<field>_seed_ratio
                 stat, field = "seed_ratio", field.removesuffix("_seed_ratio")
-                ok = field in E2E_RATIO_FIELDS
+                ok = field in E2E_RATIO_FIELDS and kind == "max" and not rest.startswith("median_")
             else:
                 ok = field in E2E_FIELDS and kind == ("min" if E2E_FIELDS[field] else "max")
             if ok:
@@ -165,7 +166,8 @@ def _e2e_check(prec: str, metric: E2EMetric, bound: float, utterances: Sequence[
     v, u = (min if metric.lower_bound else max)(known, key=lambda x: x[0])
     where = f"{u.voice}: {u.text[:40]}"
     if metric.statistic == "seed_ratio":
-        where += f" ({u.precisions[prec][metric.field]:.2f} of the seed floor's {u.seed_floor[metric.field]:.2f})"
+        floor = (u.seed_floor or {})[metric.field]
+        where += f" ({u.precisions[prec][metric.field]:.2f} of the seed floor's {floor:.2f})"
     return check(name, bound, v, where)
 
 
