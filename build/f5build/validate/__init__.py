@@ -43,7 +43,7 @@ from f5build.validate.gates import (
     precision_verdicts,
 )
 from f5build.validate.report import fmt, write_reports
-from f5build.validate.struct import AccuracyReport, EndToEndComparison, GateCheck, GraphComparison
+from f5build.validate.struct import SEED_FLOOR_LABEL, AccuracyReport, EndToEndComparison, GateCheck, GraphComparison
 from f5rt.manifest import Manifest, load_manifest, update_manifest
 
 __all__ = [
@@ -196,7 +196,7 @@ def compare_end_to_end(root: Path, precisions: list[str], opts: ValidateOptions)
     log(f"end to end: {len(utts)} held-out lines x fp32/{'/'.join(precisions)} (NFE {opts.e2e_nfe})")
     result = end_to_end(root, precisions, utts, {v: store.get(v) for v in langs}, opts.e2e_nfe, opts.threads)
     floor = [u.seed_floor or {} for u in result.utterances]
-    log(f"  e2e seed floor (FP32, another seed): MCD {', '.join(fmt(x.get('mcd_db'), 1) for x in floor)} dB")
+    log(f"  e2e seed floor ({SEED_FLOOR_LABEL}): MCD {', '.join(fmt(x.get('mcd_db'), 1) for x in floor)} dB")
     for prec in precisions:
         m = [u.precisions[prec] for u in result.utterances]
         log(

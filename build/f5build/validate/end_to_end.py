@@ -20,7 +20,7 @@ import numpy as np
 
 from f5build.common import log
 from f5build.metrics import audio_metrics
-from f5build.validate.struct import EndToEndComparison, Utterance
+from f5build.validate.struct import SEED_FLOOR_LABEL, EndToEndComparison, Utterance
 
 SEED_BASE = 100  # utterance i runs with seed SEED_BASE + i at every precision
 FLOOR_SEED_OFFSET = 1000  # ... and at FP32 with seed SEED_BASE + FLOOR_SEED_OFFSET + i, the seed floor
@@ -74,7 +74,7 @@ def end_to_end(
 
     audio: dict[str, list[np.ndarray]] = {}
     rate = 24000
-    floor = "fp32 (another seed)"
+    floor = SEED_FLOOR_LABEL
     runs = [("fp32", "fp32", 0), (floor, "fp32", FLOOR_SEED_OFFSET), *((p, p, 0) for p in precisions)]
     for name, prec, offset in runs:
         t0 = time.perf_counter()

@@ -153,13 +153,13 @@ def _e2e_check(prec: str, metric: E2EMetric, bound: float, utterances: Sequence[
         vals = [(_seed_ratio(u, prec, metric.field), u) for u in utterances]
     else:
         vals = [(u.precisions[prec].get(metric.field), u) for u in utterances]
-    known = [(float(v), u) for v, u in vals if v is not None and not math.isnan(float(v))]
-    if len(known) < len(vals):
-        # a line that cannot be measured is not a line that passed
-        missing = next(u for v, u in vals if v is None or math.isnan(float(v)))
-        return check(name, bound, None, f"{missing.voice}: {missing.text[:40]}")
-    if not known:
+    if not vals:
         return check(name, bound, None, "no utterance measurable")
+    # a line that cannot be measured is not a line that passed (check() fails a None or NaN value)
+    missing = next((u for v, u in vals if v is None or math.isnan(float(v))), None)
+    if missing is not None:
+        return check(name, bound, None, f"{missing.voice}: {missing.text[:40]}")
+    known = [(float(v), u) for v, u in vals if v is not None]
     if metric.statistic == "median":
         value = float(statistics.median(v for v, _ in known))
         return check(name, bound, value, f"median of {len(known)} lines")

@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 
 from f5build.validate.comparator import bucket_key
-from f5build.validate.struct import AccuracyReport
+from f5build.validate.struct import SEED_FLOOR_LABEL, AccuracyReport
 from f5rt.files import atomic_path, atomic_write_bytes, atomic_write_json
 
 REPORT_JSON = "accuracy.json"
-SEED_FLOOR_LABEL = "fp32, another seed"
 REPORT_MD = "accuracy.md"
 
 
@@ -184,7 +183,8 @@ def markdown(report: dict[str, Any], images: list[str]) -> str:
                 f"`{SEED_FLOOR_LABEL}`: FP32 at a second seed against FP32, the distance between two equally "
                 "valid samples of the line (the scale of the `*_seed_ratio` gates).",
             ]
-        notes = sorted({n for r in e2e["utterances"] for m in r["precisions"].values() for n in m.get("notes", [])})
+        measured = [m for r in e2e["utterances"] for m in (*r["precisions"].values(), r.get("seed_floor") or {})]
+        notes = sorted({n for m in measured for n in m.get("notes", [])})
         if notes:
             L += ["", "Notes: " + "; ".join(notes)]
     placement = report.get("placement") or {}

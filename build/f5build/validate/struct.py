@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# How reports and logs name Utterance.seed_floor (FP32 at a second seed against FP32).
+SEED_FLOOR_LABEL = "fp32, another seed"
+
 # Row fields the gates and groupings read (every row has them: metrics.tensor_errors).
 ROW_METRICS = ("cosine", "snr_db", "max_abs", "mean_abs", "max_rel")
 
