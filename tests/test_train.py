@@ -113,6 +113,7 @@ def _trainers(
     upsampling: bool = False,
     lr: float = 5e-4,
     batch_frames: int = 800,
+    signals_every: int = 1000,
 ):
     from f5build.train.ctc import CTCOptions
     from f5build.train.f5 import F5Trainer, F5TrainOptions, make_vocab
@@ -125,6 +126,7 @@ def _trainers(
         arch=arch,
         curriculum=cur,
         save_every=2,
+        signals_every=signals_every,
         lr=lr,
         ctc=CTCOptions(weight=ctc, block=1, max_time=ctc_max_time),
     )
@@ -158,6 +160,31 @@ def test_training_resumes_to_the_same_weights(small_corpus: Path, tmp_path: Path
         json.loads(x)["loss"] for x in (tmp_path / "once" / "f5_log.jsonl").read_text().splitlines() if "loss" in x
     ]
     assert all(np.isfinite(losses))
+
+
+@needs_espeak
+def test_training_resumes_to_the_same_weights_across_its_alignment_signals(small_corpus: Path, tmp_path: Path):
+    """The held-out signals sample through f5-tts' `CFM.sample(seed=...)`, which reseeds torch's global
+    generator. They run after the state is saved, so unless they leave the training's random stream as
+    they found it, an uninterrupted run draws other flow times and noise after each signal step than a
+    run resumed from that step's state."""
+    from f5build.train.signals import alignment_signals
+
+    corpus = load_corpus(small_corpus)
+
+    def signals(ema: torch.nn.Module, step: int) -> dict[str, float]:
+        return alignment_signals(ema, corpus, count=2, nfe=2).to_dict()
+
+    once, _ = _trainers(small_corpus, tmp_path / "once", signals_every=2)
+    once.run_until(4, signals=signals, progress=False)
+    first, _ = _trainers(small_corpus, tmp_path / "twice", signals_every=2)
+    first.run_until(2, signals=signals, progress=False)
+    resumed, _ = _trainers(small_corpus, tmp_path / "twice", signals_every=2)
+    resumed.run_until(4, signals=signals, progress=False)
+    for (name, a), b in zip(once.cfm.state_dict().items(), resumed.cfm.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    logged = [json.loads(x) for x in (tmp_path / "once" / "f5_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "signals" in r] == [2, 4]  # the signals did run
 
 
 @needs_espeak

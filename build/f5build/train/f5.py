@@ -10,10 +10,12 @@ the work tree, and cheap alignment signals on held-out speakers (`signals`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,6 +307,20 @@ class F5Trainer:
             "batch": len(lens),
         } | extra
 
+    @contextlib.contextmanager
+    def _random_streams_kept(self) -> Iterator[None]:
+        """Leave the training's random streams as they were: the held-out signals sample through
+        f5-tts' `CFM.sample(seed=...)`, which reseeds torch's global generator (on every device). They
+        run after the state is saved, so a run resumed from that state would otherwise draw other
+        flow times and noise than the run that went on."""
+        cuda = [self.device] if self.device.type == "cuda" else []
+        py_state = random.getstate()
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                yield
+        finally:
+            random.setstate(py_state)
+
     def run_until(self, steps: int, signals: Any = None, progress: bool = True) -> None:
         from tqdm import tqdm
 
@@ -341,9 +357,10 @@ class F5Trainer:
                 if self.step % self.opts.save_every == 0 or self.step == steps:
                     self.save()
                 if signals is not None and self.step % self.opts.signals_every == 0:
-                    out = signals(on_cpu(self.ema), self.step)
-                    if self.ctc is not None:  # what the head reads, at flow time 0 and 0.9 (f5build.train.signals)
-                        out |= ctc_readout(self.cfm, self.ctc, self.corpus, self.char_map)
+                    with self._random_streams_kept():
+                        out = signals(on_cpu(self.ema), self.step)
+                        if self.ctc is not None:  # what the head reads, at flow time 0 and 0.9 (f5build.train.signals)
+                            out |= ctc_readout(self.cfm, self.ctc, self.corpus, self.char_map)
                     log.write(json.dumps({"step": self.step, "signals": out}) + "\n")
                     log.flush()
         bar.close()
