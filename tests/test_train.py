@@ -358,12 +358,33 @@ def test_a_release_continued_from_keeps_its_training_record(small_corpus: Path, 
     assert meta["train_lr"] == [{"from_step": 0, "lr": 5e-4}, {"from_step": 2, "lr": 1e-4}]
     assert meta["train_batch_frames"] == [{"from_step": 0, "batch_frames": 800}, {"from_step": 2, "batch_frames": 1600}]
     assert meta["train_average_upsampling"] == [{"from_step": 0, "average_upsampling": False}]
+    assert (meta["train_warm_starts"], meta["vocos_warm_starts"]) == ([2], [2])  # optimizers restarted there
+
+    # continued again from that release: both warm starts are recorded, in order, through a resume
+    again, again_voc = _trainers(small_corpus, tmp_path / "again")
+    assert seed_train_dir(tmp_path / "again", Release.read(tmp_path / "models" / "on"), again, again_voc)
+    again, again_voc = _trainers(small_corpus, tmp_path / "again")  # a new process resumes the seeded state
+    again.run_until(4, progress=False)
+    again_voc.run_until(4, progress=False)
+    meta = json.loads(
+        (
+            export_release(tmp_path / "again", tmp_path / "models" / "again", load_corpus(small_corpus))
+            / "checkpoint.json"
+        ).read_text()
+    )
+    assert (meta["train_warm_starts"], meta["vocos_warm_starts"]) == ([2, 3], [2, 3])
+    assert json.loads((first / "checkpoint.json").read_text())["train_warm_starts"] == []  # trained from scratch
 
     # a release from before a record existed continues with this run's settings from step 0, as before
     older = replace(release, histories={})
     plain, plain_voc = _trainers(small_corpus, tmp_path / "older", lr=1e-4)
     assert seed_train_dir(tmp_path / "older", older, plain, plain_voc)
     assert (plain.ctc_history, plain.lr_history) == ([], [{"from_step": 0, "lr": 1e-4}])
+
+    # a state from before the warm-start record kept only the newest one (its warmup_from)
+    from f5build.train.state import warm_starts_of
+
+    assert warm_starts_of({"warmup_from": 40000}) == [40000] and warm_starts_of({"step": 5}) == []
 
 
 @needs_espeak

@@ -15,7 +15,7 @@ import copy
 import json
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from f5build.train.corpus import Corpus
 from f5build.train.ctc import CTCAlignment, CTCOptions
 from f5build.train.device import on_cpu, resolve_device, step_clock
 from f5build.train.signals import ctc_readout
-from f5build.train.state import load_state, save_state, trim_log
+from f5build.train.state import load_state, save_state, trim_log, warm_starts_of
 
 # The DiT sizes the recipe trains (`--train-size`). Both keep f5-tts' DiT and depth 6; "wide" doubles the
 # width and the heads (6.3 M parameters against 1.6 M). On this corpus it reached the small size's
@@ -153,6 +153,7 @@ class F5Trainer:
             self.ctc = CTCAlignment(self.cfm, len(vocab), opts.ctc, self.device, opts.lr)
         self.step = 0
         self.warmup_from = 0  # the step the learning-rate warmup starts at (a warm start reruns it)
+        self.warm_starts: list[int] = []  # every step the run was seeded from a release at (raw weights = EMA)
         self.seconds = 0.0  # seconds spent in training steps (CPU time; wall time on a GPU), over every resumed run
         self.batches = FrameBatches(corpus.split("phrase") + corpus.split("train"), opts.curriculum, opts.seed)
         self.log_path = ckpt_dir / "f5_log.jsonl"
@@ -173,14 +174,16 @@ class F5Trainer:
     def lr_at(self, step: int) -> float:
         return self.opts.lr * min(1.0, (step - self.warmup_from + 1) / self.opts.warmup)
 
-    def warm_start(self, step: int, records: dict[str, list[dict[str, Any]]]) -> None:
+    def warm_start(self, step: int, records: dict[str, list[dict[str, Any]]], earlier: Sequence[int] = ()) -> None:
         """Continue at `step` a run whose weights were loaded from its release (f5build.train.warmstart).
 
         AdamW's moments start at zero, so the warmup runs again from `step`. `records` are the release's
         training records by attribute name (`ctc_history`, `upsampling_history`, `lr_history`,
-        `batch_history`); one a release lacks keeps this run's default."""
+        `batch_history`); one a release lacks keeps this run's default. `earlier`: the steps the
+        release itself was warm-started at."""
         self.step = step
         self.warmup_from = step
+        self.warm_starts = [*earlier, step]
         self.ctc_history = [dict(e) for e in records.get("ctc_history", self.ctc_history)]
         self.upsampling_history = [dict(e) for e in records.get("upsampling_history", self.upsampling_history)]
         self.lr_history = [dict(e) for e in records.get("lr_history", self.lr_history)]
@@ -221,6 +224,7 @@ class F5Trainer:
         self.opt.load_state_dict(state["optimizer_state_dict"])
         self.step = int(state["step"])
         self.warmup_from = int(state.get("warmup_from", 0))
+        self.warm_starts = warm_starts_of(state)
         self.seconds = float(state.get("seconds", 0.0))
         self.ctc_history = ctc_history_of(state)
         self.upsampling_history = upsampling_history_of(state)
@@ -242,6 +246,7 @@ class F5Trainer:
             "optimizer_state_dict": self.opt.state_dict(),
             "step": self.step,
             "warmup_from": self.warmup_from,
+            "warm_starts": self.warm_starts,
             "seconds": self.seconds,
             "vocab": self.vocab,
             "arch": self.opts.arch,

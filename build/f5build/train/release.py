@@ -25,7 +25,7 @@ import yaml
 
 from f5build.train.corpus import Corpus
 from f5build.train.f5 import batch_history_of, ctc_history_of, lr_history_of, upsampling_history_of
-from f5build.train.state import load_state, staged_folder
+from f5build.train.state import load_state, staged_folder, warm_starts_of
 from f5rt.files import sha256_file
 
 VOCOS_CLASSES = {
@@ -116,6 +116,10 @@ def export_release(train_dir: Path, out: Path, corpus: Corpus) -> Path:
             "train_lr": lr_history_of(f5),
             # the batches' frame budget over the run (--train-batch-frames)
             "train_batch_frames": batch_history_of(f5),
+            # the steps each was seeded from an earlier release at (--train-from): AdamW's moments
+            # restarted from zero and the warmup ran again there; the DiT's raw weights became its EMA
+            "train_warm_starts": warm_starts_of(f5),
+            "vocos_warm_starts": warm_starts_of(vocos),
             "arch": f5["arch"],
             "vocos_arch": vocos["arch"],
             "corpus": json.loads((corpus.root / "corpus.json").read_text())["files"],

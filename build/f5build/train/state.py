@@ -51,6 +51,16 @@ def load_state(path: Path, require: str = "step") -> dict[str, Any] | None:
     return state
 
 
+def warm_starts_of(state: dict[str, Any]) -> list[int]:
+    """The steps at which a trainer's state was seeded from a release (`--train-from`): its optimizer
+    moments started at zero there and its warmup ran again. A state from before the record kept only
+    the newest (`warmup_from`, 0 for a run that never warm-started)."""
+    if "warm_starts" in state:
+        return [int(s) for s in state["warm_starts"]]
+    latest = int(state.get("warmup_from", 0))
+    return [latest] if latest > 0 else []
+
+
 @contextlib.contextmanager
 def staged_folder(out: Path) -> Iterator[Path]:
     """A temporary folder beside `out` that replaces it when the block succeeds.

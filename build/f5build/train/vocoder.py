@@ -18,6 +18,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from f5build.load import make_vocos
 from f5build.train.corpus import HOP, Corpus
-from f5build.train.state import load_state, save_state, trim_log
+from f5build.train.state import load_state, save_state, trim_log, warm_starts_of
 
 VOCOS_ARCH = dict(dim=192, intermediate_dim=576, num_layers=6, padding="center")
 RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
@@ -76,6 +77,7 @@ class VocosTrainer:
         self.utts = [u for u in corpus.split("phrase") + corpus.split("train") if u.frames > opts.frames]
         self.step = 0
         self.warmup_from = 0  # the step the learning-rate warmup starts at (a warm start reruns it)
+        self.warm_starts: list[int] = []  # every step this vocoder was seeded from a release at
         self.seconds = 0.0  # CPU seconds spent in training steps, over every resumed run
         self.log_path = ckpt_dir / "vocos_log.jsonl"
 
@@ -88,11 +90,13 @@ class VocosTrainer:
         warm = min(1.0, (step - self.warmup_from + 1) / WARMUP)
         return self.opts.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / self.opts.steps))))
 
-    def warm_start(self, step: int) -> None:
+    def warm_start(self, step: int, earlier: Sequence[int] = ()) -> None:
         """Continue at `step` a vocoder whose weights were loaded from its release: AdamW's moments
-        start at zero, so the warmup runs again from `step` (f5build.train.warmstart)."""
+        start at zero, so the warmup runs again from `step` (f5build.train.warmstart). `earlier`: the
+        steps the release itself was warm-started at."""
         self.step = step
         self.warmup_from = step
+        self.warm_starts = [*earlier, step]
 
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = random.Random(self.opts.seed * 1_000_003 + step)
@@ -116,6 +120,7 @@ class VocosTrainer:
         self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.warmup_from = int(state.get("warmup_from", 0))
+        self.warm_starts = warm_starts_of(state)
         self.seconds = float(state.get("seconds", 0.0))
         return True
 
@@ -125,6 +130,7 @@ class VocosTrainer:
             "optimizer": self.opt.state_dict(),
             "step": self.step,
             "warmup_from": self.warmup_from,
+            "warm_starts": self.warm_starts,
             "seconds": self.seconds,
             "arch": self.opts.arch,
             "options": asdict(self.opts),

@@ -11,7 +11,8 @@ within a few hundred steps; the learning-rate warmup is run again for that reaso
 weights equal its EMA. A release whose vocab or architecture differs from this recipe's is refused.
 The release's record of how it was trained (the CTC aid's, average upsampling's, learning rate's and
 batch budget's settings and the step each took effect) is carried into the state, so that a release
-exported from the continued run still says how all of its steps were trained.
+exported from the continued run still says how all of its steps were trained, and at which steps
+its DiT and Vocos were warm-started (`train_warm_starts`, `vocos_warm_starts`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class Release:
     histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """The training records `checkpoint.json` holds, by the trainer's name for them (`ctc_history`,
     `upsampling_history`, `lr_history`, `batch_history`); a record an older release lacks is absent."""
+    warm_starts: tuple[int, ...] = ()
+    """The steps the release's DiT was itself seeded from an earlier release at (`train_warm_starts`)."""
+    vocos_warm_starts: tuple[int, ...] = ()
+    """The same for its Vocos (`vocos_warm_starts`)."""
 
     @classmethod
     def read(cls, folder: Path) -> Release:
@@ -64,6 +69,8 @@ class Release:
             steps, vocos_steps = int(meta["steps"]), int(meta["vocos_steps"])
             hours = float(meta.get("train_cpu_hours", 0.0))
             vocos_arch = dict(meta["vocos_arch"])
+            warm = tuple(int(s) for s in meta.get("train_warm_starts", []))
+            vocos_warm = tuple(int(s) for s in meta.get("vocos_warm_starts", []))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{folder / 'checkpoint.json'}: no training record to continue from ({e})") from None
         arch = dict(yaml.safe_load(rel.model_config.read_text(encoding="utf-8"))["model"]["arch"])
@@ -73,7 +80,7 @@ class Release:
         ema = {k: v for k, v in load_file(str(rel.checkpoint)).items() if k.startswith("ema_model.transformer.")}
         vocos = torch.load(rel.vocoder / "pytorch_model.bin", map_location="cpu", weights_only=True)
         histories = {name: [dict(e) for e in meta[key] or []] for key, name in RECORDS.items() if key in meta}
-        return cls(folder, steps, vocos_steps, hours, vocab, arch, vocos_arch, ema, vocos, histories)
+        return cls(folder, steps, vocos_steps, hours, vocab, arch, vocos_arch, ema, vocos, histories, warm, vocos_warm)
 
     def check_matches(self, vocab: list[str], arch: dict[str, Any], vocos_arch: dict[str, Any]) -> None:
         problems = []
@@ -106,9 +113,9 @@ def seed_train_dir(train_dir: Path, release: Release, f5: Any, vocos: Any) -> bo
     if unexpected or any(not k.startswith("mel_spec.") for k in missing):
         raise ValueError(f"--train-from {release.folder}: weights do not fit the DiT ({missing[:3]} {unexpected[:3]})")
     f5.ema.load_state_dict(f5.cfm.state_dict())
-    f5.warm_start(release.steps, release.histories)
+    f5.warm_start(release.steps, release.histories, release.warm_starts)
     vocos.vocos.load_state_dict(release.vocos_state)
-    vocos.warm_start(release.vocos_steps)
+    vocos.warm_start(release.vocos_steps, release.vocos_warm_starts)
     f5.seconds = release.train_cpu_hours * 3600.0  # DiT + Vocos together, as the release records them
     random.seed(f5.opts.seed * 1_000_003 + release.steps)
     f5.save()
