@@ -47,6 +47,27 @@ def test_condition_means_and_speaker_verification():
         ConditionScore.of("x", "fp32", 16, "sway", [])
 
 
+def test_verification_carries_its_interval_and_the_similarity_margin():
+    from f5build.quality.scoring import wilson_interval
+
+    # 26 of 48 verified: the interval is about 28 points wide, so 54 % cannot be told from 57 % or 48 %
+    lines = [_utt(i, 1.0, 0.78, 0.76, 2.0) for i in range(26)] + [_utt(i, 1.0, 0.75, 0.77, 2.0) for i in range(22)]
+    c = ConditionScore.of("x", "fp32", 16, "sway", lines)
+    assert (c.lines_verified, c.verify_rate) == (26, pytest.approx(26 / 48))
+    assert c.sim_margin == pytest.approx((26 * 0.02 - 22 * 0.02) / 48)
+    from scipy.stats import binomtest
+
+    for k, n in ((26, 48), (0, 10), (10, 10), (3, 7)):  # Wilson's interval as scipy computes it
+        want = binomtest(k, n).proportion_ci(0.95, "wilson")
+        assert wilson_interval(k, n) == pytest.approx((want.low, want.high), abs=1e-4), (k, n)
+    assert c.verify_interval == wilson_interval(26, 48)
+    assert c.verified_label == "54% (40-67)"
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0  # stays inside [0, 1]
+    for bad in ((3, 0), (-1, 5), (6, 5)):
+        with pytest.raises(ValueError, match="successes"):
+            wilson_interval(*bad)
+
+
 def test_gates_compare_each_precision_with_fp32_at_the_same_nfe():
     gates = QualityGates()
     results = [

@@ -768,6 +768,9 @@ def test_evaluate_scores_each_snapshot_once(small_corpus: Path, tmp_path: Path, 
     first = json.loads((reports / "checkpoints.json").read_text())
     assert [r["step"] for r in first["checkpoints"]] == [2] and len(calls) == 2 + 2 * 2  # and the two ceilings
     assert [c["name"] for c in first["ceilings"]] == ["ground truth", "copy-synthesis"]
+    listened = first["checkpoints"][0]["listening"]  # own 0.8 against another's 0.5 on both lines
+    assert (listened["lines_verified"], listened["sim_margin"]) == (2, pytest.approx(0.3))
+    assert "| +0.300 | 100% (34-100) |" in (reports / "checkpoints.md").read_text()  # Wilson's for 2 of 2
     assert [(u["time"], u["lines"]) for u in first["checkpoints"][0]["text_use"]] == [(0.1, 2), (0.2, 2)]
     truth = [corpus.wave(t) for _, t in corpus.held_out_pairs(2)]
     assert first["ceilings"][0]["wer"] == pytest.approx(np.mean([np.sqrt(np.mean(np.square(w))) for w in truth]))

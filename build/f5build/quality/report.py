@@ -12,15 +12,16 @@ from f5build.quality.scoring import SAID_WER, ConditionScore, UtteranceScore
 from f5rt.files import atomic_path, atomic_write_bytes, atomic_write_json
 
 HEAD = (
-    f"| condition | utts | WER | WER median | lines said (WER ≤ {SAID_WER:g}) | similarity | verified | OVRL | SIG | BAK "
-    "| P.808 |"
+    f"| condition | utts | WER | WER median | lines said (WER ≤ {SAID_WER:g}) | similarity | margin over other voices "
+    "| verified (95 % interval) | OVRL | SIG | BAK | P.808 |"
 )
+RULE = "|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 
 def _row(s: ConditionScore) -> str:
     return (
         f"| {s.name} | {s.utterances} | {s.wer:.3f} | {s.wer_median:.3f} | {s.lines_said} | {s.sim:.3f} "
-        f"| {s.verify_rate:.0%} | {s.ovrl:.2f} | {s.sig:.2f} | {s.bak:.2f} | {s.p808:.2f} |"
+        f"| {s.sim_margin:+.3f} | {s.verified_label} | {s.ovrl:.2f} | {s.sig:.2f} | {s.bak:.2f} | {s.p808:.2f} |"
     )
 
 
@@ -107,13 +108,13 @@ def write_quality_report(
         "## Ceilings",
         "",
         HEAD,
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        RULE,
         *(_row(c) for c in ceilings),
         "",
         "## Conditions",
         "",
         HEAD,
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        RULE,
         *(_row(r) for r in results),
         "",
         "![quality vs NFE](quality.png)",
@@ -134,7 +135,7 @@ def write_quality_report(
             "## Chat-reader default",
             "",
             f"`f5rt serve --nfe {default.nfe} --cfg {default.cfg:g}` ({default.schedule} at NFE {default.nfe}): "
-            f"WER {default.wer:.3f}, similarity {default.sim:.3f}, verified {default.verify_rate:.0%}, OVRL "
+            f"WER {default.wer:.3f}, similarity {default.sim:.3f}, verified {default.verified_label}, OVRL "
             f"{default.ovrl:.2f}. Of the FP32 conditions at NFE 6-8 at the schedule the service runs: "
             f"{chosen.reason}.",
             "",

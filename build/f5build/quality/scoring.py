@@ -4,7 +4,10 @@
   (lowercase, punctuation dropped, digits spelled out as Whisper sometimes writes numbers as digits);
 - speaker similarity: cosine of the output's embedding with its own reference's, and the highest
   cosine with any *other* held-out speaker's reference; `verified` when its own is the higher, so
-  cloning is shown against other voices, not assumed;
+  cloning is shown against other voices, not assumed. The verification rate of a few dozen lines
+  is a coarse figure (48 lines: a 95 % interval about 28 points wide), so each condition also
+  carries its interval (Wilson's) and the mean margin of own over best other similarity, which
+  moves continuously where the rate moves by whole lines;
 - DNSMOS OVRL / SIG / BAK and P.808.
 """
 
@@ -74,6 +77,17 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
 
 
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson's score interval for a rate of `successes` in `trials` (95 % at z = 1.96): unlike the
+    normal approximation it stays inside [0, 1] and is honest at 0 or all successes."""
+    if trials <= 0 or not 0 <= successes <= trials:
+        raise ValueError(f"a rate needs 0 <= successes <= trials and trials > 0, got {successes} of {trials}")
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 @dataclass(frozen=True)
 class UtteranceScore:
     """One generated (or ceiling) utterance, scored."""
@@ -118,6 +132,20 @@ class ConditionScore:
     # yet gets Whisper's hallucinations on babble (WER far above 1), and one such line moves the mean
     wer_median: float = float("nan")
     lines_said: int = 0
+    lines_verified: int = 0
+    # mean of sim_own - sim_other: above 0, the outputs are nearer their own voices than any other on average
+    sim_margin: float = float("nan")
+
+    @property
+    def verify_interval(self) -> tuple[float, float]:
+        """The verification rate's 95 % interval over this condition's lines (Wilson score interval)."""
+        return wilson_interval(self.lines_verified, self.utterances)
+
+    @property
+    def verified_label(self) -> str:
+        """The rate with its interval, as the reports print it: "54 % (40-67)"."""
+        lo, hi = self.verify_interval
+        return f"{self.verify_rate:.0%} ({lo * 100:.0f}-{hi * 100:.0f})"
 
     @classmethod
     def of(
@@ -129,11 +157,12 @@ class ConditionScore:
         def mean(attr: str) -> float:
             return float(np.mean([getattr(s, attr) for s in scores]))
 
-        verify = float(np.mean([s.verified for s in scores]))
+        verified = sum(s.verified for s in scores)
         wers = [s.wer for s in scores]
-        return cls(name, precision, nfe, schedule, len(scores), mean("wer"), mean("sim_own"), verify,
+        margin = float(np.mean([s.sim_own - s.sim_other for s in scores]))
+        return cls(name, precision, nfe, schedule, len(scores), mean("wer"), mean("sim_own"), verified / len(scores),
                    mean("ovrl"), mean("sig"), mean("bak"), mean("p808"), cfg, float(np.median(wers)),
-                   sum(w <= SAID_WER for w in wers))  # fmt: skip
+                   sum(w <= SAID_WER for w in wers), verified, margin)  # fmt: skip
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

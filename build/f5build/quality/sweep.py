@@ -214,6 +214,6 @@ def _score(cond: Condition, scores: list[UtteranceScore]) -> ConditionScore:
 def _line(s: ConditionScore) -> str:
     return (
         f"WER {s.wer:.3f} (median {s.wer_median:.3f}, {s.lines_said} said)  sim {s.sim:.3f}  "
-        f"verified {s.verify_rate:.0%}  OVRL {s.ovrl:.2f}  "
+        f"verified {s.verified_label}  margin {s.sim_margin:+.3f}  OVRL {s.ovrl:.2f}  "
         f"SIG {s.sig:.2f}  BAK {s.bak:.2f}  ({s.utterances} utts)"
     )
