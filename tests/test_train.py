@@ -798,6 +798,63 @@ def test_evaluate_scores_each_snapshot_once(small_corpus: Path, tmp_path: Path, 
 
 
 @needs_espeak
+def test_evaluate_says_the_held_out_sentences_in_seen_voices(small_corpus: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    """--train-eval-seen-voices: each held-out line is also said by a training speaker standing in for its
+    held-out speaker, verified against the stand-ins' references, beside the stand-ins' own audio."""
+    from f5build.quality.scoring import UtteranceScore
+    from f5build.train import evaluate
+    from f5build.train.seen import SeenVoices
+
+    corpus = load_corpus(small_corpus)
+    pairs = corpus.held_out_pairs(2)
+    seen = SeenVoices.of(corpus, pairs)
+    trained = {u.speaker for u in corpus.split("train")}
+    assert set(seen.refs) <= trained and len(seen.refs) == 2  # one stand-in per held-out speaker
+    assert all(ref.split == "train" and ref.speaker == s for s, ref in seen.refs.items())
+    for (ref, line), (_, held) in zip(seen.pairs, pairs, strict=True):
+        assert line.speaker == ref.speaker in trained  # said in the stand-in's voice
+        assert (line.id, line.text, line.frames) == (held.id, held.text, held.frames)
+    assert {u.speaker for u in seen.truth} == set(seen.refs) and len(seen.truth) == len(pairs)
+    assert not {u.id for u in seen.truth} & {r.id for r in seen.refs.values()}  # other lines than the prompts
+    with pytest.raises(ValueError, match="at least two held-out speakers"):
+        SeenVoices.of(corpus, [p for p in corpus.held_out_pairs() if p[0].speaker == pairs[0][0].speaker])
+
+    heard: list[tuple[str, str]] = []  # (whose references verify, speaker of the line)
+
+    class Listener:  # the instruments stand-in: own 0.8 / other 0.5 for held-out voices, 0.6 / 0.7 for seen
+        def __init__(self, corpus, cache, threads=1, refs=None) -> None:
+            self.refs = refs
+
+        def for_voices(self, corpus, refs) -> Listener:
+            return Listener(corpus, None, refs=[u.speaker for u in refs])
+
+        def score(self, u, audio, rate) -> UtteranceScore:
+            heard.append(("seen" if self.refs else "held-out", u.speaker))
+            own, other = (0.6, 0.7) if self.refs else (0.8, 0.5)
+            return UtteranceScore(u.id, u.speaker, u.text, "", 1.0, own, other, 2.0, 2.0, 3.0, 3.0, 1.0)
+
+    monkeypatch.setattr(evaluate, "Listener", Listener)
+    f5, voc = _trainers(small_corpus, tmp_path / "run")
+    f5.run_until(2, progress=False)
+    voc.run_until(2, progress=False)
+    reports = tmp_path / "reports"
+    evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, evaluate.EvaluateOptions(2, seen_voices=True))
+    assert sorted(s for who, s in heard if who == "seen") == sorted([u.speaker for u in seen.truth] * 2)
+    assert {s for who, s in heard if who == "held-out"} == {ref.speaker for ref, _ in pairs}
+    got = json.loads((reports / "checkpoints.json").read_text())
+    assert got["seen_ceiling"]["name"] == "seen voices, ground truth"
+    assert (got["checkpoints"][0]["seen"]["sim_margin"], got["checkpoints"][0]["listening"]["sim_margin"]) == (
+        pytest.approx(-0.1),
+        pytest.approx(0.3),
+    )
+    md = (reports / "checkpoints.md").read_text()
+    assert "## The same sentences in voices the DiT trained on" in md and "| step 2 | 1.000 |" in md
+    evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, evaluate.EvaluateOptions(2))
+    assert "trained on" not in (reports / "checkpoints.md").read_text()  # without the option: no such table
+
+
+@needs_espeak
 def test_evaluate_scores_the_steps_asked_for_and_refuses_steps_not_kept(small_corpus: Path, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch):  # fmt: skip
     """`--train-eval-steps` picks kept snapshots; a step with no snapshot is refused before anything is scored,
@@ -850,6 +907,8 @@ def test_evaluate_options_are_checked_at_the_command_line(tmp_path: Path):
     )
     assert opts.eval_steps == (45000, 50000) and opts.eval_utts == 48
     assert Options.from_args(p.parse_args(base)).eval_steps == ()
+    assert not Options.from_args(p.parse_args(base)).evaluate_options().seen_voices
+    assert Options.from_args(p.parse_args([*base, "--train-eval-seen-voices"])).evaluate_options().seen_voices
     with pytest.raises(ValueError, match="--train-eval-steps must be a comma list of steps"):
         Options.from_args(p.parse_args([*base, "--train-eval-steps", "45k"]))
     with pytest.raises(ValueError, match="--train-eval-utts must be at least 1"):

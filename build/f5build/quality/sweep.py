@@ -19,6 +19,7 @@ ground-truth mel through the model's own vocoder graph, FP32).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,15 @@ class Listener:
         self.refs = {u.speaker: self.speaker(evalset.wave(u), SAMPLE_RATE) for u in evalset.split("ref")}
         if len(self.refs) < 2:
             raise ValueError("speaker verification needs at least two held-out speakers with a reference line")
+
+    def for_voices(self, evalset: Corpus, refs: Iterable[Utterance]) -> Listener:
+        """A listener with these instruments (loaded once) that verifies speakers against `refs`, one
+        reference utterance per speaker, instead of the held-out speakers' (f5build.train.seen)."""
+        other = copy.copy(self)
+        other.refs = {u.speaker: self.speaker(evalset.wave(u), SAMPLE_RATE) for u in refs}
+        if len(other.refs) < 2:
+            raise ValueError("speaker verification needs references of at least two speakers")
+        return other
 
     def score(self, u: Utterance, audio: np.ndarray, rate: int) -> UtteranceScore:
         emb = self.speaker(audio, rate)

@@ -127,6 +127,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma list of the kept snapshots (by step) the evaluate part scores (default: every kept snapshot "
         "and the newest state)",
     )
+    g.add_argument(
+        "--train-eval-seen-voices",
+        action="store_true",
+        help="the evaluate part also says the held-out sentences in training speakers' voices, beside their own "
+        "audio: whether the DiT clones the voices it trained on (twice the sampling time)",
+    )
     g.add_argument("--train-reports", type=Path, default=ROOT / "reports" / "train", help="loss plots and tables")
 
 
@@ -165,6 +171,7 @@ class Options:
     batch_frames: int | None = None
     eval_utts: int = 8
     eval_steps: tuple[int, ...] = ()
+    eval_seen_voices: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -221,6 +228,7 @@ class Options:
             batch_frames=args.train_batch_frames,
             eval_utts=int(args.train_eval_utts),
             eval_steps=eval_steps,
+            eval_seen_voices=bool(args.train_eval_seen_voices),
         )
 
     def f5_options(self) -> F5TrainOptions:
@@ -254,7 +262,9 @@ class Options:
     def evaluate_options(self) -> EvaluateOptions:
         from f5build.train.evaluate import EvaluateOptions
 
-        return EvaluateOptions(utts=self.eval_utts, steps=self.eval_steps, threads=self.threads)
+        return EvaluateOptions(
+            utts=self.eval_utts, steps=self.eval_steps, threads=self.threads, seen_voices=self.eval_seen_voices
+        )
 
 
 def run(options: Options) -> int:

@@ -24,6 +24,7 @@ from f5build.quality.scoring import ConditionScore, UtteranceScore
 from f5build.quality.store import ScoreStore, slug
 from f5build.quality.sweep import Listener
 from f5build.train.corpus import SAMPLE_RATE, Corpus
+from f5build.train.seen import SeenVoices
 from f5build.train.signals import EVAL_NFE, alignment_signals, say
 from f5build.train.state import load_state
 from f5build.train.textuse import TextUse, text_use
@@ -43,6 +44,9 @@ class EvaluateOptions:
     """The kept snapshots to score, by step; empty scores every kept snapshot and the newest state."""
     threads: int = 1
     """torch intra-op threads for sampling and the speaker encoder (training may hold the other cores)."""
+    seen_voices: bool = False
+    """Also score the same sentences in voices the DiT trained on (f5build.train.seen), beside those
+    voices' own audio: twice the sampling time, and the figure that tells weak cloning from unheard timbres."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class CheckpointScore:
     listening: ConditionScore
     lines_near: int = 0  # lines with WER <= NEAR_WER
     text_use: tuple[TextUse, ...] = ()  # f5build.train.textuse on the same lines, at each of its flow times
+    seen: ConditionScore | None = None  # the same sentences in training speakers' voices (seen_voices)
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class CheckpointReport:
 
     ceilings: list[ConditionScore]
     checkpoints: list[CheckpointScore]
+    seen_ceiling: ConditionScore | None = None  # the training speakers' own audio of other lines (seen_voices)
 
 
 def _snapshots(train_dir: Path, newest: dict, steps: tuple[int, ...] = ()) -> list[tuple[int, dict[str, torch.Tensor]]]:
@@ -140,6 +146,18 @@ def evaluate_checkpoints(
         ConditionScore.of("copy-synthesis", "torch-fp32", 0, "-",
                           store.scored("copy-synthesis", {"vocos": made_with["vocos"]}, copy_synthesis)),
     ]  # fmt: skip
+    seen_ceiling, seen, seen_store, seen_listener = None, None, None, None
+    if opts.seen_voices:
+        seen = SeenVoices.of(corpus, items)
+        seen_listener = listener.for_voices(corpus, seen.refs.values())
+        seen_store = ScoreStore.for_run(cache / "scores" / "checkpoints" / run_folder(train_dir) / "seen-voices",
+                                        corpus, seen.pairs, "base")  # fmt: skip
+
+        def seen_truth(listener: Listener = seen_listener, seen: SeenVoices = seen) -> list[UtteranceScore]:
+            return [listener.score(u, corpus.wave(u), SAMPLE_RATE) for u in seen.truth]
+
+        seen_ceiling = ConditionScore.of("seen voices, ground truth", "audio", 0, "-",
+                                         seen_store.scored("seen voices, ground truth", {}, seen_truth))  # fmt: skip
     rows: list[CheckpointScore] = []
     for step, ema in snapshots:
         model = copy.deepcopy(cfm)
@@ -154,18 +172,42 @@ def evaluate_checkpoints(
 
         scores = store.scored(name, made_from, listen)
         listening = ConditionScore.of(f"step {step}", "torch-fp32", EVAL_NFE, "sway", scores)
+        in_seen_voices = None
+        if seen is not None and seen_store is not None and seen_listener is not None:
+
+            def listen_seen(
+                model: torch.nn.Module = model, seen: SeenVoices = seen, listener: Listener = seen_listener
+            ) -> list[UtteranceScore]:
+                return [
+                    listener.score(line, vocode(say(model, corpus, ref, line, seed=i)), SAMPLE_RATE)
+                    for i, (ref, line) in enumerate(seen.pairs)
+                ]
+
+            in_seen_voices = ConditionScore.of(
+                f"step {step}, seen voices",
+                "torch-fp32",
+                EVAL_NFE,
+                "sway",
+                seen_store.scored(f"seen voices, {name}", made_from, listen_seen),
+            )
         # each line borrows another's text: one line alone has no figure
         uses = tuple(text_use(model, corpus, count=len(items))) if len(items) > 1 else ()
         rows.append(CheckpointScore(step, signals.mel_l1, signals.mel_l1_unrelated, signals.loudness_corr,
                                     signals.loudness_corr_unrelated, listening,
-                                    sum(s.wer <= NEAR_WER for s in scores), uses))  # fmt: skip
+                                    sum(s.wer <= NEAR_WER for s in scores), uses, in_seen_voices))  # fmt: skip
         gains = " ".join(f"t={u.time:g} {u.gain:.3f}" for u in uses)
         print(f"checkpoint {step}: {signals.to_dict()} text gain {gains} "
               f"WER {listening.wer:.3f} (median {listening.wer_median:.2f}, "
               f"{listening.lines_said} said) sim {listening.sim:.3f} margin {listening.sim_margin:+.3f} "
               f"verified {listening.verified_label} "
               f"OVRL {listening.ovrl:.2f}", flush=True)  # fmt: skip
-    report = CheckpointReport(ceilings, rows)
+        if in_seen_voices is not None:
+            print(
+                f"checkpoint {step}, seen voices: WER {in_seen_voices.wer:.3f} sim {in_seen_voices.sim:.3f} "
+                f"margin {in_seen_voices.sim_margin:+.3f} verified {in_seen_voices.verified_label}",
+                flush=True,
+            )
+    report = CheckpointReport(ceilings, rows, seen_ceiling)
     _write(report, out, len(items))
     return report
 
@@ -200,5 +242,24 @@ def _write(report: CheckpointReport, out: Path, utts: int) -> None:
             f"({r.loudness_corr_unrelated:.3f}) | {gains} | {s.wer:.3f} | {s.wer_median:.3f} | {s.lines_said} "
             f"| {r.lines_near} | {s.sim:.3f} | {s.sim_margin:+.3f} | {s.verified_label} | {s.ovrl:.2f} |"
         )
+    seen = [(f"step {r.step}", r.seen) for r in report.checkpoints if r.seen is not None]
+    if report.seen_ceiling is not None and seen:
+        lines += [
+            "",
+            "## The same sentences in voices the DiT trained on",
+            "",
+            "Each held-out speaker's lines said by a training speaker instead (f5build.train.seen), verified against "
+            "those training speakers' references; the ceiling is their own audio of other training lines. Where "
+            "these figures reach their ceiling and the held-out ones above do not, the DiT clones the timbres it "
+            "has heard and not new ones: more distinct voices in the corpus, not more steps.",
+            "",
+            "| condition | WER | WER median | lines said | similarity | margin | verified (95 %) | OVRL |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, s in [("ground truth, other lines", report.seen_ceiling), *seen]:
+            lines.append(
+                f"| {name} | {s.wer:.3f} | {s.wer_median:.3f} | {s.lines_said} | {s.sim:.3f} | {s.sim_margin:+.3f} "
+                f"| {s.verified_label} | {s.ovrl:.2f} |"
+            )
     atomic_write_bytes(out / "checkpoints.md", ("\n".join(lines) + "\n").encode("utf-8"))
     atomic_write_json(out / "checkpoints.json", asdict(report))
