@@ -105,6 +105,64 @@ def test_corpus_is_deterministic_split_and_verified(small_corpus: Path, tmp_path
         load_corpus(tampered)
 
 
+def test_a_variant_file_is_scaled_formant_by_formant():
+    from f5build.train.speakers import scale_variant
+
+    text = "language variant\nname travis\nformant 0 90 90 90 90\nformant 2 50 100 80 95\npitch 75 120\n"
+    out = scale_variant(text, "travis_f110", 110).splitlines()
+    assert out[:5] == ["language variant", "name travis_f110", "formant 0 99 90 90 90", "formant 2 55 100 80 95",
+                       "pitch 75 120"]  # fmt: skip
+    # the formants the file leaves at 100 % of the base voice are added at the scale
+    assert out[5:] == [f"formant {n} 110 100 100 100" for n in (1, 3, 4, 5, 6, 7, 8)]
+
+
+@needs_espeak
+def test_a_formant_scaled_speaker_is_another_timbre_and_100_percent_is_the_shipped_voice():
+    from f5build.train.corpus import speak
+    from f5build.train.speakers import Speaker, scaled_voices
+
+    plain = Speaker("s", "en-us", "travis", 50, 155)
+    assert plain.to_dict() == {"id": "s", "accent": "en-us", "variant": "travis", "pitch": 50, "rate": 155}
+    assert "--path" not in plain.espeak_args()
+    wider = replace(plain, formant=112)
+    assert wider.voice == "en-us+travis_f112" and wider.to_dict()["formant"] == 112
+    line = "Thanks for the follow."
+    a, b = speak(plain, line), speak(wider, line)
+    assert not (a.shape == b.shape and np.array_equal(a, b))
+    path = Path(wider.espeak_args()[1])
+    assert (path / "espeak-ng-data" / "voices" / "!v" / "travis_f112").is_file()
+    # the shipped variant through the private data folder is the same voice, byte for byte
+    same = replace(plain, formant=100)
+    assert np.array_equal(speak(same, line), a)
+    with pytest.raises(ValueError, match="outside 70-130"):
+        scaled_voices("travis", 150)
+    with pytest.raises(FileNotFoundError, match="no voice variant 'nobody'"):
+        scaled_voices("nobody", 110)
+
+
+@needs_espeak
+def test_a_corpus_with_formant_scales_keeps_every_line_and_every_held_out_voice(small_corpus: Path, tmp_path: Path):
+    wide_opts = replace(SMALL, formant_scales=(88, 112))
+    wide = load_corpus(make_corpus(tmp_path / "wide", wide_opts, progress=False))
+    base = load_corpus(small_corpus)
+    assert [(u.id, u.speaker, u.text, u.split) for u in wide.utts] == [
+        (u.id, u.speaker, u.text, u.split) for u in base.utts
+    ]
+    for u, v in zip(base.utts, wide.utts, strict=True):
+        if u.split in ("ref", "eval"):  # held-out speakers keep their voices as shipped
+            assert np.array_equal(base.wave(u), wide.wave(v)), u.id
+    trained = {u.speaker for u in base.utts if u.split in ("phrase", "train")}
+    assert {wide.speakers[s].formant for s in trained} <= {88, 112}
+    assert all(base.speakers[s].formant == 100 for s in base.speakers)
+    assert any(not np.array_equal(base.wave(u), wide.wave(v)) for u, v in zip(base.utts, wide.utts, strict=True))
+    assert corpus_is_current(tmp_path / "wide", wide_opts) and not corpus_is_current(tmp_path / "wide", SMALL)
+    assert "formant_scales" not in json.loads((small_corpus / "corpus.json").read_text())["options"]
+    with pytest.raises(ValueError, match="formant scales must be percents in 70-130"):
+        replace(SMALL, formant_scales=(60, 100))
+    with pytest.raises(ValueError, match="formant scales must be percents"):
+        replace(SMALL, formant_scales=())
+
+
 def _trainers(
     corpus_root: Path,
     ckpt: Path,
@@ -909,6 +967,11 @@ def test_evaluate_options_are_checked_at_the_command_line(tmp_path: Path):
     assert Options.from_args(p.parse_args(base)).eval_steps == ()
     assert not Options.from_args(p.parse_args(base)).evaluate_options().seen_voices
     assert Options.from_args(p.parse_args([*base, "--train-eval-seen-voices"])).evaluate_options().seen_voices
+    assert Options.from_args(p.parse_args([*base, "--train-formant-scales", "88, 112"])).formant_scales == (88, 112)
+    assert Options.from_args(p.parse_args(base)).formant_scales == (100,)
+    for bad in ("150", "88,abc"):
+        with pytest.raises(ValueError, match="--train-formant-scales"):
+            Options.from_args(p.parse_args([*base, "--train-formant-scales", bad]))
     with pytest.raises(ValueError, match="--train-eval-steps must be a comma list of steps"):
         Options.from_args(p.parse_args([*base, "--train-eval-steps", "45k"]))
     with pytest.raises(ValueError, match="--train-eval-utts must be at least 1"):

@@ -53,6 +53,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="training state, logs and kept checkpoints (outside the work tree; resumed from)",
     )
     g.add_argument("--train-corpus", type=Path, default=ROOT / "artifacts" / "train-corpus", help="corpus cache")
+    g.add_argument(
+        "--train-formant-scales",
+        default="",
+        help="comma list of formant-frequency scales in percent (e.g. 88,94,100,106,112) that training speakers "
+        "draw from, to widen the corpus' timbres; held-out speakers and every line stay as without (default: "
+        "none; give another --train-corpus, as it makes another corpus)",
+    )
     g.add_argument("--train-out", type=Path, default=DEFAULT_OUT, help="where the released layout goes")
     g.add_argument("--train-steps", type=int, default=None, help="DiT steps to reach (default: the recipe's)")
     g.add_argument("--train-vocos-steps", type=int, default=None, help="Vocos steps to reach (default: the recipe's)")
@@ -172,6 +179,7 @@ class Options:
     eval_utts: int = 8
     eval_steps: tuple[int, ...] = ()
     eval_seen_voices: bool = False
+    formant_scales: tuple[int, ...] = (100,)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -208,6 +216,13 @@ class Options:
             raise ValueError(
                 f"--train-eval-steps must be a comma list of steps (integers), got {args.train_eval_steps!r}"
             ) from None
+        from f5build.train.corpus import CorpusOptions
+
+        try:
+            formants = tuple(int(s) for s in csv_list(args.train_formant_scales)) or (100,)
+            CorpusOptions(formant_scales=formants)
+        except ValueError as e:
+            raise ValueError(f"--train-formant-scales: {e} (a comma list of percents)") from None
         return cls(
             parts=parts,
             train_dir=Path(args.train_dir),
@@ -229,6 +244,7 @@ class Options:
             eval_utts=int(args.train_eval_utts),
             eval_steps=eval_steps,
             eval_seen_voices=bool(args.train_eval_seen_voices),
+            formant_scales=formants,
         )
 
     def f5_options(self) -> F5TrainOptions:
@@ -270,7 +286,7 @@ class Options:
 def run(options: Options) -> int:
     from f5build.train.corpus import CorpusOptions, corpus_is_current, load_corpus, make_corpus
 
-    copts = CorpusOptions()
+    copts = CorpusOptions(formant_scales=options.formant_scales)
     if "corpus" in options.parts and not corpus_is_current(options.corpus, copts):
         print(f"making the training corpus in {options.corpus}", flush=True)
         make_corpus(options.corpus, copts, workers=max(1, options.threads))

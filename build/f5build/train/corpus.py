@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from f5build.train.sentences import phrases, sentences
-from f5build.train.speakers import Speaker, make_speakers
+from f5build.train.speakers import FORMANT_RANGE, Speaker, make_speakers
 from f5build.train.state import staged_folder
 from f5rt.files import atomic_write_json, sha256_file
 
@@ -53,6 +53,22 @@ class CorpusOptions:
     phrases: int = 2500
     eval_sentences: int = 48
     seed: int = 1234
+    formant_scales: tuple[int, ...] = (100,)
+    """The formant-frequency scales (percent) training speakers draw from (f5build.train.speakers); the
+    held-out speakers and every line's text and speaker are the same whatever they are."""
+
+    def __post_init__(self) -> None:
+        lo, hi = FORMANT_RANGE
+        if not self.formant_scales or any(not lo <= int(p) <= hi for p in self.formant_scales):
+            raise ValueError(f"formant scales must be percents in {lo}-{hi}, got {list(self.formant_scales)}")
+
+    def record(self) -> dict[str, object]:
+        """As corpus.json records the options: without formant scaling, as corpora made before it were."""
+        out = asdict(self)
+        out["formant_scales"] = [int(p) for p in self.formant_scales]
+        if out["formant_scales"] == [100]:
+            del out["formant_scales"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -147,7 +163,9 @@ def _plan(opts: CorpusOptions) -> tuple[list[Speaker], list[Speaker], list[tuple
     """Speakers and (split, speaker id, text) for every utterance, in corpus order."""
     import random
 
-    train_spk, held_spk = make_speakers(opts.train_speakers, opts.held_out_speakers, opts.held_out_variants, opts.seed)
+    train_spk, held_spk = make_speakers(
+        opts.train_speakers, opts.held_out_speakers, opts.held_out_variants, opts.seed, opts.formant_scales
+    )
     n_ref = opts.held_out_speakers
     lines = sentences(opts.train_sentences + opts.eval_sentences + n_ref, opts.seed + 1)
     train_lines = lines[: opts.train_sentences]
@@ -220,7 +238,7 @@ def make_corpus(
             tmp / "corpus.json",
             {
                 "format": FORMAT,
-                "options": asdict(opts),
+                "options": opts.record(),
                 "splits": list(splits),
                 "espeak": espeak_version(),
                 "counts": counts,
@@ -238,7 +256,7 @@ def corpus_is_current(root: Path, opts: CorpusOptions, splits: tuple[str, ...] =
     except (OSError, ValueError):
         return False
     made = tuple(meta.get("splits", SPLITS))
-    return meta.get("format") == FORMAT and meta.get("options") == asdict(opts) and made == tuple(splits)
+    return meta.get("format") == FORMAT and meta.get("options") == opts.record() and made == tuple(splits)
 
 
 def load_corpus(root: Path, verify: bool = True) -> Corpus:
