@@ -22,7 +22,6 @@ held-out speaker, the voice prompt when the eval sentences are generated).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from f5build.train.sentences import phrases, sentences
-from f5build.train.speakers import FORMANT_RANGE, Speaker, make_speakers
+from f5build.train.speakers import FORMANT_RANGE, Speaker, espeak_version, make_speakers
 from f5build.train.state import staged_folder
 from f5rt.files import atomic_write_json, sha256_file
 
@@ -117,13 +116,6 @@ class Corpus:
         if not 0 <= count <= len(pairs):
             raise ValueError(f"{count} held-out lines asked for, the held-out set has {len(pairs)}")
         return pairs[:count]
-
-
-def espeak_version() -> str:
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise FileNotFoundError("espeak-ng not found: install it with `apt-get install -y espeak-ng` (Debian/Ubuntu)")
-    return subprocess.run([exe, "--version"], capture_output=True, text=True, check=True, timeout=30).stdout.strip()
 
 
 def speak(speaker: Speaker, text: str) -> np.ndarray:

@@ -15,6 +15,7 @@ private copy of espeak-ng's data folder (`--path`), links to the installed files
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import random
 import re
@@ -76,12 +77,22 @@ _SCALED_LOCK = threading.Lock()
 _scaled_root: Path | None = None
 
 
-def espeak_data() -> Path:
-    """The installed espeak-ng's data folder (from `espeak-ng --version`)."""
+def espeak(*args: str) -> str:
+    """The installed espeak-ng's standard output for `args` (`--version`, `--voices=variant`)."""
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise FileNotFoundError("espeak-ng not found: install it with `apt-get install -y espeak-ng` (Debian/Ubuntu)")
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True, timeout=30).stdout
+    return subprocess.run([exe, *args], capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def espeak_version() -> str:
+    return espeak("--version").strip()
+
+
+@functools.lru_cache(maxsize=1)
+def espeak_data() -> Path:
+    """The installed espeak-ng's data folder (from `espeak-ng --version`)."""
+    out = espeak_version()
     m = re.search(r"Data at:\s*(\S+)", out)
     if m is None or not Path(m.group(1)).is_dir():
         raise RuntimeError(f"cannot find espeak-ng's data folder in `espeak-ng --version`: {out.strip()!r}")
@@ -135,13 +146,11 @@ def scaled_voices(variant: str, percent: int) -> Path:
         return _scaled_root
 
 
+@functools.lru_cache(maxsize=1)
 def variant_files() -> dict[str, str]:
     """Every voice variant of the installed espeak-ng: its name -> its file under voices/ (`!v/miguel`
-    for "Miguel": `-v en+Miguel` finds it by name, a scaled copy needs the file)."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise FileNotFoundError("espeak-ng not found: install it with `apt-get install -y espeak-ng` (Debian/Ubuntu)")
-    out = subprocess.run([exe, "--voices=variant"], capture_output=True, text=True, check=True, timeout=30).stdout
+    for "Miguel": `-v en+Miguel` finds it by name, a scaled copy needs the file). Read once per process."""
+    out = espeak("--voices=variant")
     return {w[3]: w[4] for w in (line.split() for line in out.splitlines()[1:]) if len(w) >= 5}
 
 
