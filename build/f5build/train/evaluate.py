@@ -11,6 +11,7 @@ reports/train/checkpoints.{md,json}.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from f5build.load import make_vocos, tensors_sha256
 from f5build.quality.scoring import ConditionScore, UtteranceScore
 from f5build.quality.store import ScoreStore, slug
 from f5build.quality.sweep import Listener
-from f5build.train.corpus import SAMPLE_RATE, Corpus
+from f5build.train.corpus import SAMPLE_RATE, Corpus, Utterance
 from f5build.train.seen import SeenVoices
 from f5build.train.signals import EVAL_NFE, alignment_signals, say
 from f5build.train.state import load_state
@@ -135,27 +136,37 @@ def evaluate_checkpoints(
             wave = vocos.decode(torch.from_numpy(np.ascontiguousarray(mel.T)[None]).float())[0].numpy()
         return np.clip(wave, -1, 1)
 
-    def truth() -> list[UtteranceScore]:
-        return [listener.score(tgt, corpus.wave(tgt), SAMPLE_RATE) for _, tgt in items]
+    def recorded(listener: Listener, utts: list[Utterance]) -> list[UtteranceScore]:
+        """The utterances' own audio, scored: a ceiling."""
+        return [listener.score(u, corpus.wave(u), SAMPLE_RATE) for u in utts]
 
     def copy_synthesis() -> list[UtteranceScore]:
         return [listener.score(tgt, vocode(corpus.mel_of(tgt)), SAMPLE_RATE) for _, tgt in items]
 
     ceilings = [
-        ConditionScore.of("ground truth", "audio", 0, "-", store.scored("ground truth", {}, truth)),
+        ConditionScore.of("ground truth", "audio", 0, "-",
+                          store.scored("ground truth", {}, functools.partial(recorded, listener, [t for _, t in items]))),
         ConditionScore.of("copy-synthesis", "torch-fp32", 0, "-",
                           store.scored("copy-synthesis", {"vocos": made_with["vocos"]}, copy_synthesis)),
     ]  # fmt: skip
-    seen_ceiling, seen, seen_store, seen_listener = None, None, None, None
+
+    def said(
+        model: torch.nn.Module, listener: Listener, pairs: list[tuple[Utterance, Utterance]]
+    ) -> list[UtteranceScore]:
+        """Each (reference, line) pair synthesized by `model` in the reference's voice, and scored."""
+        return [listener.score(line, vocode(say(model, corpus, ref, line, seed=i)), SAMPLE_RATE)
+                for i, (ref, line) in enumerate(pairs)]  # fmt: skip
+
+    # the seen-voice set, its listener (the stand-ins' references) and its store, when asked for
+    seen: tuple[SeenVoices, Listener, ScoreStore] | None = None
+    seen_ceiling = None
     if opts.seen_voices:
-        seen = SeenVoices.of(corpus, items)
-        seen_listener = listener.for_voices(corpus, seen.refs.values())
+        voices = SeenVoices.of(corpus, items)
+        seen_listener = listener.for_voices(corpus, voices.refs.values())
         seen_store = ScoreStore.for_run(cache / "scores" / "checkpoints" / run_folder(train_dir) / "seen-voices",
-                                        corpus, seen.pairs, "base")  # fmt: skip
-
-        def seen_truth(listener: Listener = seen_listener, seen: SeenVoices = seen) -> list[UtteranceScore]:
-            return [listener.score(u, corpus.wave(u), SAMPLE_RATE) for u in seen.truth]
-
+                                        corpus, voices.pairs, "base")  # fmt: skip
+        seen = (voices, seen_listener, seen_store)
+        seen_truth = functools.partial(recorded, seen_listener, voices.truth)
         seen_ceiling = ConditionScore.of("seen voices, ground truth", "audio", 0, "-",
                                          seen_store.scored("seen voices, ground truth", {}, seen_truth))  # fmt: skip
     rows: list[CheckpointScore] = []
@@ -165,31 +176,14 @@ def evaluate_checkpoints(
         model.eval()
         signals = alignment_signals(model, corpus)
         name, made_from = f"step {step}", made_with | {"ema": tensors_sha256(ema)}
-
-        def listen(model: torch.nn.Module = model) -> list[UtteranceScore]:
-            return [listener.score(tgt, vocode(say(model, corpus, ref, tgt, seed=i)), SAMPLE_RATE)
-                    for i, (ref, tgt) in enumerate(items)]  # fmt: skip
-
-        scores = store.scored(name, made_from, listen)
+        scores = store.scored(name, made_from, functools.partial(said, model, listener, items))
         listening = ConditionScore.of(f"step {step}", "torch-fp32", EVAL_NFE, "sway", scores)
         in_seen_voices = None
-        if seen is not None and seen_store is not None and seen_listener is not None:
-
-            def listen_seen(
-                model: torch.nn.Module = model, seen: SeenVoices = seen, listener: Listener = seen_listener
-            ) -> list[UtteranceScore]:
-                return [
-                    listener.score(line, vocode(say(model, corpus, ref, line, seed=i)), SAMPLE_RATE)
-                    for i, (ref, line) in enumerate(seen.pairs)
-                ]
-
-            in_seen_voices = ConditionScore.of(
-                f"step {step}, seen voices",
-                "torch-fp32",
-                EVAL_NFE,
-                "sway",
-                seen_store.scored(f"seen voices, {name}", made_from, listen_seen),
-            )
+        if seen is not None:
+            voices, seen_listener, seen_store = seen
+            heard = seen_store.scored(f"seen voices, {name}", made_from,
+                                      functools.partial(said, model, seen_listener, voices.pairs))  # fmt: skip
+            in_seen_voices = ConditionScore.of(f"step {step}, seen voices", "torch-fp32", EVAL_NFE, "sway", heard)
         # each line borrows another's text: one line alone has no figure
         uses = tuple(text_use(model, corpus, count=len(items))) if len(items) > 1 else ()
         rows.append(CheckpointScore(step, signals.mel_l1, signals.mel_l1_unrelated, signals.loudness_corr,
