@@ -66,6 +66,15 @@ def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_corpus(tmp_path_factory.mktemp("corpus") / "c", SMALL, progress=False)
 
 
+WIDE = replace(SMALL, formant_scales=(88, 112))
+
+
+@pytest.fixture(scope="module")
+def wide_corpus(small_corpus: Path) -> Path:
+    """SMALL's lines and speakers with each training speaker's formants scaled to 88 or 112 %."""
+    return make_corpus(small_corpus.parent / "wide", WIDE, progress=False)
+
+
 @needs_espeak
 def test_corpus_is_deterministic_split_and_verified(small_corpus: Path, tmp_path: Path):
     again = make_corpus(tmp_path / "again", SMALL, progress=False)
@@ -147,9 +156,8 @@ def test_a_formant_scaled_speaker_is_another_timbre_and_100_percent_is_the_shipp
 
 
 @needs_espeak
-def test_a_corpus_with_formant_scales_keeps_every_line_and_every_held_out_voice(small_corpus: Path, tmp_path: Path):
-    wide_opts = replace(SMALL, formant_scales=(88, 112))
-    wide = load_corpus(make_corpus(tmp_path / "wide", wide_opts, progress=False))
+def test_a_corpus_with_formant_scales_keeps_every_line_and_every_held_out_voice(small_corpus: Path, wide_corpus: Path):
+    wide = load_corpus(wide_corpus)
     base = load_corpus(small_corpus)
     assert [(u.id, u.speaker, u.text, u.split) for u in wide.utts] == [
         (u.id, u.speaker, u.text, u.split) for u in base.utts
@@ -161,7 +169,7 @@ def test_a_corpus_with_formant_scales_keeps_every_line_and_every_held_out_voice(
     assert {wide.speakers[s].formant for s in trained} <= {88, 112}
     assert all(base.speakers[s].formant == 100 for s in base.speakers)
     assert any(not np.array_equal(base.wave(u), wide.wave(v)) for u, v in zip(base.utts, wide.utts, strict=True))
-    assert corpus_is_current(tmp_path / "wide", wide_opts) and not corpus_is_current(tmp_path / "wide", SMALL)
+    assert corpus_is_current(wide_corpus, WIDE) and not corpus_is_current(wide_corpus, SMALL)
     assert "formant_scales" not in json.loads((small_corpus / "corpus.json").read_text())["options"]
     with pytest.raises(ValueError, match="formant scales must be percents in 70-130"):
         replace(SMALL, formant_scales=(60, 100))
@@ -449,6 +457,59 @@ def test_a_release_continued_from_keeps_its_training_record(small_corpus: Path, 
     from f5build.train.state import warm_starts_of
 
     assert warm_starts_of({"warmup_from": 40000}) == [40000] and warm_starts_of({"step": 5}) == []
+
+
+@needs_espeak
+def test_a_run_continued_on_another_corpus_records_which_corpus_trained_which_steps(
+    small_corpus: Path, wide_corpus: Path, tmp_path: Path
+):
+    """A release continued with --train-from on another corpus (a formant-scaled one, say) names each
+    corpus its DiT and its Vocos trained on and the step each took effect, through a resume; a release from
+    before the record is taken to have trained on the corpus it names from step 0."""
+    from f5build.train.release import export_release
+    from f5build.train.state import corpus_history_of
+    from f5build.train.warmstart import Release, seed_train_dir
+
+    small, wide = load_corpus(small_corpus).identity, load_corpus(wide_corpus).identity
+    assert small != wide and set(small) == {"utts.jsonl", "speakers.json"}
+    _, _, first = _released(small_corpus, tmp_path)
+    meta = json.loads((first / "checkpoint.json").read_text())
+    assert meta["train_corpus"] == meta["vocos_corpus"] == [{"from_step": 0, "corpus": small}]
+
+    on, on_voc = _trainers(wide_corpus, tmp_path / "on")
+    assert seed_train_dir(tmp_path / "on", Release.read(first), on, on_voc)
+    on.run_until(3, progress=False)
+    on, on_voc = _trainers(wide_corpus, tmp_path / "on")  # a new process resumes on the same corpus
+    on.run_until(4, progress=False)
+    on_voc.run_until(4, progress=False)
+    record = [{"from_step": 0, "corpus": small}, {"from_step": 2, "corpus": wide}]
+    meta = json.loads(
+        (
+            export_release(tmp_path / "on", tmp_path / "models" / "on", load_corpus(wide_corpus)) / "checkpoint.json"
+        ).read_text()
+    )
+    assert meta["train_corpus"] == meta["vocos_corpus"] == record
+
+    back, back_voc = _trainers(small_corpus, tmp_path / "on")  # resumed on the first corpus again
+    back.run_until(5, progress=False)
+    back_voc.run_until(4, progress=False)
+    assert back.corpus_history == [*record, {"from_step": 4, "corpus": small}]
+    assert back_voc.corpus_history == [*record, {"from_step": 4, "corpus": small}]
+
+    # a release from before the record: the corpus it was exported with, from step 0
+    older_meta = {
+        k: v
+        for k, v in json.loads((first / "checkpoint.json").read_text()).items()
+        if k not in ("train_corpus", "vocos_corpus")
+    }
+    (first / "checkpoint.json").write_text(json.dumps(older_meta))
+    older = Release.read(first)
+    assert older.histories["corpus_history"] == older.vocos_corpus == [{"from_step": 0, "corpus": small}]
+    seeded, seeded_voc = _trainers(wide_corpus, tmp_path / "older")
+    assert seed_train_dir(tmp_path / "older", older, seeded, seeded_voc)
+    assert seeded.corpus_history == seeded_voc.corpus_history == record
+    # a state from before the record names no corpus; it starts where the state is resumed
+    assert corpus_history_of({"step": 5}) == []
 
 
 @needs_espeak

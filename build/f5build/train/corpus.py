@@ -96,6 +96,15 @@ class Corpus:
     def split(self, name: str) -> list[Utterance]:
         return [u for u in self.utts if u.split == name]
 
+    @property
+    def identity(self) -> dict[str, str]:
+        """Which corpus this is, as a training record names it: the sha256 of its lines (utts.jsonl) and of
+        its speakers (speakers.json, formant scales included), from corpus.json. Its audio is a function of
+        these and the espeak-ng version; its mels' bytes also vary with the CPU's float rounding, so
+        neither is part of the name."""
+        files = json.loads((self.root / "corpus.json").read_text(encoding="utf-8"))["files"]
+        return {name: files[name] for name in ("utts.jsonl", "speakers.json")}
+
     def wave(self, u: Utterance) -> np.ndarray:
         """float32 waveform in [-1, 1]."""
         return self.audio[u.sample_start : u.sample_start + u.samples].astype(np.float32) / 32768.0

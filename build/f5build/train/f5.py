@@ -28,7 +28,14 @@ from f5build.train.corpus import Corpus
 from f5build.train.ctc import CTCAlignment, CTCOptions
 from f5build.train.device import on_cpu, resolve_device, step_clock
 from f5build.train.signals import ctc_readout
-from f5build.train.state import load_state, save_state, trim_log, warm_starts_of
+from f5build.train.state import (
+    corpus_history_of,
+    load_state,
+    note_setting,
+    save_state,
+    trim_log,
+    warm_starts_of,
+)
 
 # The DiT sizes the recipe trains (`--train-size`). Both keep f5-tts' DiT and depth 6; "wide" doubles the
 # width and the heads (6.3 M parameters against 1.6 M). On this corpus it reached the small size's
@@ -149,6 +156,8 @@ class F5Trainer:
         self.lr_history = [{"from_step": 0, "lr": opts.lr}]
         # the batches' frame budget and the step each took effect (--train-batch-frames)
         self.batch_history = [{"from_step": 0, "batch_frames": opts.curriculum.batch_frames}]
+        # the corpora it trained on and the step each took effect (a run continued on another corpus)
+        self.corpus_history = [{"from_step": 0, "corpus": corpus.identity}]
         if opts.ctc.weight > 0:  # after the EMA copy: the hooks belong to the trained model only
             self.ctc = CTCAlignment(self.cfm, len(vocab), opts.ctc, self.device, opts.lr)
         self.step = 0
@@ -179,7 +188,7 @@ class F5Trainer:
 
         AdamW's moments start at zero, so the warmup runs again from `step`. `records` are the release's
         training records by attribute name (`ctc_history`, `upsampling_history`, `lr_history`,
-        `batch_history`); one a release lacks keeps this run's default. `earlier`: the steps the
+        `batch_history`, `corpus_history`); one a release lacks keeps this run's default. `earlier`: the steps the
         release itself was warm-started at."""
         self.step = step
         self.warmup_from = step
@@ -188,16 +197,18 @@ class F5Trainer:
         self.upsampling_history = [dict(e) for e in records.get("upsampling_history", self.upsampling_history)]
         self.lr_history = [dict(e) for e in records.get("lr_history", self.lr_history)]
         self.batch_history = [dict(e) for e in records.get("batch_history", self.batch_history)]
+        self.corpus_history = [dict(e) for e in records.get("corpus_history", self.corpus_history)]
         self.note_run_settings()
 
     def note_run_settings(self) -> None:
         """Record this run's settings on top of the histories it continues (a resumed state's or a
         release's): average upsampling (it changes no weight, only where the text enters), the peak
-        learning rate and the batches' frame budget, each from the step this run starts at. The CTC
+        learning rate, the batches' frame budget and the corpus, each from the step this run starts at. The CTC
         aid's settings are noted by the first step (`_note_ctc_settings`)."""
         note_setting(self.upsampling_history, self.step, {"average_upsampling": upsamples(self.opts.arch)})
         note_setting(self.lr_history, self.step, {"lr": self.opts.lr})
         note_setting(self.batch_history, self.step, {"batch_frames": self.opts.curriculum.batch_frames})
+        note_setting(self.corpus_history, self.step, {"corpus": self.corpus.identity})
 
     def resume(self) -> bool:
         state = load_state(self.ckpt_dir / "f5_state.pt")
@@ -230,6 +241,7 @@ class F5Trainer:
         self.upsampling_history = upsampling_history_of(state)
         self.lr_history = lr_history_of(state)
         self.batch_history = batch_history_of(state)
+        self.corpus_history = corpus_history_of(state)
         self.note_run_settings()
         if self.ctc is not None:
             self.ctc.load_state_dict(state)
@@ -259,6 +271,7 @@ class F5Trainer:
             "upsampling_history": self.upsampling_history,
             "lr_history": self.lr_history,
             "batch_history": self.batch_history,
+            "corpus_history": self.corpus_history,
         }
         if self.ctc is not None:
             state |= self.ctc.state_dict()
@@ -369,14 +382,6 @@ class F5Trainer:
                     log.write(json.dumps({"step": self.step, "signals": out}) + "\n")
                     log.flush()
         bar.close()
-
-
-def note_setting(history: list[dict[str, Any]], step: int, setting: dict[str, Any]) -> None:
-    """Record `setting` as taking effect at `step`, unless the history's newest entry already holds it: the
-    one rule of the settings a resumed run may change (CTC aid, average upsampling, learning rate)."""
-    last = history[-1] if history else None
-    if last is None or {k: last.get(k) for k in setting} != setting:
-        history.append({"from_step": step, **setting})
 
 
 def _without_upsampling(arch: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import yaml
 
 from f5build.train.corpus import Corpus
 from f5build.train.f5 import batch_history_of, ctc_history_of, lr_history_of, upsampling_history_of
-from f5build.train.state import load_state, staged_folder, warm_starts_of
+from f5build.train.state import corpus_history_of, load_state, staged_folder, warm_starts_of
 from f5rt.files import sha256_file
 
 VOCOS_CLASSES = {
@@ -120,6 +120,10 @@ def export_release(train_dir: Path, out: Path, corpus: Corpus) -> Path:
             # restarted from zero and the warmup ran again there; the DiT's raw weights became its EMA
             "train_warm_starts": warm_starts_of(f5),
             "vocos_warm_starts": warm_starts_of(vocos),
+            # the corpora each trained on (utts.jsonl and speakers.json sha256) and the step each took
+            # effect: a run continued on another corpus (--train-from, a new --train-corpus) says so
+            "train_corpus": corpus_history_of(f5),
+            "vocos_corpus": corpus_history_of(vocos),
             "arch": f5["arch"],
             "vocos_arch": vocos["arch"],
             "corpus": json.loads((corpus.root / "corpus.json").read_text())["files"],

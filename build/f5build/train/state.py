@@ -61,6 +61,20 @@ def warm_starts_of(state: dict[str, Any]) -> list[int]:
     return [latest] if latest > 0 else []
 
 
+def note_setting(history: list[dict[str, Any]], step: int, setting: dict[str, Any]) -> None:
+    """Record `setting` as taking effect at `step`, unless the history's newest entry already holds it: the
+    one rule of the settings a resumed run may change (CTC aid, average upsampling, learning rate, corpus)."""
+    last = history[-1] if history else None
+    if last is None or {k: last.get(k) for k in setting} != setting:
+        history.append({"from_step": step, **setting})
+
+
+def corpus_history_of(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """A trainer's record of the corpora it trained on: each corpus' identity (`Corpus.identity`) and the
+    step it took effect. A state from before the record has none; the record starts where it is resumed."""
+    return [dict(entry) for entry in state.get("corpus_history", [])]
+
+
 @contextlib.contextmanager
 def staged_folder(out: Path) -> Iterator[Path]:
     """A temporary folder beside `out` that replaces it when the block succeeds.

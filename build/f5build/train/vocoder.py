@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from f5build.load import make_vocos
 from f5build.train.corpus import HOP, Corpus
-from f5build.train.state import load_state, save_state, trim_log, warm_starts_of
+from f5build.train.state import corpus_history_of, load_state, note_setting, save_state, trim_log, warm_starts_of
 
 VOCOS_ARCH = dict(dim=192, intermediate_dim=576, num_layers=6, padding="center")
 RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))
@@ -78,6 +78,8 @@ class VocosTrainer:
         self.step = 0
         self.warmup_from = 0  # the step the learning-rate warmup starts at (a warm start reruns it)
         self.warm_starts: list[int] = []  # every step this vocoder was seeded from a release at
+        # the corpora it trained on and the step each took effect (f5build.train.state.corpus_history_of)
+        self.corpus_history = [{"from_step": 0, "corpus": corpus.identity}]
         self.seconds = 0.0  # CPU seconds spent in training steps, over every resumed run
         self.log_path = ckpt_dir / "vocos_log.jsonl"
 
@@ -90,13 +92,19 @@ class VocosTrainer:
         warm = min(1.0, (step - self.warmup_from + 1) / WARMUP)
         return self.opts.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / self.opts.steps))))
 
-    def warm_start(self, step: int, earlier: Sequence[int] = ()) -> None:
+    def warm_start(
+        self, step: int, earlier: Sequence[int] = (), corpus_history: Sequence[dict[str, Any]] | None = None
+    ) -> None:
         """Continue at `step` a vocoder whose weights were loaded from its release: AdamW's moments
         start at zero, so the warmup runs again from `step` (f5build.train.warmstart). `earlier`: the
-        steps the release itself was warm-started at."""
+        steps the release itself was warm-started at; `corpus_history`: the corpora it trained on
+        (None: a release without the record, this run's corpus from step 0)."""
         self.step = step
         self.warmup_from = step
         self.warm_starts = [*earlier, step]
+        if corpus_history is not None:
+            self.corpus_history = [dict(e) for e in corpus_history]
+        note_setting(self.corpus_history, step, {"corpus": self.corpus.identity})
 
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = random.Random(self.opts.seed * 1_000_003 + step)
@@ -122,6 +130,8 @@ class VocosTrainer:
         self.warmup_from = int(state.get("warmup_from", 0))
         self.warm_starts = warm_starts_of(state)
         self.seconds = float(state.get("seconds", 0.0))
+        self.corpus_history = corpus_history_of(state)
+        note_setting(self.corpus_history, self.step, {"corpus": self.corpus.identity})
         return True
 
     def save(self) -> None:
@@ -131,6 +141,7 @@ class VocosTrainer:
             "step": self.step,
             "warmup_from": self.warmup_from,
             "warm_starts": self.warm_starts,
+            "corpus_history": self.corpus_history,
             "seconds": self.seconds,
             "arch": self.opts.arch,
             "options": asdict(self.opts),

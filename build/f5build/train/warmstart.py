@@ -35,6 +35,7 @@ RECORDS = {
     "train_average_upsampling": "upsampling_history",
     "train_lr": "lr_history",
     "train_batch_frames": "batch_history",
+    "train_corpus": "corpus_history",
 }
 
 
@@ -58,6 +59,9 @@ class Release:
     """The steps the release's DiT was itself seeded from an earlier release at (`train_warm_starts`)."""
     vocos_warm_starts: tuple[int, ...] = ()
     """The same for its Vocos (`vocos_warm_starts`)."""
+    vocos_corpus: list[dict[str, Any]] | None = None
+    """The corpora its Vocos trained on and the step each took effect (`vocos_corpus`); None where the
+    release has no record of the corpus at all."""
 
     @classmethod
     def read(cls, folder: Path) -> Release:
@@ -80,7 +84,27 @@ class Release:
         ema = {k: v for k, v in load_file(str(rel.checkpoint)).items() if k.startswith("ema_model.transformer.")}
         vocos = torch.load(rel.vocoder / "pytorch_model.bin", map_location="cpu", weights_only=True)
         histories = {name: [dict(e) for e in meta[key] or []] for key, name in RECORDS.items() if key in meta}
-        return cls(folder, steps, vocos_steps, hours, vocab, arch, vocos_arch, ema, vocos, histories, warm, vocos_warm)
+        vocos_corpus = [dict(e) for e in meta["vocos_corpus"]] if "vocos_corpus" in meta else None
+        if "train_corpus" not in meta and "corpus" in meta:
+            # a release from before the corpus record names the corpus it was exported with: both the DiT
+            # and the Vocos are taken to have trained on it from step 0
+            only = [{"from_step": 0, "corpus": {k: meta["corpus"][k] for k in ("utts.jsonl", "speakers.json")}}]
+            histories["corpus_history"], vocos_corpus = only, [dict(e) for e in only]
+        return cls(
+            folder,
+            steps,
+            vocos_steps,
+            hours,
+            vocab,
+            arch,
+            vocos_arch,
+            ema,
+            vocos,
+            histories,
+            warm,
+            vocos_warm,
+            vocos_corpus,
+        )
 
     def check_matches(self, vocab: list[str], arch: dict[str, Any], vocos_arch: dict[str, Any]) -> None:
         problems = []
@@ -115,7 +139,7 @@ def seed_train_dir(train_dir: Path, release: Release, f5: Any, vocos: Any) -> bo
     f5.ema.load_state_dict(f5.cfm.state_dict())
     f5.warm_start(release.steps, release.histories, release.warm_starts)
     vocos.vocos.load_state_dict(release.vocos_state)
-    vocos.warm_start(release.vocos_steps, release.vocos_warm_starts)
+    vocos.warm_start(release.vocos_steps, release.vocos_warm_starts, release.vocos_corpus)
     f5.seconds = release.train_cpu_hours * 3600.0  # DiT + Vocos together, as the release records them
     random.seed(f5.opts.seed * 1_000_003 + release.steps)
     f5.save()
