@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -20,10 +21,17 @@ import torch
 from f5build.train.batches import Curriculum, FrameBatches
 from f5build.train.corpus import CorpusOptions, corpus_is_current, load_corpus, make_corpus
 from f5build.train.sentences import phrases, sentences
+from f5build.train.speakers import FORMANT_SCALES
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = CorpusOptions(
-    train_speakers=3, held_out_speakers=2, held_out_variants=2, train_sentences=6, phrases=10, eval_sentences=4
+    train_speakers=3,
+    held_out_speakers=2,
+    held_out_variants=2,
+    train_sentences=6,
+    phrases=10,
+    eval_sentences=4,
+    formant_scales=(100,),  # the plain corpus; WIDE below scales it
 )
 TINY_ARCH = dict(dim=64, depth=2, heads=2, dim_head=32, ff_mult=2, text_dim=32, conv_layers=1, text_mask_padding=True)
 TINY_VOCOS = dict(dim=32, intermediate_dim=64, num_layers=1, padding="center")
@@ -289,6 +297,29 @@ def test_the_committed_embedded_checkpoint_loads_and_matches_its_hashes():
     assert meta["arch"] == ARCH  # `nox -s train` trains the release's architecture by default
     assert (meta["vocos_arch"], meta["vocos_steps"]) == (VOCOS_ARCH, VocosTrainOptions().steps)  # and its Vocos
     assert sum(p.numel() for p in bundle.dit.parameters()) > 1e6
+    # the README names the release's weights file and its sha256: a newcomer checks against them
+    readme = (EMBEDDED_DIR.parents[1] / "README.md").read_text(encoding="utf-8")
+    named = re.search(r"`(model_\d+\.safetensors)`\s+sha256 `([0-9a-f]{64})`", readme)
+    assert named is not None, "README.md no longer names the embedded checkpoint's weights and sha256"
+    assert meta["files"].get(named[1]) == named[2], f"README.md names {named[1]} {named[2]}, not the release's"
+    assert f"model_{meta['steps']}.safetensors" == named[1]
+
+
+@needs_espeak
+def test_the_recipe_corpus_is_the_one_the_committed_checkpoint_last_trained_on(tmp_path: Path):
+    """`nox -s train -- --train-from models/f5tts-small-en` continues the release on the corpus its last
+    steps were trained on: the recipe's speakers.json is byte for byte the one its record names."""
+    from f5build.load import EMBEDDED_DIR
+    from f5build.train.corpus import speakers_record
+    from f5rt.files import atomic_write_json, sha256_file
+
+    meta = json.loads((EMBEDDED_DIR / "checkpoint.json").read_text())
+    last = meta["train_corpus"][-1]
+    assert last["from_step"] < meta["steps"]
+    atomic_write_json(tmp_path / "speakers.json", speakers_record(CorpusOptions()))
+    assert sha256_file(tmp_path / "speakers.json") == last["corpus"]["speakers.json"]
+    atomic_write_json(tmp_path / "plain.json", speakers_record(replace(CorpusOptions(), formant_scales=(100,))))
+    assert sha256_file(tmp_path / "plain.json") == meta["train_corpus"][0]["corpus"]["speakers.json"]
 
 
 KILLED_RUN = """
@@ -1035,7 +1066,8 @@ def test_evaluate_options_are_checked_at_the_command_line(tmp_path: Path):
     assert not Options.from_args(p.parse_args(base)).evaluate_options().seen_voices
     assert Options.from_args(p.parse_args([*base, "--train-eval-seen-voices"])).evaluate_options().seen_voices
     assert Options.from_args(p.parse_args([*base, "--train-formant-scales", "88, 112"])).formant_scales == (88, 112)
-    assert Options.from_args(p.parse_args(base)).formant_scales == (100,)
+    assert Options.from_args(p.parse_args(base)).formant_scales == FORMANT_SCALES == CorpusOptions().formant_scales
+    assert Options.from_args(p.parse_args([*base, "--train-formant-scales", "100"])).formant_scales == (100,)
     for bad in ("150", "88,abc"):
         with pytest.raises(ValueError, match="--train-formant-scales"):
             Options.from_args(p.parse_args([*base, "--train-formant-scales", bad]))

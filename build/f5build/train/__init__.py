@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from f5build.context import ROOT, csv_list
+from f5build.train.speakers import FORMANT_SCALES
 
 if TYPE_CHECKING:
     import torch
@@ -56,9 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--train-formant-scales",
         default="",
-        help="comma list of formant-frequency scales in percent (e.g. 88,94,100,106,112) that training speakers "
-        "draw from, to widen the corpus' timbres; held-out speakers and every line stay as without (default: "
-        "none; give another --train-corpus, as it makes another corpus)",
+        help="comma list of formant-frequency scales in percent that training speakers draw from, to widen the "
+        "corpus' timbres; held-out speakers and every line stay the same (default: 86,93,100,107,114; 100 is "
+        "the plain corpus; other scales make another corpus: give it another --train-corpus)",
     )
     g.add_argument("--train-out", type=Path, default=DEFAULT_OUT, help="where the released layout goes")
     g.add_argument("--train-steps", type=int, default=None, help="DiT steps to reach (default: the recipe's)")
@@ -179,7 +180,7 @@ class Options:
     eval_utts: int = 8
     eval_steps: tuple[int, ...] = ()
     eval_seen_voices: bool = False
-    formant_scales: tuple[int, ...] = (100,)
+    formant_scales: tuple[int, ...] = FORMANT_SCALES
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -219,7 +220,7 @@ class Options:
         from f5build.train.corpus import CorpusOptions
 
         try:
-            formants = tuple(int(s) for s in csv_list(args.train_formant_scales)) or (100,)
+            formants = tuple(int(s) for s in csv_list(args.train_formant_scales)) or FORMANT_SCALES
             CorpusOptions(formant_scales=formants)
         except ValueError as e:
             raise ValueError(f"--train-formant-scales: {e} (a comma list of percents)") from None

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from f5build.train.sentences import phrases, sentences
-from f5build.train.speakers import FORMANT_RANGE, Speaker, espeak_version, make_speakers
+from f5build.train.speakers import FORMANT_RANGE, FORMANT_SCALES, Speaker, espeak_version, make_speakers
 from f5build.train.state import staged_folder
 from f5rt.files import atomic_write_json, sha256_file
 
@@ -52,9 +52,10 @@ class CorpusOptions:
     phrases: int = 2500
     eval_sentences: int = 48
     seed: int = 1234
-    formant_scales: tuple[int, ...] = (100,)
+    formant_scales: tuple[int, ...] = FORMANT_SCALES
     """The formant-frequency scales (percent) training speakers draw from (f5build.train.speakers); the
-    held-out speakers and every line's text and speaker are the same whatever they are."""
+    held-out speakers and every line's text and speaker are the same whatever they are. (100,) is the
+    plain corpus, as espeak-ng ships its voices."""
 
     def __post_init__(self) -> None:
         lo, hi = FORMANT_RANGE
@@ -195,6 +196,17 @@ def _mels(waves: list[np.ndarray]) -> Iterator[np.ndarray]:
 SPLITS = ("phrase", "train", "ref", "eval")
 
 
+def _speakers_json(train_spk: list[Speaker], held_spk: list[Speaker]) -> dict[str, object]:
+    return {"speakers": [s.to_dict() for s in [*train_spk, *held_spk]], "held_out": [s.id for s in held_spk]}
+
+
+def speakers_record(opts: CorpusOptions) -> dict[str, object]:
+    """What a corpus made with `opts` writes to speakers.json, without speaking a line: whether a release
+    was trained on the recipe's corpus can be checked against its record (`Corpus.identity`)."""
+    train_spk, held_spk, _ = _plan(opts)
+    return _speakers_json(train_spk, held_spk)
+
+
 def make_corpus(
     out: Path, opts: CorpusOptions, workers: int = 2, progress: bool = True, splits: tuple[str, ...] = SPLITS
 ) -> Path:
@@ -228,10 +240,7 @@ def make_corpus(
         with open(tmp / "utts.jsonl", "w", encoding="utf-8") as f:
             for u in utts:
                 f.write(json.dumps(asdict(u), ensure_ascii=False) + "\n")
-        atomic_write_json(
-            tmp / "speakers.json",
-            {"speakers": [s.to_dict() for s in speakers.values()], "held_out": [s.id for s in held_spk]},
-        )
+        atomic_write_json(tmp / "speakers.json", _speakers_json(train_spk, held_spk))
         files = ("audio.npy", "mel.npy", "utts.jsonl", "speakers.json")
         counts = {s: sum(u.split == s for u in utts) for s in splits}
         hours = {s: round(sum(u.samples for u in utts if u.split == s) / SAMPLE_RATE / 3600, 3) for s in counts}
