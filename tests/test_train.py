@@ -509,6 +509,16 @@ def test_a_run_continued_on_another_corpus_records_which_corpus_trained_which_st
 
     on, on_voc = _trainers(wide_corpus, tmp_path / "on")
     assert seed_train_dir(tmp_path / "on", Release.read(first), on, on_voc)
+    # exported before a step on the new corpus: no weight was trained on it, and the release says so
+    meta = json.loads(
+        (
+            export_release(tmp_path / "on", tmp_path / "models" / "seeded", load_corpus(wide_corpus))
+            / "checkpoint.json"
+        ).read_text()
+    )
+    assert meta["train_corpus"] == meta["vocos_corpus"] == [{"from_step": 0, "corpus": small}]
+    assert meta["train_warm_starts"] == meta["vocos_warm_starts"] == []
+    assert on.corpus_history[-1] == {"from_step": 2, "corpus": wide}  # the state keeps it for the steps to come
     on.run_until(3, progress=False)
     on, on_voc = _trainers(wide_corpus, tmp_path / "on")  # a new process resumes on the same corpus
     on.run_until(4, progress=False)

@@ -78,6 +78,13 @@ def model_yaml(name: str, arch: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def trained(history: list[dict[str, Any]], steps: int) -> list[dict[str, Any]]:
+    """The entries of a training record (each with its `from_step`) that some step was trained under: a
+    setting noted where the run stopped (a run seeded from a release and exported without a step, a
+    Vocos seeded but never trained on) changed no weight. What held from step 0 stays."""
+    return [e for e in history if int(e["from_step"]) < steps or int(e["from_step"]) == 0]
+
+
 def export_release(train_dir: Path, out: Path, corpus: Corpus) -> Path:
     from safetensors.torch import save_file
 
@@ -101,29 +108,30 @@ def export_release(train_dir: Path, out: Path, corpus: Corpus) -> Path:
         files = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file())
         for rel in files:  # safetensors writes 0600: the release is an ordinary, readable folder
             os.chmod(tmp / rel, 0o644)
+        vocos_step = int(vocos["step"])
         meta = {
             "name": out.name,
             "steps": step,
-            "vocos_steps": int(vocos["step"]),
+            "vocos_steps": vocos_step,
             "train_cpu_hours": round((float(f5.get("seconds", 0)) + float(vocos.get("seconds", 0))) / 3600, 2),
             "train_device": f5.get("device", "cpu"),  # a GPU-trained DiT's seconds are wall seconds
             # the training-time CTC alignment aid (f5build.train.ctc), when used: its head is not released;
             # its settings and the step each took effect
-            "train_ctc": ctc_history_of(f5) or None,
+            "train_ctc": trained(ctc_history_of(f5), step) or None,
             # f5-tts' text_embedding_average_upsampling over the run (a resumed run may switch it on)
-            "train_average_upsampling": upsampling_history_of(f5),
+            "train_average_upsampling": trained(upsampling_history_of(f5), step),
             # the peak learning rate over the run (a resumed run may step it down with --train-lr)
-            "train_lr": lr_history_of(f5),
+            "train_lr": trained(lr_history_of(f5), step),
             # the batches' frame budget over the run (--train-batch-frames)
-            "train_batch_frames": batch_history_of(f5),
+            "train_batch_frames": trained(batch_history_of(f5), step),
             # the steps each was seeded from an earlier release at (--train-from): AdamW's moments
             # restarted from zero and the warmup ran again there; the DiT's raw weights became its EMA
-            "train_warm_starts": warm_starts_of(f5),
-            "vocos_warm_starts": warm_starts_of(vocos),
+            "train_warm_starts": [s for s in warm_starts_of(f5) if s < step],
+            "vocos_warm_starts": [s for s in warm_starts_of(vocos) if s < vocos_step],
             # the corpora each trained on (utts.jsonl and speakers.json sha256) and the step each took
             # effect: a run continued on another corpus (--train-from, a new --train-corpus) says so
-            "train_corpus": corpus_history_of(f5),
-            "vocos_corpus": corpus_history_of(vocos),
+            "train_corpus": trained(corpus_history_of(f5), step),
+            "vocos_corpus": trained(corpus_history_of(vocos), vocos_step),
             "arch": f5["arch"],
             "vocos_arch": vocos["arch"],
             "corpus": json.loads((corpus.root / "corpus.json").read_text())["files"],
