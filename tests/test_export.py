@@ -323,7 +323,7 @@ backbone:
     input_channels: 100
     dim: 64
     intermediate_dim: 192
-    num_layers: 2
+    num_layers: 3
 head:
   class_path: vocos.heads.ISTFTHead
   init_args:
@@ -582,12 +582,12 @@ def test_ema_or_online_weights(tmp_path, tiny_bundle, arch_yaml, capsys):
             ("vocos.feature_extractors.MelSpectrogramFeatures", "vocos.feature_extractors.EncodecFeatures"),
             "feature_extractor.class_path 'vocos.feature_extractors.EncodecFeatures' is not supported",
         ),
-        (("num_layers: 2", "num_layers: 2\n    adanorm_num_embeddings: 4"), "adanorm_num_embeddings = 4"),
+        (("num_layers: 3", "num_layers: 3\n    adanorm_num_embeddings: 4"), "adanorm_num_embeddings = 4"),
         (("n_mels: 100", "n_mels: 80"), "feature_extractor.init_args.n_mels = 80 differs from f5-tts' mel"),
         (("sample_rate: 24000", "sample_rate: 22050"), "sample_rate = 22050"),
         (("hop_length: 256\n    padding: center\n", "hop_length: 256\n    padding: reflect\n"), "padding = 'reflect'"),
         (("vocos.heads.ISTFTHead", "vocos.heads.IMDCTCosHead"), "head.class_path 'vocos.heads.IMDCTCosHead'"),
-        (("num_layers: 2", "num_layers: 2\n    dropout: 0.1"), "backbone.init_args ['dropout'] are not arguments"),
+        (("num_layers: 3", "num_layers: 3\n    dropout: 0.1"), "backbone.init_args ['dropout'] are not arguments"),
     ],
 )
 def test_unsupported_vocos_config_is_refused_by_name(tmp_path, tiny_bundle, arch_yaml, capsys, edit, says):

@@ -35,7 +35,9 @@ AUDIO = {"sample_rate": 24000, "hop_length": 256, "n_fft": 1024, "win_length": 1
 TINY_ARCH = dict(dim=128, depth=2, heads=2, dim_head=64, ff_mult=2, text_dim=64, conv_layers=1, text_mask_padding=True)
 # Vocos backbones; head padding "center" as in the released charactr/vocos-mel-24khz config.yaml, so
 # the seeded models decode F frames to (F-1)*hop samples like the real vocoder.
-TINY_VOCOS = dict(dim=64, intermediate_dim=192, num_layers=2, padding="center")
+# Three ConvNeXt blocks: the INT8 recipe keeps the first two blocks' input linears in FP16
+# (config/precision.yaml), so the tiny vocoder's INT8 variant still has one to quantize.
+TINY_VOCOS = dict(dim=64, intermediate_dim=192, num_layers=3, padding="center")
 VOCOS_24K = dict(dim=512, intermediate_dim=1536, num_layers=8, padding="center")  # charactr/vocos-mel-24khz
 WEIGHTS = ("ema", "online")
 

@@ -103,7 +103,7 @@ def test_vocos_config_with_a_wrong_field(checkpoint_set, tmp_path, capsys):
     d = tmp_path / "set"
     shutil.copytree(checkpoint_set, d)
     cfg = d / "vocos" / "config.yaml"
-    cfg.write_text(cfg.read_text().replace("num_layers: 2", "num_layers: two"))
+    cfg.write_text(cfg.read_text().replace("num_layers: 3", "num_layers: two"))
     fails_with_one_line(capsys, export_argv(d / "model.safetensors", d, tmp_path / "a"), "export", cfg, "num_layers")
 
 
