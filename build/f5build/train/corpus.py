@@ -83,6 +83,10 @@ class Utterance:
     frames: int
 
 
+# The files whose sha256 names a corpus in training records (Corpus.identity)
+IDENTITY_FILES = ("utts.jsonl", "speakers.json")
+
+
 @dataclass
 class Corpus:
     """A loaded corpus: utterances, speakers, and memory-mapped audio and mels."""
@@ -104,7 +108,7 @@ class Corpus:
         these and the espeak-ng version; its mels' bytes also vary with the CPU's float rounding, so
         neither is part of the name."""
         files = json.loads((self.root / "corpus.json").read_text(encoding="utf-8"))["files"]
-        return {name: files[name] for name in ("utts.jsonl", "speakers.json")}
+        return {name: files[name] for name in IDENTITY_FILES}
 
     def wave(self, u: Utterance) -> np.ndarray:
         """float32 waveform in [-1, 1]."""

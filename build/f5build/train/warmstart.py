@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from f5build.load import ReleasedCheckpoint
+from f5build.train.corpus import IDENTITY_FILES
 from f5build.train.f5 import arch_flags
 
 # checkpoint.json's training records (f5build.train.release) -> the F5Trainer attribute each seeds
@@ -88,7 +89,7 @@ class Release:
         if "train_corpus" not in meta and "corpus" in meta:
             # a release from before the corpus record names the corpus it was exported with: both the DiT
             # and the Vocos are taken to have trained on it from step 0
-            only = [{"from_step": 0, "corpus": {k: meta["corpus"][k] for k in ("utts.jsonl", "speakers.json")}}]
+            only = [{"from_step": 0, "corpus": {k: meta["corpus"][k] for k in IDENTITY_FILES}}]
             histories["corpus_history"], vocos_corpus = only, [dict(e) for e in only]
         return cls(
             folder,
