@@ -1020,6 +1020,89 @@ def test_evaluate_says_the_held_out_sentences_in_seen_voices(small_corpus: Path,
     assert "trained on" not in (reports / "checkpoints.md").read_text()  # without the option: no such table
 
 
+def test_several_draws_per_line_give_each_line_its_verification_share_against_its_ground_truth():
+    """RepeatedSamples: a line's share is over its own draws, the gap is taken line by line against the
+    line's ground-truth verification, the standard errors are over lines; draws that do not score the
+    ground truth's lines are refused."""
+    from f5build.quality.scoring import UtteranceScore
+    from f5build.train.repeats import RepeatedSamples
+
+    def score(line: int, own: float, wer: float) -> UtteranceScore:
+        return UtteranceScore(f"u{line}", "s", "t", "", wer, own, 0.5, 2.0 + line, 3.0, 3.0, 3.0, 1.0)
+
+    truth = [score(0, 0.9, 0.1), score(1, 0.4, 0.1), score(2, 0.9, 0.1)]  # verified, not, verified
+    draws = [
+        [score(0, 0.6, 0.2), score(1, 0.7, 1.0), score(2, 0.3, 1.2)],
+        [score(0, 0.4, 0.9), score(1, 0.8, 0.4), score(2, 0.2, 1.1)],
+    ]
+    r = RepeatedSamples.of(draws, truth)
+    share, gap = np.array([0.5, 1.0, 0.0]), np.array([-0.5, 1.0, -1.0])
+    assert (r.samples, r.lines) == (2, 3)
+    assert r.verify_rate == pytest.approx(0.5) and r.verify_gap == pytest.approx(-1 / 6)
+    assert r.verify_se == pytest.approx(share.std(ddof=1) / np.sqrt(3))
+    assert r.verify_gap_se == pytest.approx(gap.std(ddof=1) / np.sqrt(3))
+    assert (r.gap_interval, r.gap_label) == ((-1.0, 1.0), "-17 (-100 to +100)")  # three lines: clipped to the range
+    steadier = replace(r, lines=48, verify_gap=-0.1, verify_gap_se=0.04)
+    assert steadier.gap_interval == pytest.approx((-0.1 - 0.0784, -0.1 + 0.0784), abs=1e-4)
+    assert steadier.gap_label == "-10 (-18 to -2)"
+    assert r.sim == pytest.approx(np.mean([0.6, 0.7, 0.3, 0.4, 0.8, 0.2]))
+    assert r.sim_margin == pytest.approx(r.sim - 0.5)
+    assert (r.samples_said, r.wer_median, r.ovrl) == (2, pytest.approx(0.95), pytest.approx(3.0))
+    with pytest.raises(ValueError, match="at least two"):
+        RepeatedSamples.of(draws[:1], truth)
+    with pytest.raises(ValueError, match=r"the same 3 lines .* got \[3, 2\]"):
+        RepeatedSamples.of([draws[0], draws[1][:2]], truth)
+    with pytest.raises(ValueError, match="draw 1 scores lines"):
+        RepeatedSamples.of([draws[0], draws[1][::-1]], truth)
+
+
+@needs_espeak
+def test_evaluate_says_each_line_several_times_from_other_draws(small_corpus: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    """--train-eval-samples 3: each line is said from three noise draws; the first is the single-sample
+    figures' own (seed = line index, taken back from the store), the others are new draws, stored too; the
+    single-sample row does not change."""
+    from f5build.quality.scoring import UtteranceScore
+    from f5build.train import evaluate, signals
+
+    seeds: list[int] = []
+    say = signals.say
+
+    def said(cfm, corpus, ref, tgt, seed):
+        seeds.append(seed)
+        return say(cfm, corpus, ref, tgt, seed)
+
+    class Listener:  # the instruments stand-in: the audio's level as its WER, so other draws score otherwise
+        def __init__(self, corpus, cache, threads=1) -> None:
+            pass
+
+        def score(self, u, audio, rate) -> UtteranceScore:
+            level = float(np.sqrt(np.mean(np.square(audio))))
+            return UtteranceScore(u.id, u.speaker, u.text, "", level, 0.8, 0.5, 2.0, 2.0, 3.0, 3.0, 1.0)
+
+    monkeypatch.setattr(evaluate, "Listener", Listener)
+    monkeypatch.setattr(evaluate, "say", said)
+    f5, voc = _trainers(small_corpus, tmp_path / "run")
+    f5.run_until(2, progress=False)
+    voc.run_until(2, progress=False)
+    corpus, reports = load_corpus(small_corpus), tmp_path / "reports"
+    single = evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, evaluate.EvaluateOptions(2))
+    assert seeds == [0, 1] and "Several draws" not in (reports / "checkpoints.md").read_text()
+    report = evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, evaluate.EvaluateOptions(2, samples=3))
+    assert seeds == [0, 1, 1000, 1001, 2000, 2001]  # draw 0 came back from the store
+    (row,) = report.checkpoints
+    assert row.listening == single.checkpoints[0].listening
+    assert row.repeated is not None and (row.repeated.samples, row.repeated.lines) == (3, 2)
+    assert (row.repeated.verify_rate, row.repeated.verify_gap) == (1.0, 0.0)  # own 0.8 > 0.5 everywhere
+    assert row.repeated.wer_median != row.listening.wer_median  # other draws, other audio
+    md = (reports / "checkpoints.md").read_text()
+    assert "## Several draws of each line" in md and "| 2 | 3 x 2 | 100% ± 0 | +0 (+0 to +0) |" in md
+    evaluate.evaluate_checkpoints(tmp_path / "run", corpus, reports, evaluate.EvaluateOptions(2, samples=3))
+    assert len(seeds) == 6  # every draw is stored
+    with pytest.raises(ValueError, match="draws per line must be at least 1"):
+        evaluate.EvaluateOptions(2, samples=0)
+
+
 @needs_espeak
 def test_evaluate_scores_the_steps_asked_for_and_refuses_steps_not_kept(small_corpus: Path, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch):  # fmt: skip
@@ -1085,6 +1168,10 @@ def test_evaluate_options_are_checked_at_the_command_line(tmp_path: Path):
         Options.from_args(p.parse_args([*base, "--train-eval-steps", "45k"]))
     with pytest.raises(ValueError, match="--train-eval-utts must be at least 1"):
         Options.from_args(p.parse_args([*base, "--train-eval-utts", "0"]))
+    assert Options.from_args(p.parse_args(base)).evaluate_options().samples == 1
+    assert Options.from_args(p.parse_args([*base, "--train-eval-samples", "3"])).evaluate_options().samples == 3
+    with pytest.raises(ValueError, match="--train-eval-samples must be at least 1"):
+        Options.from_args(p.parse_args([*base, "--train-eval-samples", "0"]))
 
 
 def test_train_device_is_checked_not_guessed():

@@ -130,6 +130,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "compare: one line moves an 8-line verification rate by 12.5 points)",
     )
     g.add_argument(
+        "--train-eval-samples",
+        type=int,
+        default=1,
+        help="draws of each held-out line the evaluate part says (default 1; above 1 the report adds the figures "
+        "over all draws, the verification rate against the ground truth's line by line; each draw costs as "
+        "much sampling again)",
+    )
+    g.add_argument(
         "--train-eval-steps",
         default="",
         help="comma list of the kept snapshots (by step) the evaluate part scores (default: every kept snapshot "
@@ -180,6 +188,7 @@ class Options:
     eval_utts: int = 8
     eval_steps: tuple[int, ...] = ()
     eval_seen_voices: bool = False
+    eval_samples: int = 1
     formant_scales: tuple[int, ...] = FORMANT_SCALES
 
     @classmethod
@@ -211,6 +220,8 @@ class Options:
             raise ValueError(f"--train-threads must be at least 1, got {args.train_threads}")
         if args.train_eval_utts < 1:
             raise ValueError(f"--train-eval-utts must be at least 1, got {args.train_eval_utts}")
+        if args.train_eval_samples < 1:
+            raise ValueError(f"--train-eval-samples must be at least 1, got {args.train_eval_samples}")
         try:
             eval_steps = tuple(sorted({int(s) for s in csv_list(args.train_eval_steps)}))
         except ValueError:
@@ -245,6 +256,7 @@ class Options:
             eval_utts=int(args.train_eval_utts),
             eval_steps=eval_steps,
             eval_seen_voices=bool(args.train_eval_seen_voices),
+            eval_samples=int(args.train_eval_samples),
             formant_scales=formants,
         )
 
@@ -280,7 +292,11 @@ class Options:
         from f5build.train.evaluate import EvaluateOptions
 
         return EvaluateOptions(
-            utts=self.eval_utts, steps=self.eval_steps, threads=self.threads, seen_voices=self.eval_seen_voices
+            utts=self.eval_utts,
+            steps=self.eval_steps,
+            threads=self.threads,
+            seen_voices=self.eval_seen_voices,
+            samples=self.eval_samples,
         )
 
 

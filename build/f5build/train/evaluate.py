@@ -25,6 +25,7 @@ from f5build.quality.scoring import ConditionScore, UtteranceScore
 from f5build.quality.store import ScoreStore, slug
 from f5build.quality.sweep import Listener
 from f5build.train.corpus import SAMPLE_RATE, Corpus, Utterance
+from f5build.train.repeats import SEED_STRIDE, RepeatedSamples
 from f5build.train.seen import SeenVoices
 from f5build.train.signals import EVAL_NFE, alignment_signals, say
 from f5build.train.state import load_state
@@ -48,6 +49,14 @@ class EvaluateOptions:
     seen_voices: bool = False
     """Also score the same sentences in voices the DiT trained on (f5build.train.seen), beside those
     voices' own audio: twice the sampling time, and the figure that tells weak cloning from unheard timbres."""
+    samples: int = 1
+    """Draws of each line (f5build.train.repeats): above 1, each line is said that many times and the report
+    adds the figures over all draws, the verification rate set against the ground truth's line by line. The
+    first draw is the single-sample figures' own; each further one costs as much sampling again."""
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"draws per line must be at least 1, got {self.samples}")
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class CheckpointScore:
     lines_near: int = 0  # lines with WER <= NEAR_WER
     text_use: tuple[TextUse, ...] = ()  # f5build.train.textuse on the same lines, at each of its flow times
     seen: ConditionScore | None = None  # the same sentences in training speakers' voices (seen_voices)
+    repeated: RepeatedSamples | None = None  # every draw of every line, when more than one was asked for
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,9 @@ def evaluate_checkpoints(
     cache = out.parent / ".quality-cache"
     listener = Listener(corpus, cache, threads=opts.threads)
     items = corpus.held_out_pairs(opts.utts)
+    # draw k of line i has seed i + SEED_STRIDE * k: no two draws may share one
+    if opts.samples > 1 and len(items) > SEED_STRIDE:
+        raise ValueError(f"{len(items)} held-out lines: several draws per line need fewer than {SEED_STRIDE}")
     # a snapshot's listening scores are kept (f5build.quality.store): a rerun scores new snapshots only. The
     # store keeps one result per condition name, so each run has its own folder: two runs forked from one
     # state both have a "step 60000", and sharing a folder, each would evict the other's
@@ -143,18 +156,19 @@ def evaluate_checkpoints(
     def copy_synthesis() -> list[UtteranceScore]:
         return [listener.score(tgt, vocode(corpus.mel_of(tgt)), SAMPLE_RATE) for _, tgt in items]
 
+    truth = store.scored("ground truth", {}, functools.partial(recorded, listener, [t for _, t in items]))
     ceilings = [
-        ConditionScore.of("ground truth", "audio", 0, "-",
-                          store.scored("ground truth", {}, functools.partial(recorded, listener, [t for _, t in items]))),
+        ConditionScore.of("ground truth", "audio", 0, "-", truth),
         ConditionScore.of("copy-synthesis", "torch-fp32", 0, "-",
                           store.scored("copy-synthesis", {"vocos": made_with["vocos"]}, copy_synthesis)),
     ]  # fmt: skip
 
     def said(
-        model: torch.nn.Module, listener: Listener, pairs: list[tuple[Utterance, Utterance]]
+        model: torch.nn.Module, listener: Listener, pairs: list[tuple[Utterance, Utterance]], draw: int = 0
     ) -> list[UtteranceScore]:
-        """Each (reference, line) pair synthesized by `model` in the reference's voice, and scored."""
-        return [listener.score(line, vocode(say(model, corpus, ref, line, seed=i)), SAMPLE_RATE)
+        """Each (reference, line) pair synthesized by `model` in the reference's voice, and scored; draw k
+        of line i has seed i + SEED_STRIDE * k."""
+        return [listener.score(line, vocode(say(model, corpus, ref, line, seed=i + SEED_STRIDE * draw)), SAMPLE_RATE)
                 for i, (ref, line) in enumerate(pairs)]  # fmt: skip
 
     # the seen-voice set, its listener (the stand-ins' references) and its store, when asked for
@@ -184,17 +198,32 @@ def evaluate_checkpoints(
             heard = seen_store.scored(f"seen voices, {name}", made_from,
                                       functools.partial(said, model, seen_listener, voices.pairs))  # fmt: skip
             in_seen_voices = ConditionScore.of(f"step {step}, seen voices", "torch-fp32", EVAL_NFE, "sway", heard)
+        repeated = None
+        if opts.samples > 1:
+            # the further draws are stored under their own names: the single-sample figures stay as they were
+            draws = [scores] + [store.scored(f"{name}, draw {k + 1}", made_from,
+                                             functools.partial(said, model, listener, items, k))
+                                for k in range(1, opts.samples)]  # fmt: skip
+            repeated = RepeatedSamples.of(draws, truth)
         # each line borrows another's text: one line alone has no figure
         uses = tuple(text_use(model, corpus, count=len(items))) if len(items) > 1 else ()
         rows.append(CheckpointScore(step, signals.mel_l1, signals.mel_l1_unrelated, signals.loudness_corr,
                                     signals.loudness_corr_unrelated, listening,
-                                    sum(s.wer <= NEAR_WER for s in scores), uses, in_seen_voices))  # fmt: skip
+                                    sum(s.wer <= NEAR_WER for s in scores), uses, in_seen_voices,
+                                    repeated))  # fmt: skip
         gains = " ".join(f"t={u.time:g} {u.gain:.3f}" for u in uses)
         print(f"checkpoint {step}: {signals.to_dict()} text gain {gains} "
               f"WER {listening.wer:.3f} (median {listening.wer_median:.2f}, "
               f"{listening.lines_said} said) sim {listening.sim:.3f} margin {listening.sim_margin:+.3f} "
               f"verified {listening.verified_label} "
               f"OVRL {listening.ovrl:.2f}", flush=True)  # fmt: skip
+        if repeated is not None:
+            print(
+                f"checkpoint {step}, {repeated.samples} draws per line: verified {repeated.verify_rate:.0%} "
+                f"(gap to ground truth {repeated.gap_label} points) "
+                f"sim {repeated.sim:.3f} margin {repeated.sim_margin:+.3f} said {repeated.samples_said}",
+                flush=True,
+            )
         if in_seen_voices is not None:
             print(
                 f"checkpoint {step}, seen voices: WER {in_seen_voices.wer:.3f} sim {in_seen_voices.sim:.3f} "
@@ -236,6 +265,27 @@ def _write(report: CheckpointReport, out: Path, utts: int) -> None:
             f"({r.loudness_corr_unrelated:.3f}) | {gains} | {s.wer:.3f} | {s.wer_median:.3f} | {s.lines_said} "
             f"| {r.lines_near} | {s.sim:.3f} | {s.sim_margin:+.3f} | {s.verified_label} | {s.ovrl:.2f} |"
         )
+    repeated = [(r.step, r.repeated) for r in report.checkpoints if r.repeated is not None]
+    if repeated:
+        lines += [
+            "",
+            "## Several draws of each line",
+            "",
+            "Each line said from several noise draws (f5build.train.repeats; the first is the draw above). "
+            "Verified: the mean over lines of the share of a line's draws nearer its own reference than any other "
+            "speaker's, ± its standard error over lines. Gap: the mean over lines of that share less 1 where the "
+            "line's ground-truth audio is verified (0 where not), in points, with its 95 % interval: the "
+            "comparison with ground truth taken line by line. Said: draws with WER <= 0.5.",
+            "",
+            "| step | draws x lines | verified | gap to ground truth | similarity | margin | WER median | said "
+            "| OVRL |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for step, r in repeated:
+            lines.append(
+                f"| {step} | {r.samples} x {r.lines} | {r.verify_rate:.0%} ± {r.verify_se * 100:.0f} | {r.gap_label} "
+                f"| {r.sim:.3f} | {r.sim_margin:+.3f} | {r.wer_median:.3f} | {r.samples_said} | {r.ovrl:.2f} |"
+            )
     seen = [(f"step {r.step}", r.seen) for r in report.checkpoints if r.seen is not None]
     if report.seen_ceiling is not None and seen:
         lines += [
