@@ -11,6 +11,7 @@ pytest.importorskip("modelopt.onnx.quantization", reason="nvidia-modelopt is not
 
 from test_quantize import build_quantized  # the shared calibrated copy, made once per session
 
+from f5build.int8_arithmetic import probe
 from f5build.int8_formats import FORMATS, FormatsOptions, main, run
 
 
@@ -27,11 +28,23 @@ def test_formats_are_measured_against_fp32_and_timed(
         assert r.int8_format == FORMATS[name].to_dict() and r.rows > 0
         assert 0.99 < r.worst_cosine <= 1.0 and r.worst_snr_db <= r.median_snr_db
         assert r.passed  # the seeded tiny model is well inside the cpu-int8 gates
-    # one bit less of weight precision costs accuracy: 7-bit weights are measurably worse than 8-bit
-    assert results["s8-7bit"].median_snr_db < results["s8"].median_snr_db
     assert all(len(r.step_seconds) == 2 and min(r.step_seconds) > 0 for r in results.values())
     report = json.loads((tmp_path / "int8_formats.json").read_text())
     assert [r["name"] for r in report["results"]] == ["cpu-fp32", "s8", "s8-7bit"] and "isa" in report["cpu"]
+    arithmetic = probe()
+    assert report["int8_arithmetic"] == arithmetic.to_dict()
+    assert (
+        f"INT8 arithmetic here (f5build.int8_arithmetic): {arithmetic.describe()}."
+        in (tmp_path / "int8_formats.md").read_text()
+    )
+    seven, eight = results["s8-7bit"].median_snr_db, results["s8"].median_snr_db
+    if arithmetic.exact:
+        # VNNI-class kernels: one bit less of weight precision costs accuracy, nothing else differs
+        assert seven < eight
+    else:
+        # AVX2 without VNNI: the seeded weights' 8-bit pair sums saturate 16 bits and 7-bit ones cannot,
+        # so 7 bits are the more accurate (why the recipe builds cpu-int8 with 7-bit weights)
+        assert seven > eight
     assert "| s8-7bit | s8 | True | True |" in (tmp_path / "int8_formats.md").read_text()
 
 

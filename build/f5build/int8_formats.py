@@ -178,8 +178,12 @@ def run(opts: FormatsOptions, log: Callable[[str], None] = print) -> list[Format
 
 def _write(opts: FormatsOptions, results: list[FormatResult], gates: dict[str, float]) -> None:
     from f5build.bench import cpu_info
+    from f5build.int8_arithmetic import probe
 
     cpu = cpu_info()
+    # the ISA flags say what the CPU has; the probe says what ONNX Runtime's kernels computed with it,
+    # which decides whether 8-bit weights can saturate (and so which format is the more accurate here)
+    arithmetic = probe()
     fp32 = next(r for r in results if r.name == "cpu-fp32").median_step
     cmd = "python -m f5build.int8_formats " + " ".join(sys.argv[1:])
     lines = [
@@ -187,6 +191,8 @@ def _write(opts: FormatsOptions, results: list[FormatResult], gates: dict[str, f
         "",
         f"{time.strftime('%Y-%m-%d')}, {cpu.get('model', '?')}, ISA {', '.join(cpu.get('isa', [])) or '?'}; "
         f"artifacts `{opts.artifacts}`; `{cmd}`",
+        "",
+        f"INT8 arithmetic here (f5build.int8_arithmetic): {arithmetic.describe()}.",
         "",
         f"Accuracy: velocity against the FP32 step graph on held-out recorded step calls; gates (cpu-int8 step): "
         f"cosine >= {gates.get('min_cosine')}, SNR >= {gates.get('min_snr_db')} dB. Speed: one step at "
@@ -210,6 +216,7 @@ def _write(opts: FormatsOptions, results: list[FormatResult], gates: dict[str, f
     data = {
         "date": time.strftime("%Y-%m-%d"),
         "cpu": cpu,
+        "int8_arithmetic": arithmetic.to_dict(),
         "command": cmd,
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
         "gates": gates,
