@@ -31,12 +31,10 @@ def test_formats_are_measured_against_fp32_and_timed(
     assert all(len(r.step_seconds) == 2 and min(r.step_seconds) > 0 for r in results.values())
     report = json.loads((tmp_path / "int8_formats.json").read_text())
     assert [r["name"] for r in report["results"]] == ["cpu-fp32", "s8", "s8-7bit"] and "isa" in report["cpu"]
+    md = (tmp_path / "int8_formats.md").read_text()
     arithmetic = probe()
     assert report["int8_arithmetic"] == arithmetic.to_dict()
-    assert (
-        f"INT8 arithmetic here (f5build.int8_arithmetic): {arithmetic.describe()}."
-        in (tmp_path / "int8_formats.md").read_text()
-    )
+    assert f"INT8 arithmetic here (f5build.int8_arithmetic): {arithmetic.describe()}." in md
     seven, eight = results["s8-7bit"].median_snr_db, results["s8"].median_snr_db
     if arithmetic.exact:
         # VNNI-class kernels: one bit less of weight precision costs accuracy, nothing else differs
@@ -45,7 +43,7 @@ def test_formats_are_measured_against_fp32_and_timed(
         # AVX2 without VNNI: the seeded weights' 8-bit pair sums saturate 16 bits and 7-bit ones cannot,
         # so 7 bits are the more accurate (why the recipe builds cpu-int8 with 7-bit weights)
         assert seven > eight
-    assert "| s8-7bit | s8 | True | True |" in (tmp_path / "int8_formats.md").read_text()
+    assert "| s8-7bit | s8 | True | True |" in md
 
 
 def test_bad_requests_are_refused(tiny_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
