@@ -323,29 +323,15 @@ def test_the_recipe_corpus_is_the_one_the_committed_checkpoint_last_trained_on(t
 
 
 KILLED_RUN = """
-import os, signal, sys
-from pathlib import Path
-sys.path[:0] = [{tests!r}]
 import torch
 import f5build.train.f5 as f5mod
 from test_train import _trainers
 
-saves = 0
-real_save = f5mod.save_state
-
-
-def dying_save(path, state):
-    # the 2nd save of the training state dies half-way: its temp file is written, not yet renamed
-    global saves
-    if path.name == "f5_state.pt":
-        saves += 1
-        if saves == 2:
-            torch.save(state, path.with_name("." + path.name + ".half.tmp"))
-            os.kill(os.getpid(), signal.SIGKILL)
-    real_save(path, state)
-
-
-f5mod.save_state = dying_save
+# the 2nd save of the training state dies half-way: its temp file is written, not yet renamed
+f5mod.save_state = dying(
+    f5mod.save_state, 2, counts=lambda path, state: path.name == "f5_state.pt",
+    last_words=lambda path, state: torch.save(state, path.with_name("." + path.name + ".half.tmp")),
+)
 trainer, _ = _trainers(Path({corpus!r}), Path({ckpt!r}))
 trainer.run_until(6, progress=False)
 """
@@ -355,14 +341,11 @@ trainer.run_until(6, progress=False)
 def test_training_killed_mid_save_resumes_to_the_same_weights(small_corpus: Path, tmp_path: Path):
     """SIGKILL while the training state is being saved: the previous state stays loadable, and the
     rerun reaches bitwise the weights of an uninterrupted run."""
-    import subprocess
-    import sys
+    from killing import run_killed
 
     once, _ = _trainers(small_corpus, tmp_path / "once")
     once.run_until(6, progress=False)
-    script = KILLED_RUN.format(tests=str(Path(__file__).parent), corpus=str(small_corpus), ckpt=str(tmp_path / "k"))
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-    assert r.returncode == -9, r.stderr[-2000:]
+    run_killed(KILLED_RUN.format(corpus=str(small_corpus), ckpt=str(tmp_path / "k")))
     from f5build.train.state import load_state
 
     assert load_state(tmp_path / "k" / "f5_state.pt")["step"] == 2  # the 1st save (save_every=2), intact

@@ -16,20 +16,21 @@ from pathlib import Path
 from f5rt.files import format_bytes, free_bytes
 
 MARGIN = 1.1  # estimates are rough: ask for 10 % more
+ARTIFACTS_ELSEWHERE = "write the artifacts elsewhere with --artifacts-root"
 SLACK = 16 * 1024 * 1024  # manifest, indexes, reports: small files that come with every stage
 
 
 class NotEnoughSpace(OSError):
     """Too little free space for what a stage is about to write."""
 
-    def __init__(self, folder: Path, need: int, free: int, what: str) -> None:
+    def __init__(self, folder: Path, need: int, free: int, what: str, elsewhere: str = ARTIFACTS_ELSEWHERE) -> None:
         super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
-        self.folder, self.need, self.free, self.what = folder, need, free, what
+        self.folder, self.need, self.free, self.what, self.elsewhere = folder, need, free, what, elsewhere
 
     def __str__(self) -> str:
         return (
             f"{self.folder}: {self.what} needs about {format_bytes(self.need)} but only {format_bytes(self.free)} "
-            "is free there; free space (or write the artifacts elsewhere with --artifacts-root) and rerun"
+            f"is free there; free space (or {self.elsewhere}) and rerun"
         )
 
 
@@ -37,11 +38,14 @@ def needed(estimate: float) -> int:
     return int(estimate * MARGIN) + SLACK
 
 
-def require_space(folder: str | os.PathLike[str], estimate: float, what: str) -> int:
+def require_space(
+    folder: str | os.PathLike[str], estimate: float, what: str, elsewhere: str = ARTIFACTS_ELSEWHERE
+) -> int:
     """Raise NotEnoughSpace unless `folder`'s filesystem has room for `estimate` bytes (plus margin).
-    Returns the bytes asked for. A filesystem that cannot say how much is free is not checked."""
+    Returns the bytes asked for. A filesystem that cannot say how much is free is not checked.
+    `elsewhere` is how the message tells the user to write it somewhere else."""
     need = needed(estimate)
     free = free_bytes(folder)
     if free is not None and free < need:
-        raise NotEnoughSpace(Path(folder), need, free, what)
+        raise NotEnoughSpace(Path(folder), need, free, what, elsewhere)
     return need

@@ -18,7 +18,8 @@ state (a fresh clone): see `f5build.train.warmstart` for what that keeps and wha
 sets torch's intra-op threads (default 1, so a second job fits beside it on a 2-core machine).
 `--train-size` picks the DiT's size (`wide`, the recipe's default, or `small`), and
 `--[no-]train-average-upsampling` whether the text is spread over the frames (f5-tts' own DiT option,
-on by default).
+on by default). `--train-sentences` and `--train-voices-per-sentence` size the corpus (the recipe's is
+5.1 hours; 35,000 sentences in 4 voices are about 100 hours) with the same held-out lines.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from f5build.train.speakers import FORMANT_SCALES
 if TYPE_CHECKING:
     import torch
 
-    from f5build.train.corpus import Corpus
+    from f5build.train.corpus import Corpus, CorpusOptions
     from f5build.train.evaluate import EvaluateOptions
     from f5build.train.f5 import F5TrainOptions
 
@@ -60,6 +61,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma list of formant-frequency scales in percent that training speakers draw from, to widen the "
         "corpus' timbres; held-out speakers and every line stay the same (default: 86,93,100,107,114; 100 is "
         "the plain corpus; other scales make another corpus: give it another --train-corpus)",
+    )
+    g.add_argument(
+        "--train-sentences",
+        type=int,
+        default=None,
+        help="training sentences in the corpus (default: the recipe's 6,000; the templates make about 47,000). "
+        "The held-out lines stay the recipe's whatever the count; another count makes another corpus: give it "
+        "another --train-corpus",
+    )
+    g.add_argument(
+        "--train-voices-per-sentence",
+        type=int,
+        default=1,
+        help="how many training speakers say each training sentence (default 1, the recipe's corpus); with "
+        "--train-sentences 35000 and 4 voices the corpus is about 100 hours (24 GB)",
     )
     g.add_argument("--train-out", type=Path, default=DEFAULT_OUT, help="where the released layout goes")
     g.add_argument("--train-steps", type=int, default=None, help="DiT steps to reach (default: the recipe's)")
@@ -190,6 +206,8 @@ class Options:
     eval_seen_voices: bool = False
     eval_samples: int = 1
     formant_scales: tuple[int, ...] = FORMANT_SCALES
+    sentences: int | None = None
+    voices_per_sentence: int = 1
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Options:
@@ -235,6 +253,12 @@ class Options:
             CorpusOptions(formant_scales=formants)
         except ValueError as e:
             raise ValueError(f"--train-formant-scales: {e} (a comma list of percents)") from None
+        if args.train_sentences is not None and args.train_sentences < 1:
+            raise ValueError(f"--train-sentences must be at least 1, got {args.train_sentences}")
+        try:
+            CorpusOptions(voices_per_sentence=args.train_voices_per_sentence)
+        except ValueError as e:
+            raise ValueError(f"--train-voices-per-sentence: {e}") from None
         return cls(
             parts=parts,
             train_dir=Path(args.train_dir),
@@ -258,6 +282,20 @@ class Options:
             eval_seen_voices=bool(args.train_eval_seen_voices),
             eval_samples=int(args.train_eval_samples),
             formant_scales=formants,
+            sentences=args.train_sentences,
+            voices_per_sentence=int(args.train_voices_per_sentence),
+        )
+
+    def corpus_options(self) -> CorpusOptions:
+        """The recipe's corpus with what the command line overrides."""
+        from f5build.train.corpus import CorpusOptions
+
+        base = CorpusOptions()
+        return replace(
+            base,
+            formant_scales=self.formant_scales,
+            train_sentences=base.train_sentences if self.sentences is None else self.sentences,
+            voices_per_sentence=self.voices_per_sentence,
         )
 
     def f5_options(self) -> F5TrainOptions:
@@ -301,9 +339,9 @@ class Options:
 
 
 def run(options: Options) -> int:
-    from f5build.train.corpus import CorpusOptions, corpus_is_current, load_corpus, make_corpus
+    from f5build.train.corpus import corpus_is_current, load_corpus, make_corpus
 
-    copts = CorpusOptions(formant_scales=options.formant_scales)
+    copts = options.corpus_options()
     if "corpus" in options.parts and not corpus_is_current(options.corpus, copts):
         print(f"making the training corpus in {options.corpus}", flush=True)
         make_corpus(options.corpus, copts, workers=max(1, options.threads))

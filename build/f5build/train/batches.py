@@ -12,6 +12,7 @@ would have given, with no sampler state to save.
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass
 
@@ -45,11 +46,12 @@ class FrameBatches:
             )
         self.curriculum = curriculum
         self.seed = seed
+        self._frames = [u.frames for u in self.utts]
 
     def batch(self, step: int) -> list[Utterance]:
         rng = random.Random(self.seed * 1_000_003 + step)
         cap = self.curriculum.cap(step)
-        pool = [u for u in self.utts if u.frames <= cap]
+        pool = self.utts[: bisect.bisect_right(self._frames, cap)]  # the utterances within the cap, in order
         # Pick a length neighbourhood first (little padding), then fill the budget from it.
         anchor = rng.randrange(len(pool))
         lo = max(0, anchor - 200)

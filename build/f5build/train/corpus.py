@@ -1,10 +1,16 @@
 """The training corpus: espeak-ng speech of template lines by many synthetic speakers, cached.
 
 `make_corpus` is deterministic for a given espeak-ng version and settings: the same seed gives the
-same speakers, lines, audio and mels. The corpus is written to a temporary folder beside its target
-and renamed into place only when complete, so a killed run leaves either the previous corpus or
-none. Its `corpus.json` records the settings, the espeak-ng version and each file's sha256;
-`load_corpus` refuses a folder whose files do not match it.
+same speakers, lines, audio and mels. The corpus is written in chunks to a staging folder beside its
+target (f5build.train.staging) and renamed into place only when complete, so a killed run leaves the
+previous corpus, or none, and its rerun goes on from the last complete chunk. Its `corpus.json`
+records the settings, the espeak-ng version and each file's sha256; `load_corpus` refuses a folder
+whose files do not match it.
+
+Its size is `CorpusOptions.train_sentences` x `voices_per_sentence`: the recipe's 6,000 sentences in
+one voice each are 5.1 hours; 35,000 in four voices are about 100 hours (24 GB), what a GPU run that
+is to say its text needs (docs/training.md, "What stage 2 needs"). The held-out lines are the same
+in every corpus made from one seed.
 
 Layout of `artifacts/train-corpus/`:
 
@@ -24,7 +30,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,12 +39,14 @@ import numpy as np
 
 from f5build.train.sentences import phrases, sentences
 from f5build.train.speakers import FORMANT_RANGE, FORMANT_SCALES, Speaker, espeak_version, make_speakers
-from f5build.train.state import staged_folder
+from f5build.train.staging import RowFile, Staging
 from f5rt.files import atomic_write_json, sha256_file
 
 SAMPLE_RATE = 24000
 HOP = 256
 FORMAT = 1
+HELD_OUT_AT = 6000  # the recipe's train_sentences: the release's held-out lines follow its training lines
+CHUNK = 1024  # utterances spoken, turned into mels and appended at a time (about 45 minutes of audio)
 
 
 @dataclass(frozen=True)
@@ -56,18 +64,43 @@ class CorpusOptions:
     """The formant-frequency scales (percent) training speakers draw from (f5build.train.speakers); the
     held-out speakers and every line's text and speaker are the same whatever they are. (100,) is the
     plain corpus, as espeak-ng ships its voices."""
+    voices_per_sentence: int = 1
+    """How many training speakers say each training sentence (distinct ones, drawn per sentence). The
+    templates make about 47,000 distinct sentences, so a corpus of about 100 hours says each in several
+    voices; 1 is the recipe's corpus, whose draws it keeps."""
+    held_out_at: int = HELD_OUT_AT
+    """Where in the sentence stream the held-out lines (evaluation sentences, then the references) are
+    taken; training sentences are the stream without them. At the default every corpus made from the
+    same seed holds out the recipe's lines whatever its `train_sentences`, so figures compare across
+    corpora of every size."""
 
     def __post_init__(self) -> None:
         lo, hi = FORMANT_RANGE
         if not self.formant_scales or any(not lo <= int(p) <= hi for p in self.formant_scales):
             raise ValueError(f"formant scales must be percents in {lo}-{hi}, got {list(self.formant_scales)}")
+        if not 1 <= self.voices_per_sentence <= self.train_speakers:
+            raise ValueError(
+                f"voices per sentence must be 1-{self.train_speakers} (the training speakers), "
+                f"got {self.voices_per_sentence}"
+            )
+        if self.train_sentences < 0 or self.held_out_at < 0:
+            raise ValueError(
+                f"sentence counts must be >= 0, got train_sentences={self.train_sentences}, "
+                f"held_out_at={self.held_out_at}"
+            )
 
     def record(self) -> dict[str, object]:
-        """As corpus.json records the options: without formant scaling, as corpora made before it were."""
+        """As corpus.json records the options. What an option left at the layout corpora had before it
+        existed is left out (no formant scaling, one voice per sentence, the held-out lines right after
+        the training sentences), so those corpora's records still match."""
         out = asdict(self)
         out["formant_scales"] = [int(p) for p in self.formant_scales]
         if out["formant_scales"] == [100]:
             del out["formant_scales"]
+        if self.voices_per_sentence == 1:
+            del out["voices_per_sentence"]
+        if self.held_out_at == self.train_sentences:
+            del out["held_out_at"]
         return out
 
 
@@ -172,29 +205,42 @@ def _plan(opts: CorpusOptions) -> tuple[list[Speaker], list[Speaker], list[tuple
     train_spk, held_spk = make_speakers(
         opts.train_speakers, opts.held_out_speakers, opts.held_out_variants, opts.seed, opts.formant_scales
     )
-    n_ref = opts.held_out_speakers
-    lines = sentences(opts.train_sentences + opts.eval_sentences + n_ref, opts.seed + 1)
-    train_lines = lines[: opts.train_sentences]
-    eval_lines = lines[opts.train_sentences : opts.train_sentences + opts.eval_sentences]
-    ref_lines = lines[opts.train_sentences + opts.eval_sentences :]
+    n_held = opts.eval_sentences + opts.held_out_speakers
+    at = opts.held_out_at
+    lines = sentences(max(at, opts.train_sentences) + n_held, opts.seed + 1)
+    eval_lines = lines[at : at + opts.eval_sentences]
+    ref_lines = lines[at + opts.eval_sentences : at + n_held]
+    train_lines = (lines[:at] + lines[at + n_held :])[: opts.train_sentences]
     rng = random.Random(opts.seed + 2)
     plan: list[tuple[str, str, str]] = []
     plan += [("phrase", rng.choice(train_spk).id, t) for t in phrases(opts.phrases, opts.seed + 3)]
-    plan += [("train", rng.choice(train_spk).id, t) for t in train_lines]
+    # sample(k=1) draws as choice() does, so one voice per sentence is the recipe's corpus
+    plan += [("train", s.id, t) for t in train_lines for s in rng.sample(train_spk, opts.voices_per_sentence)]
     plan += [("ref", s.id, ref_lines[i]) for i, s in enumerate(held_spk)]
     plan += [("eval", held_spk[i % len(held_spk)].id, t) for i, t in enumerate(eval_lines)]
     return train_spk, held_spk, plan
 
 
-def _mels(waves: list[np.ndarray]) -> Iterator[np.ndarray]:
-    """f5-tts' own mel (vocos type) of each waveform, (frames, 100)."""
+def _mel_spec() -> Callable[[np.ndarray], np.ndarray]:
+    """f5-tts' own mel (vocos type) of a waveform, (frames, 100) float32; safe to call from threads."""
     import torch
     from f5_tts.model.modules import MelSpec
 
     spec = MelSpec(n_fft=1024, hop_length=HOP, win_length=1024, n_mel_channels=100, target_sample_rate=SAMPLE_RATE)
-    with torch.no_grad():
-        for w in waves:
-            yield spec(torch.from_numpy(w)[None])[0].T.numpy()
+
+    def mel(wave: np.ndarray) -> np.ndarray:
+        # per thread: torch's grad mode is thread-local. Not inference_mode: f5-tts caches its window and
+        # mel basis per device, and an inference tensor in that cache breaks a later training step's mel loss
+        with torch.no_grad():
+            return spec(torch.from_numpy(wave)[None])[0].T.numpy()
+
+    return mel
+
+
+def disk_bytes(texts: Iterable[str]) -> int:
+    """About what the audio and mels of these lines take on disk: espeak-ng speaks 1,600-1,900 samples
+    per character at the corpus' rates (2,000 taken), each an int16 sample and 100/256 float16 mel values."""
+    return int(2000 * sum(len(t) for t in texts) * (2 + 100 * 2 / HOP))
 
 
 SPLITS = ("phrase", "train", "ref", "eval")
@@ -212,40 +258,69 @@ def speakers_record(opts: CorpusOptions) -> dict[str, object]:
 
 
 def make_corpus(
-    out: Path, opts: CorpusOptions, workers: int = 2, progress: bool = True, splits: tuple[str, ...] = SPLITS
+    out: Path,
+    opts: CorpusOptions,
+    workers: int = 2,
+    progress: bool = True,
+    splits: tuple[str, ...] = SPLITS,
+    chunk: int = CHUNK,
 ) -> Path:
     """Write the corpus to `out` (replacing it only when complete); returns `out`.
 
     `splits` limits it to some splits (`("ref", "eval")` is the held-out evaluation set the quality
     stage needs, made in seconds): utterance ids and content are the same as in the full corpus.
+    It is made `chunk` utterances at a time in a staging folder beside `out` (f5build.train.staging):
+    memory stays at one chunk's audio whatever the corpus' size, and a run that is killed resumes from
+    its last complete chunk. One process makes a corpus folder at a time (its lock, f5build.buildlock).
     """
     from tqdm import tqdm
+
+    from f5build.buildlock import BuildLock
+    from f5build.space import require_space
 
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise ValueError(f"unknown corpus split(s) {unknown}; known: {', '.join(SPLITS)}")
+    if chunk < 1:
+        raise ValueError(f"a corpus is made at least one utterance at a time, got chunk={chunk}")
     train_spk, held_spk, full_plan = _plan(opts)
     speakers = {s.id: s for s in [*train_spk, *held_spk]}
     numbered = [(i, p) for i, p in enumerate(full_plan) if p[0] in splits]
-    plan = [p for _, p in numbered]
-    with staged_folder(out) as tmp:
+    key = {"format": FORMAT, "options": opts.record(), "splits": list(splits), "espeak": espeak_version()}
+    files = (RowFile("audio.npy", np.dtype(np.int16)), RowFile("mel.npy", np.dtype(np.float16), (100,)))
+    with BuildLock(out, command=f"making the training corpus {out}"):
+        staging = Staging(out, key | {"utterances": len(numbered)}, files)
+        done = staging.open()
+        if done:
+            print(f"resuming the corpus in {staging.folder} at utterance {done} of {len(numbered)}", flush=True)
+        need = disk_bytes(p[2] for _, p in numbered[done:])
+        require_space(out.parent, need, f"the training corpus {out.name}", "make it elsewhere with --train-corpus")
+        mel = _mel_spec()
+
+        def speech(p: tuple[str, str, str]) -> tuple[np.ndarray, np.ndarray]:
+            wave = speak(speakers[p[1]], p[2])
+            return wave, mel(wave)
+
+        bar = tqdm(total=len(numbered), initial=done, desc="corpus", disable=not progress, mininterval=5)
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            jobs = pool.map(lambda p: speak(speakers[p[1]], p[2]), plan)
-            waves = list(tqdm(jobs, total=len(plan), desc="espeak-ng", disable=not progress, mininterval=5))
-        mels = list(tqdm(_mels(waves), total=len(waves), desc="mel", disable=not progress, mininterval=5))
-        utts: list[Utterance] = []
-        s0 = f0 = 0
-        for (i, (split, spk, text)), w, m in zip(numbered, waves, mels, strict=False):
-            utts.append(Utterance(f"{split}{i:05d}", spk, text, split, s0, w.size, f0, m.shape[0]))
-            s0 += w.size
-            f0 += m.shape[0]
-        np.save(tmp / "audio.npy", np.concatenate([np.round(w * 32767).astype(np.int16) for w in waves]))
-        np.save(tmp / "mel.npy", np.concatenate(mels).astype(np.float16))
-        with open(tmp / "utts.jsonl", "w", encoding="utf-8") as f:
-            for u in utts:
-                f.write(json.dumps(asdict(u), ensure_ascii=False) + "\n")
+            for lo in range(done, len(numbered), chunk):
+                part = numbered[lo : lo + chunk]
+                spoken = list(pool.map(speech, [p for _, p in part]))
+                s0, f0 = staging.rows["audio.npy"], staging.rows["mel.npy"]
+                lines = []
+                for (i, (split, spk, text)), (w, m) in zip(part, spoken, strict=True):
+                    u = Utterance(f"{split}{i:05d}", spk, text, split, s0, w.size, f0, m.shape[0])
+                    lines.append(json.dumps(asdict(u), ensure_ascii=False))
+                    s0, f0 = s0 + w.size, f0 + m.shape[0]
+                audio = np.concatenate([np.round(w * 32767).astype(np.int16) for w, _ in spoken])
+                mels = np.concatenate([m for _, m in spoken]).astype(np.float16)
+                staging.append(lines, {"audio.npy": audio, "mel.npy": mels})
+                bar.update(len(part))
+        bar.close()
+        tmp = staging.finish()
+        utts = [Utterance(**json.loads(line)) for line in (tmp / "utts.jsonl").read_text(encoding="utf-8").splitlines()]
         atomic_write_json(tmp / "speakers.json", _speakers_json(train_spk, held_spk))
-        files = ("audio.npy", "mel.npy", "utts.jsonl", "speakers.json")
+        names = ("audio.npy", "mel.npy", "utts.jsonl", "speakers.json")
         counts = {s: sum(u.split == s for u in utts) for s in splits}
         hours = {s: round(sum(u.samples for u in utts if u.split == s) / SAMPLE_RATE / 3600, 3) for s in counts}
         atomic_write_json(
@@ -254,13 +329,13 @@ def make_corpus(
                 "format": FORMAT,
                 "options": opts.record(),
                 "splits": list(splits),
-                "espeak": espeak_version(),
+                "espeak": key["espeak"],
                 "counts": counts,
                 "hours": hours,
-                "files": {name: sha256_file(tmp / name) for name in files},
+                "files": {name: sha256_file(tmp / name) for name in names},
             },
         )
-    return out
+        return staging.replace_out()
 
 
 def corpus_is_current(root: Path, opts: CorpusOptions, splits: tuple[str, ...] = SPLITS) -> bool:
