@@ -120,14 +120,19 @@ def test_staging_resumes_from_its_last_complete_chunk(tmp_path: Path):
     again = Staging(out, key, FILES)
     assert again.open() == 2 and again.rows == {"a.npy": 10, "m.npy": 4}
     again.append(*_chunk(2))
-    folder = again.finish()
+    again.finish()
+    # killed after the headers, while the caller hashed and wrote the last files: nothing is spoken again
+    finished = Staging(out, key, FILES)
+    assert finished.open() == 3
+    folder = finished.finish()
     np.testing.assert_array_equal(np.load(folder / "a.npy"), np.arange(15, dtype=np.int16))
     np.testing.assert_array_equal(np.load(folder / "m.npy")[:, 0], [0, 0, 1, 1, 2, 2])
     assert (folder / "utts.jsonl").read_text().splitlines() == ['{"n": 0}', '{"n": 1}', '{"n": 2}']
     (out).mkdir()
     (out / "previous").write_text("the corpus before")
-    assert again.replace_out() == out and not (out / "previous").exists() and (out / "a.npy").is_file()
-    assert not again.folder.exists() and not out.with_name(".c.old").exists()
+    assert finished.replace_out() == out and not (out / "previous").exists() and (out / "a.npy").is_file()
+    assert not finished.folder.exists() and not out.with_name(".c.old").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "m.npy", "utts.jsonl"]
 
 
 def test_staging_starts_afresh_when_what_it_holds_is_not_what_is_made(tmp_path: Path):

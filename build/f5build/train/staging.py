@@ -107,24 +107,26 @@ class Staging:
                 raise ValueError(f"{name}: rows of {data.dtype} {data.shape[1:]}, {f.dtype} {f.row} expected")
         for name, data in rows.items():
             self._append_bytes(name, np.ascontiguousarray(data).tobytes())
-            self.rows[name] += data.shape[0]
         self._append_bytes(self.lines, "".join(line + "\n" for line in lines).encode("utf-8"))
+        for name, data in rows.items():
+            self.rows[name] += data.shape[0]
         self.done += len(lines)
         self._write_progress()
 
     def finish(self) -> Path:
         """Write every .npy header, then return the folder for the corpus' last files (the caller writes
-        them, then `replace_out`)."""
+        them, then `replace_out`). progress.json stays until then: a run killed while the last files are
+        hashed resumes with every row written (the headers are written again, the same)."""
         for name, f in self.files.items():
             with open(self.folder / name, "r+b") as fh:
                 fh.write(npy_header(f.dtype, (self.rows[name], *f.row)))
                 fh.flush()
                 os.fsync(fh.fileno())
-        (self.folder / PROGRESS).unlink()
         return self.folder
 
     def replace_out(self) -> Path:
         """Put the finished folder in the corpus' place; the previous corpus stays whole until then."""
+        (self.folder / PROGRESS).unlink()
         old = self.out.with_name(f".{self.out.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if self.out.exists():
