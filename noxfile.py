@@ -140,8 +140,8 @@ def train(session: nox.Session) -> None:
     models/f5tts-small-en. Resumable: state in ~/.cache/f5-aot/train; a rerun continues where it stopped.
     `-- --train-steps N` trains on to step N; `--train-threads 2` uses both cores of a 2-core box;
     the DiT is the release's (6.3 M parameters, f5-tts' average upsampling); `--train-size small` is 1.6 M.
-    `--train-sentences 35000 --train-voices-per-sentence 4 --train-corpus artifacts/train-corpus-100h` makes
-    and trains on a 100-hour corpus (24 GB; resumable, made in chunks)."""
+    `--train-sentences 35000 --train-voices-per-sentence 4 --train-corpus artifacts/train-corpus-114h` makes
+    and trains on a 114-hour corpus (27.5 GB; resumable, made in chunks)."""
     _stage(session, "train")
 
 

@@ -19,7 +19,7 @@ sets torch's intra-op threads (default 1, so a second job fits beside it on a 2-
 `--train-size` picks the DiT's size (`wide`, the recipe's default, or `small`), and
 `--[no-]train-average-upsampling` whether the text is spread over the frames (f5-tts' own DiT option,
 on by default). `--train-sentences` and `--train-voices-per-sentence` size the corpus (the recipe's is
-5.1 hours; 35,000 sentences in 4 voices are about 100 hours) with the same held-out lines.
+5.1 hours; 35,000 sentences in 4 voices are 114 hours) with the same held-out lines.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         help="how many training speakers say each training sentence (default 1, the recipe's corpus); with "
-        "--train-sentences 35000 and 4 voices the corpus is about 100 hours (24 GB)",
+        "--train-sentences 35000 and 4 voices the corpus is 114 hours (27.5 GB)",
     )
     g.add_argument("--train-out", type=Path, default=DEFAULT_OUT, help="where the released layout goes")
     g.add_argument("--train-steps", type=int, default=None, help="DiT steps to reach (default: the recipe's)")

@@ -8,7 +8,7 @@ records the settings, the espeak-ng version and each file's sha256; `load_corpus
 whose files do not match it.
 
 Its size is `CorpusOptions.train_sentences` x `voices_per_sentence`: the recipe's 6,000 sentences in
-one voice each are 5.1 hours; 35,000 in four voices are about 100 hours (24 GB), what a GPU run that
+one voice each are 5.1 hours; 35,000 in four voices are 114 hours (27.5 GB), what a GPU run that
 is to say its text needs (docs/training.md, "What stage 2 needs"). The held-out lines are the same
 in every corpus made from one seed.
 

@@ -1,6 +1,6 @@
 """A corpus folder being made: written in chunks, resumed after a kill, renamed into place when whole.
 
-A corpus the size stage 2 asks for (about 100 hours: 17 GB of audio and 7 GB of mels) neither fits in
+A corpus the size stage 2 asks for (114 hours: 20 GB of audio and 8 GB of mels) neither fits in
 memory nor is made in a few minutes, so `make_corpus` speaks it a chunk of utterances at a time and
 appends each chunk here. The folder is `.<name>.making` beside the corpus:
 
