@@ -130,6 +130,8 @@ def test_staging_resumes_from_its_last_complete_chunk(tmp_path: Path):
     assert (folder / "utts.jsonl").read_text().splitlines() == ['{"n": 0}', '{"n": 1}', '{"n": 2}']
     (out).mkdir()
     (out / "previous").write_text("the corpus before")
+    out.with_name(".c.old").mkdir()  # what a run killed while it swapped folders leaves
+    (out.with_name(".c.old") / "older").write_text("the corpus before that")
     assert finished.replace_out() == out and not (out / "previous").exists() and (out / "a.npy").is_file()
     assert not finished.folder.exists() and not out.with_name(".c.old").exists()
     assert sorted(p.name for p in out.iterdir()) == ["a.npy", "m.npy", "utts.jsonl"]

@@ -12,7 +12,7 @@ appends each chunk here. The folder is `.<name>.making` beside the corpus:
 A run killed mid-chunk resumes from the last complete chunk: every file is cut back to the size
 progress.json recorded, so the resumed corpus is byte for byte the one an uninterrupted run makes (the
 corpus is deterministic). A folder left by a run that made something else (other options, another
-espeak-ng) is discarded. The corpus' own folder is replaced only by a complete one (`finish`).
+espeak-ng) is discarded. The corpus' own folder is replaced only by a complete one (`replace_out`).
 
 The header of a .npy file has a fixed length for any shape (NumPy pads it so that an array can grow in
 place), so it is reserved first and written over once the row count is known: the result is the file
@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from f5build.train.state import replace_folder
 from f5rt.files import WriteError, atomic_write_json
 
 NPY_HEADER_BYTES = 128
@@ -62,6 +63,18 @@ class RowFile:
         return int(np.prod(self.row, dtype=np.int64)) * self.dtype.itemsize
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What progress.json records after a complete chunk (its `key` aside)."""
+
+    done: int
+    """Utterances written."""
+    rows: dict[str, int]
+    """Rows written to each .npy file."""
+    lines_bytes: int
+    """Bytes of utterance lines written."""
+
+
 class Staging:
     """The staging folder of one corpus (see the module docstring). Use one at a time per corpus: the
     caller holds the corpus' lock (f5build.buildlock) while it writes here."""
@@ -79,7 +92,7 @@ class Staging:
     def open(self) -> int:
         """Resume what a previous run left, or start afresh; returns the utterances already written."""
         progress = self._read_progress()
-        if progress is None or progress.get("key") != self.key:
+        if progress is None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder.mkdir(parents=True)
             os.chmod(self.folder, 0o755)
@@ -89,8 +102,7 @@ class Staging:
             self.done, self.rows = 0, dict.fromkeys(self.files, 0)
             self._write_progress()
             return 0
-        self.done, self.rows = int(progress["done"]), {k: int(v) for k, v in progress["rows"].items()}
-        self._lines_bytes = int(progress["lines_bytes"])
+        self.done, self.rows, self._lines_bytes = progress.done, progress.rows, progress.lines_bytes
         for name, size in self._sizes(self.rows, self._lines_bytes).items():
             with open(self.folder / name, "r+b") as fh:
                 fh.truncate(size)  # what the killed run appended after its last complete chunk goes
@@ -127,13 +139,7 @@ class Staging:
     def replace_out(self) -> Path:
         """Put the finished folder in the corpus' place; the previous corpus stays whole until then."""
         (self.folder / PROGRESS).unlink()
-        old = self.out.with_name(f".{self.out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if self.out.exists():
-            os.replace(self.out, old)
-        os.replace(self.folder, self.out)
-        shutil.rmtree(old, ignore_errors=True)
-        return self.out
+        return replace_folder(self.folder, self.out)
 
     def _sizes(self, rows: dict[str, int], lines_bytes: int) -> dict[str, int]:
         """Each file's size with `rows` rows written and `lines_bytes` of utterance lines."""
@@ -153,21 +159,24 @@ class Staging:
         except OSError as e:
             raise WriteError(e, path, None) from e
 
-    def _read_progress(self) -> dict[str, Any] | None:
-        """progress.json, or None where there is none or it does not describe the files beside it (then the
-        run starts afresh)."""
+    def _read_progress(self) -> Progress | None:
+        """What progress.json says was written, or None where there is none, it is for something else
+        (another key) or it does not describe the files beside it: then the run starts afresh."""
         try:
-            progress = json.loads((self.folder / PROGRESS).read_text(encoding="utf-8"))
-            rows = {str(k): int(v) for k, v in progress["rows"].items()}
-            done, lines_bytes = int(progress["done"]), int(progress["lines_bytes"])
-            if set(rows) != set(self.files) or min(done, lines_bytes, *rows.values()) < 0:
+            raw = json.loads((self.folder / PROGRESS).read_text(encoding="utf-8"))
+            progress = Progress(
+                int(raw["done"]), {str(k): int(v) for k, v in raw["rows"].items()}, int(raw["lines_bytes"])
+            )
+            if raw["key"] != self.key or set(progress.rows) != set(self.files):
                 return None
-            for name, size in self._sizes(rows, lines_bytes).items():
+            if min(progress.done, progress.lines_bytes, *progress.rows.values()) < 0:
+                return None
+            for name, size in self._sizes(progress.rows, progress.lines_bytes).items():
                 if (self.folder / name).stat().st_size < size:
                     return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
-        return progress if isinstance(progress, dict) else None
+        return progress
 
     def _write_progress(self) -> None:
         self._lines_bytes = (self.folder / self.lines).stat().st_size

@@ -87,13 +87,24 @@ def staged_folder(out: Path) -> Iterator[Path]:
     os.chmod(tmp, 0o755)  # mkdtemp makes 0700; these are ordinary shared folders
     try:
         yield tmp
-        old = out.with_name(f".{out.name}.old")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_folder(new: Path, out: Path) -> Path:
+    """Put the complete folder `new` in `out`'s place (both on one filesystem); returns `out`.
+
+    The previous `out` is moved aside to `.name.old` and removed only once `new` is in place; an `.old`
+    a killed run left behind is removed first (a rename onto a folder that holds files fails).
+    """
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
 
 
 def trim_log(path: Path, step: int) -> int:
